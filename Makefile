@@ -1,0 +1,36 @@
+# hotswap: every command a developer or CI needs. `make help` lists them.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+
+.PHONY: help setup demo test lint typecheck unit integration bench clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+setup: ## create .venv, install hotswap with dev tools, fetch Kafka's jars
+	@./scripts/bootstrap.sh
+
+demo: setup ## the whole local stack: Kafka, a worker, demo models and records (Ctrl-C stops)
+	@$(PY) scripts/demo.py
+
+test: setup lint typecheck ## everything CI runs: format, lint, types, unit + integration tests
+	@$(PY) -m pytest
+
+lint: ## ruff format check and lint
+	@$(VENV)/bin/ruff format --check .
+	@$(VENV)/bin/ruff check .
+
+typecheck: ## mypy (strict)
+	@$(VENV)/bin/mypy service models scripts tests
+
+unit: ## unit tests only (no broker)
+	@$(PY) -m pytest tests/unit
+
+integration: ## integration tests only (starts a real local broker)
+	@$(PY) -m pytest tests/integration
+
+bench: setup ## benchmarks against the local broker
+	@$(PY) -m bench
+
+clean: ## remove caches, the venv and Kafka's jars
+	rm -rf $(VENV) .cache .mypy_cache .ruff_cache .pytest_cache *.egg-info

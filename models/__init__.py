@@ -1,0 +1,1 @@
+"""Example models for hotswap and the code that trains them."""

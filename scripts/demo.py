@@ -1,0 +1,225 @@
+"""The whole local stack in one command: broker, worker, models, records, swaps.
+
+Starts a real Kafka broker from the project's own jars, a hotswap worker, trains
+the example models, publishes version 1, streams demo records, then publishes
+a new version (alternating model kinds) every ``--swap-every`` seconds and a
+deliberately corrupt one once, printing what the worker reports. Ctrl-C (or
+``--duration``) stops everything it started.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import hashlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import orjson
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from scripts.localkafka import LocalKafka, fetch  # noqa: E402
+from service.settings import Settings  # noqa: E402
+
+KINDS = ["wine-logreg", "wine-forest", "wine-tree"]
+
+
+def _env(settings: Settings) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        {
+            "HOTSWAP_BROKER": settings.broker,
+            "HOTSWAP_HTTP_PORT": str(settings.http_port),
+            "HOTSWAP_DATA_DIR": settings.data_dir,
+        }
+    )
+    return env
+
+
+def _hotswap(*args: str, settings: Settings) -> list[str]:
+    return [sys.executable, "-m", "service", *args]
+
+
+def _publish(settings: Settings, models: Path, kind: str, version: int) -> None:
+    subprocess.run(
+        _hotswap(
+            "publish",
+            str(models / f"{kind}.joblib"),
+            "--name",
+            "wine",
+            "--version",
+            str(version),
+            "--description",
+            f"{kind} (demo)",
+            settings=settings,
+        ),
+        env=_env(settings),
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    print(f"[demo] published wine version {version} ({kind})")
+
+
+def _publish_corrupt(settings: Settings, version: int) -> None:
+    from aiokafka import AIOKafkaProducer
+
+    artifact = b"definitely not an ONNX model"
+    message = {
+        "name": "wine",
+        "version": str(version),
+        "format": "onnx",
+        "data": base64.b64encode(artifact).decode(),
+        "sha256": hashlib.sha256(b"something else").hexdigest(),
+    }
+
+    async def send() -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers)
+        await producer.start()
+        try:
+            await producer.send_and_wait(settings.model_topic, orjson.dumps(message), key=b"wine")
+        finally:
+            await producer.stop()
+
+    asyncio.run(send())
+    print(f"[demo] published a corrupt wine version {version} (sha256 mismatch): watch it bounce")
+
+
+def _status(url: str, last: tuple[float, float]) -> tuple[float, float]:
+    try:
+        model = httpx.get(f"{url}/models/wine", timeout=2).json()
+        history = httpx.get(f"{url}/models/wine/history", timeout=2).json()
+    except (httpx.HTTPError, ValueError):
+        print("[demo] worker not answering yet")
+        return last
+    now, scored = time.monotonic(), float(model.get("records_scored", 0))
+    rate = (scored - last[1]) / (now - last[0]) if now > last[0] else 0.0
+    rejected = [h for h in history if h["status"] == "rejected"]
+    note = (
+        f", last rejection: v{rejected[-1]['version']} {rejected[-1]['reason']}" if rejected else ""
+    )
+    print(
+        f"[demo] wine v{model['version']} ({model['description']}): "
+        f"{int(scored)} scored since swap, {rate:.0f} rec/s, "
+        f"predict p99 {model['latency_ms']['p99']} ms{note}"
+    )
+    return (now, scored) if scored >= last[1] else (now, 0.0)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--port", type=int, default=9092, help="Kafka port")
+    parser.add_argument("--http-port", type=int, default=8000)
+    parser.add_argument("--rate", type=float, default=500, help="demo records per second")
+    parser.add_argument("--swap-every", type=float, default=30, help="seconds between versions")
+    parser.add_argument("--duration", type=float, default=0, help="stop after N s (0 = Ctrl-C)")
+    args = parser.parse_args()
+
+    state = REPO / ".cache" / "demo"
+    shutil.rmtree(state, ignore_errors=True)
+    state.mkdir(parents=True)
+    settings = Settings(
+        broker=f"kafka://127.0.0.1:{args.port}",
+        http_port=args.http_port,
+        data_dir=str(state / "worker"),
+    )
+    url = f"http://localhost:{args.http_port}"
+    fetch()
+    kafka = LocalKafka(args.port, state / "kafka")
+    procs: list[subprocess.Popen[bytes]] = []
+    stop = {"now": False}
+
+    def on_signal(signum: int, frame: object) -> None:
+        stop["now"] = True
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        print(f"[demo] starting Kafka on 127.0.0.1:{args.port} …")
+        kafka.start()
+        print("[demo] training the example models …")
+        subprocess.run(
+            _hotswap("train", "--out", str(state / "models"), settings=settings),
+            env=_env(settings),
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        version = 1
+        _publish(settings, state / "models", KINDS[0], version)
+        log = (state / "worker.log").open("wb")
+        procs.append(
+            subprocess.Popen(
+                _hotswap("worker", settings=settings), env=_env(settings), stdout=log, stderr=log
+            )
+        )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not stop["now"]:
+            try:
+                if httpx.get(f"{url}/ready", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        else:
+            raise RuntimeError(f"worker not ready; see {state / 'worker.log'}")
+        procs.append(
+            subprocess.Popen(
+                _hotswap("produce", "--count", "0", "--rate", str(args.rate), settings=settings),
+                env=_env(settings),
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )
+        print(
+            f"[demo] ready. Try:\n"
+            f"         curl {url}/models/wine\n"
+            f"         curl {url}/models/wine/history\n"
+            f"         curl {url}/metrics\n"
+            f"         {url}/docs (API docs)\n"
+            f"       topics: models (compacted), records -> scored, bad records -> records.dlq\n"
+            f"       worker log: {state / 'worker.log'}; Ctrl-C stops everything"
+        )
+        started = last_swap = time.monotonic()
+        last = (time.monotonic(), 0.0)
+        corrupt_sent = False
+        while not stop["now"]:
+            time.sleep(0.5)
+            now = time.monotonic()
+            if args.duration and now - started > args.duration:
+                break
+            if now - last_swap >= args.swap_every:
+                version += 1
+                if version == 3 and not corrupt_sent:
+                    _publish_corrupt(settings, version)
+                    corrupt_sent = True
+                else:
+                    _publish(settings, state / "models", KINDS[(version - 1) % len(KINDS)], version)
+                last_swap = now
+            if int(now * 2) % 10 == 0:
+                last = _status(url, last)
+    finally:
+        print("[demo] stopping …")
+        for proc in reversed(procs):
+            proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        kafka.stop()
+        print("[demo] stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

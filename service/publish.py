@@ -1,0 +1,105 @@
+"""Publishing a model version to the model topic.
+
+Accepts an ``.onnx`` file as is, or a pickled scikit-learn estimator that is
+converted to ONNX here (see :mod:`service.convert`). The message carries the
+artifact inline (base64) or, with ``store_dir``, by reference (a ``file://``
+location); either way with its sha256, which the worker verifies.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from service.artifacts import sha256_hex
+from service.convert import load_estimator, sklearn_to_onnx
+from service.kafka_clients import ensure_topics, producer
+from service.messages import ModelMessage, encode_model_message
+from service.settings import Settings
+
+__all__ = ["PublishRequest", "build_message", "publish_message", "read_sidecar"]
+
+logger = logging.getLogger(__name__)
+
+SAMPLE_ROWS_FOR_WARMUP = 8
+
+
+@dataclass
+class PublishRequest:
+    path: Path
+    name: str
+    version: str
+    description: str = ""
+    metadata: dict[str, Any] = field(default_factory=dict)
+    store_dir: Path | None = None
+
+
+def read_sidecar(path: Path) -> dict[str, Any]:
+    """Metadata written beside a trained model (``NAME.meta.json``), if any."""
+    sidecar = path.with_suffix(".meta.json")
+    if sidecar.exists():
+        data = orjson.loads(sidecar.read_bytes())
+        return data if isinstance(data, dict) else {}
+    return {}
+
+
+def build_message(request: PublishRequest) -> ModelMessage:
+    """Read or convert the artifact and describe it in a model message."""
+    metadata = {**read_sidecar(request.path), **request.metadata}
+    sample_rows = metadata.pop("sample_rows", None)
+    if request.path.suffix == ".onnx":
+        artifact = request.path.read_bytes()
+    else:
+        estimator = load_estimator(request.path)
+        converted = sklearn_to_onnx(estimator, sample_rows)
+        artifact = converted.onnx
+        metadata.setdefault("converted_from", type(estimator).__name__)
+        metadata["parity_max_abs_diff"] = converted.max_abs_diff
+        if converted.classes is not None:
+            metadata["classes"] = converted.classes
+        if sample_rows is not None and converted.sample_labels is not None:
+            metadata["samples"] = {
+                "inputs": sample_rows[:SAMPLE_ROWS_FOR_WARMUP],
+                "labels": converted.sample_labels[:SAMPLE_ROWS_FOR_WARMUP],
+            }
+    digest = sha256_hex(artifact)
+    data: str | None = base64.b64encode(artifact).decode()
+    location: str | None = None
+    if request.store_dir is not None:
+        request.store_dir.mkdir(parents=True, exist_ok=True)
+        target = request.store_dir / f"{request.name}-{request.version}-{digest[:12]}.onnx"
+        target.write_bytes(artifact)
+        data, location = None, target.resolve().as_uri()
+    return ModelMessage(
+        name=request.name,
+        version=request.version,
+        format="onnx",
+        description=request.description,
+        data=data,
+        location=location,
+        sha256=digest,
+        metadata=metadata,
+        published_at=datetime.now(UTC),
+    )
+
+
+async def publish_message(settings: Settings, message: ModelMessage) -> None:
+    """Send ``message`` to the model topic (key = name) and wait for the broker's ack."""
+    await ensure_topics(settings)
+    kafka = producer(settings)
+    await kafka.start()
+    try:
+        await kafka.send_and_wait(
+            settings.model_topic, encode_model_message(message), key=message.name.encode()
+        )
+    finally:
+        await kafka.stop()
+    logger.info(
+        "published %s version %s to %s", message.name, message.version, settings.model_topic
+    )

@@ -1,0 +1,82 @@
+"""One settings object for every hotswap command.
+
+Built once in the entry point and passed down, so the worker, the publisher
+and the demo producer read the same ``HOTSWAP_*`` variables and therefore
+talk to the same broker and topics.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["SecurityProtocol", "Settings"]
+
+logger = logging.getLogger(__name__)
+
+SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+
+
+class Settings(BaseSettings):
+    """Configuration, read from ``HOTSWAP_*`` environment variables."""
+
+    model_config = SettingsConfigDict(env_prefix="HOTSWAP_", extra="ignore")
+
+    broker: str = Field("kafka://localhost:9092", description="Kafka bootstrap servers.")
+    model_topic: str = Field("models", description="Compacted topic of model messages.")
+    data_topic: str = Field("records", description="Topic of records to score.")
+    scored_topic: str = Field("scored", description="Topic of scored records.")
+    dead_letter_topic: str = Field("records.dlq", description="Topic of rejected records.")
+    app_id: str = Field("hotswap", description="Consumer group of the scoring workers.")
+    http_host: str = Field("0.0.0.0", description="Interface the HTTP API binds to.")
+    http_port: int = Field(8000, description="Port of the HTTP API.")
+
+    data_partitions: int = Field(4, ge=1, description="Partitions when creating the data topic.")
+    replication_factor: int = Field(1, ge=1, description="Replication when creating topics.")
+    batch_size: int = Field(500, ge=1, description="Most records scored in one ONNX call.")
+    batch_timeout: float = Field(0.02, gt=0, description="Seconds to wait to fill a batch.")
+    default_model: str = Field("", description="Model for records with no `model` field.")
+    max_record_bytes: int = Field(1_000_000, ge=1, description="Larger records are rejected.")
+    max_model_bytes: int = Field(200_000_000, ge=1, description="Larger artifacts are rejected.")
+    fetch_timeout: float = Field(30.0, gt=0, description="Seconds to fetch a model location.")
+    producer_linger_ms: int = Field(5, ge=0, description="Producer batching delay.")
+    producer_compression: Literal["none", "gzip", "lz4", "zstd", "snappy"] = "none"
+    data_dir: str = Field(".hotswap", description="Scratch directory of the worker.")
+    log_level: str = Field("INFO", description="Logging level.")
+
+    verify_key: str = Field(
+        "", description="Ed25519 public key (PEM text or file path); unsigned models are refused."
+    )
+
+    security_protocol: SecurityProtocol = "PLAINTEXT"
+    sasl_mechanism: str = Field("PLAIN", description="SASL mechanism, e.g. PLAIN, SCRAM-SHA-256.")
+    sasl_username: str = ""
+    sasl_password: SecretStr = SecretStr("")
+    ssl_cafile: str = ""
+
+    @field_validator("broker")
+    @classmethod
+    def _broker_not_empty(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("HOTSWAP_BROKER must name at least one host:port")
+        return value
+
+    @property
+    def bootstrap_servers(self) -> list[str]:
+        """Broker list for aiokafka: ``kafka://a:1;b:2`` becomes ``["a:1", "b:2"]``."""
+        servers = []
+        for part in self.broker.replace(";", ",").split(","):
+            part = part.strip()
+            if "://" in part:
+                part = part.split("://", 1)[1]
+            if part:
+                servers.append(part)
+        return servers
+
+    @property
+    def faust_broker(self) -> str:
+        """Broker URL in Faust's ``kafka://host:port;host:port`` form."""
+        return ";".join(f"kafka://{s}" for s in self.bootstrap_servers)

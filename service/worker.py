@@ -1,0 +1,111 @@
+"""The worker's composition root: build every part from one Settings and run.
+
+Faust's worker owns the event loop and the signals (SIGTERM drains the
+in-flight batch, commits and flushes); the model feed and the HTTP server run
+beside the app as services of that worker. The HTTP server starts at once, not
+after Faust's recovery, so ``/health`` and ``/ready`` answer even while the
+broker is away.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import faust
+from fastapi import FastAPI
+from faust.contrib.asgi import AsgiService
+
+from service.agents import attach_scoring_agent
+from service.api import Readiness, create_api
+from service.app import create_app, data_topic
+from service.metrics import Metrics
+from service.model_feed import ModelFeed
+from service.registry import BuildLimits, ModelRegistry
+from service.scoring import Scorer
+from service.settings import Settings
+from service.signing import Verifier, load_public_key
+
+__all__ = ["WorkerParts", "build_worker", "run_worker"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class WorkerParts:
+    settings: Settings
+    app: faust.App
+    registry: ModelRegistry
+    metrics: Metrics
+    feed: ModelFeed
+    api: FastAPI
+    http: AsgiService
+
+
+def _assigned(app: faust.App, topic: str) -> int:
+    try:
+        return sum(1 for tp in app.consumer.assignment() if tp.topic == topic)
+    except Exception:  # no consumer yet (starting, or the broker was never reached)
+        return 0
+
+
+def build_worker(settings: Settings) -> WorkerParts:
+    """Wire registry, model feed, scorer, agent and HTTP API together."""
+    Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
+    app = create_app(settings)
+    metrics = Metrics()
+    registry = ModelRegistry(
+        limits=BuildLimits(
+            max_bytes=settings.max_model_bytes, fetch_timeout=settings.fetch_timeout
+        ),
+        verifier=Verifier(load_public_key(settings.verify_key)) if settings.verify_key else None,
+    )
+    feed = ModelFeed(settings, registry, metrics)
+    scorer = Scorer(
+        registry, max_record_bytes=settings.max_record_bytes, default_model=settings.default_model
+    )
+    attach_scoring_agent(app, data_topic(app, settings), settings, scorer, feed, metrics)
+
+    def readiness() -> Readiness:
+        replayed = feed.replayed.is_set()
+        reachable = feed.broker_reachable
+        return Readiness(
+            ready=replayed and reachable and not app._crash_reason,
+            broker_reachable=reachable,
+            models_replayed=replayed,
+            models=len(registry.models()),
+            assigned_partitions=_assigned(app, settings.data_topic),
+            rebalancing=bool(app.rebalancing),
+        )
+
+    api = create_api(registry, metrics, readiness)
+    http = AsgiService(
+        api,
+        host=settings.http_host,
+        port=settings.http_port,
+        uvicorn_options={"access_log": False, "log_level": "warning"},
+    )
+    return WorkerParts(settings, app, registry, metrics, feed, api, http)
+
+
+def run_worker(settings: Settings) -> None:
+    """Run until SIGINT/SIGTERM; exits the process."""
+    parts = build_worker(settings)
+    worker = faust.Worker(
+        parts.app,
+        parts.feed,
+        parts.http,
+        loglevel=settings.log_level,
+        redirect_stdouts=False,
+        quiet=True,
+    )
+    logger.info(
+        "hotswap worker %s: broker %s, data %s -> scored %s, HTTP on :%d",
+        settings.app_id,
+        settings.broker,
+        settings.data_topic,
+        settings.scored_topic,
+        settings.http_port,
+    )
+    worker.execute_from_commandline()
