@@ -45,7 +45,7 @@ def _env(settings: Settings) -> dict[str, str]:
     return env
 
 
-def _hotswap(*args: str, settings: Settings) -> list[str]:
+def _hotswap(*args: str) -> list[str]:
     return [sys.executable, "-m", "service", *args]
 
 
@@ -60,7 +60,6 @@ def _publish(settings: Settings, models: Path, kind: str, version: int) -> None:
             str(version),
             "--description",
             f"{kind} (demo)",
-            settings=settings,
         ),
         env=_env(settings),
         check=True,
@@ -94,25 +93,35 @@ def _publish_corrupt(settings: Settings, version: int) -> None:
     print(f"[demo] published a corrupt wine version {version} (sha256 mismatch): watch it bounce")
 
 
+def _scored_total(url: str) -> float:
+    text = httpx.get(f"{url}/metrics", timeout=2).text
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("hotswap_records_scored_total{")
+    )
+
+
 def _status(url: str, last: tuple[float, float]) -> tuple[float, float]:
     try:
         model = httpx.get(f"{url}/models/wine", timeout=2).json()
         history = httpx.get(f"{url}/models/wine/history", timeout=2).json()
+        total = _scored_total(url)
     except (httpx.HTTPError, ValueError):
         print("[demo] worker not answering yet")
         return last
-    now, scored = time.monotonic(), float(model.get("records_scored", 0))
-    rate = (scored - last[1]) / (now - last[0]) if now > last[0] else 0.0
+    now = time.monotonic()
+    rate = (total - last[1]) / (now - last[0]) if now > last[0] else 0.0
     rejected = [h for h in history if h["status"] == "rejected"]
     note = (
         f", last rejection: v{rejected[-1]['version']} {rejected[-1]['reason']}" if rejected else ""
     )
     print(
         f"[demo] wine v{model['version']} ({model['description']}): "
-        f"{int(scored)} scored since swap, {rate:.0f} rec/s, "
+        f"{model['records_scored']} scored by it, {int(total)} in all, {rate:.0f} rec/s, "
         f"predict p99 {model['latency_ms']['p99']} ms{note}"
     )
-    return (now, scored) if scored >= last[1] else (now, 0.0)
+    return now, total
 
 
 def main() -> int:
@@ -148,7 +157,7 @@ def main() -> int:
         kafka.start()
         print("[demo] training the example models …")
         subprocess.run(
-            _hotswap("train", "--out", str(state / "models"), settings=settings),
+            _hotswap("train", "--out", str(state / "models")),
             env=_env(settings),
             check=True,
             stdout=subprocess.DEVNULL,
@@ -158,9 +167,7 @@ def main() -> int:
         _publish(settings, state / "models", KINDS[0], version)
         log = (state / "worker.log").open("wb")
         procs.append(
-            subprocess.Popen(
-                _hotswap("worker", settings=settings), env=_env(settings), stdout=log, stderr=log
-            )
+            subprocess.Popen(_hotswap("worker"), env=_env(settings), stdout=log, stderr=log)
         )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and not stop["now"]:
@@ -174,7 +181,7 @@ def main() -> int:
             raise RuntimeError(f"worker not ready; see {state / 'worker.log'}")
         procs.append(
             subprocess.Popen(
-                _hotswap("produce", "--count", "0", "--rate", str(args.rate), settings=settings),
+                _hotswap("produce", "--count", "0", "--rate", str(args.rate)),
                 env=_env(settings),
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,

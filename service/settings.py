@@ -42,6 +42,9 @@ class Settings(BaseSettings):
     max_record_bytes: int = Field(1_000_000, ge=1, description="Larger records are rejected.")
     max_model_bytes: int = Field(200_000_000, ge=1, description="Larger artifacts are rejected.")
     fetch_timeout: float = Field(30.0, gt=0, description="Seconds to fetch a model location.")
+    session_timeout: float = Field(
+        10.0, gt=0, description="Seconds before the group gives a silent worker's partitions away."
+    )
     producer_linger_ms: int = Field(5, ge=0, description="Producer batching delay.")
     producer_compression: Literal["none", "gzip", "lz4", "zstd", "snappy"] = "none"
     data_dir: str = Field(".hotswap", description="Scratch directory of the worker.")

@@ -12,14 +12,18 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import faust
+from aiokafka.errors import KafkaError
 from fastapi import FastAPI
 from faust.contrib.asgi import AsgiService
+from mode import Service
 
 from service.agents import attach_scoring_agent
 from service.api import Readiness, create_api
 from service.app import create_app, data_topic
+from service.kafka_clients import ensure_topics
 from service.metrics import Metrics
 from service.model_feed import ModelFeed
 from service.registry import BuildLimits, ModelRegistry
@@ -27,7 +31,7 @@ from service.scoring import Scorer
 from service.settings import Settings
 from service.signing import Verifier, load_public_key
 
-__all__ = ["WorkerParts", "build_worker", "run_worker"]
+__all__ = ["BrokerGate", "WorkerParts", "build_worker", "run_worker"]
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +45,31 @@ class WorkerParts:
     feed: ModelFeed
     api: FastAPI
     http: AsgiService
+
+
+class BrokerGate(Service):
+    """Holds the Faust app back until the broker answers, retrying with backoff.
+
+    Faust's producer gives up at once when no broker answers, and the worker
+    would exit; this starts before the app (the worker starts its services in
+    order), so a worker started before its broker reports "not ready" over
+    HTTP and begins scoring when the broker appears.
+    """
+
+    def __init__(self, settings: Settings, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._settings = settings
+
+    async def on_start(self) -> None:
+        delay = 0.5
+        while not self.should_stop:
+            try:
+                await ensure_topics(self._settings, timeout=5.0)
+                return
+            except (KafkaError, OSError, TimeoutError) as exc:
+                logger.warning("broker not reachable (%s); retrying in %.1fs", exc, delay)
+                await self.sleep(delay)
+                delay = min(delay * 2, 10.0)
 
 
 def _assigned(app: faust.App, topic: str) -> int:
@@ -94,8 +123,9 @@ def run_worker(settings: Settings) -> None:
     parts = build_worker(settings)
     worker = faust.Worker(
         parts.app,
-        parts.feed,
         parts.http,
+        parts.feed,
+        BrokerGate(settings),
         loglevel=settings.log_level,
         redirect_stdouts=False,
         quiet=True,

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from scripts.harness import WorkerProcess
 from scripts.localkafka import LocalKafka, fetch, free_port
 from service.settings import Settings
-from tests.integration.kafka_helpers import WorkerProcess
 
 pytestmark = pytest.mark.integration
 

@@ -11,16 +11,16 @@ from pathlib import Path
 import orjson
 import pytest
 
-from service.demo_data import produce_records
-from service.messages import HEADER_ERROR, HEADER_REASON, HEADER_SOURCE_OFFSET
-from service.settings import Settings
-from tests.integration.kafka_helpers import (
+from scripts.harness import (
     WorkerProcess,
     consume,
     publish_file,
     send_raw,
     wait_for,
 )
+from service.demo_data import produce_records
+from service.messages import HEADER_ERROR, HEADER_REASON, HEADER_SOURCE_OFFSET
+from service.settings import Settings
 
 pytestmark = pytest.mark.integration
 

@@ -10,16 +10,16 @@ from pathlib import Path
 
 import pytest
 
-from service.demo_data import produce_records
-from service.messages import HEADER_SOURCE_OFFSET, HEADER_SOURCE_PARTITION, HEADER_VERSION
-from service.settings import Settings
-from tests.integration.kafka_helpers import (
+from scripts.harness import (
     ConsumedRecord,
     WorkerProcess,
     consume,
     publish_file,
     wait_for,
 )
+from service.demo_data import produce_records
+from service.messages import HEADER_SOURCE_OFFSET, HEADER_SOURCE_PARTITION, HEADER_VERSION
+from service.settings import Settings
 
 pytestmark = pytest.mark.integration
 

@@ -9,15 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from service.demo_data import produce_records
-from service.settings import Settings
-from tests.integration.kafka_helpers import (
+from scripts.harness import (
     ConsumedRecord,
     WorkerProcess,
     consume,
     publish_file,
     wait_for,
 )
+from service.demo_data import produce_records
+from service.settings import Settings
 
 pytestmark = pytest.mark.integration
 

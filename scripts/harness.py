@@ -1,0 +1,208 @@
+"""Driving real workers and topics from tests, fault runs and benchmarks.
+
+Worker subprocesses with their HTTP probes, publishing, raw sends and topic
+reads, all against a real broker; shared so that a test, the fault report and
+the benchmarks measure the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from service.publish import PublishRequest, build_message, publish_message
+from service.settings import Settings
+
+__all__ = [
+    "ConsumedRecord",
+    "WorkerProcess",
+    "consume",
+    "publish_file",
+    "send_raw",
+    "settings_env",
+    "wait_for",
+]
+
+T = TypeVar("T")
+REPO = Path(__file__).resolve().parents[1]
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The ``HOTSWAP_*`` environment that reproduces ``settings`` in a subprocess."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HOTSWAP_")}
+    for name, value in settings.model_dump().items():
+        if hasattr(value, "get_secret_value"):
+            value = value.get_secret_value()
+        env[f"HOTSWAP_{name.upper()}"] = str(value)
+    return env
+
+
+def wait_for(probe: Callable[[], T | None], timeout: float, what: str, interval: float = 0.05) -> T:
+    """Poll ``probe`` until it returns something truthy; fail with ``what`` on timeout."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = probe()
+        except (httpx.HTTPError, OSError) as exc:
+            last = exc
+        if last and not isinstance(last, Exception):
+            return last  # type: ignore[no-any-return]
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+@dataclass
+class WorkerProcess:
+    """A ``hotswap worker`` subprocess with its own log file."""
+
+    settings: Settings
+    log_path: Path
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.settings.http_port}"
+
+    def start(self) -> WorkerProcess:
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "service", "worker"],
+            env=settings_env(self.settings),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=REPO,
+        )
+        return self
+
+    def get(self, path: str) -> httpx.Response:
+        return httpx.get(self.url + path, timeout=5)
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        def ready() -> bool:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise AssertionError(f"worker exited with {self.proc.returncode}:\n{self.tail()}")
+            return self.get("/ready").status_code == 200
+
+        wait_for(ready, timeout, f"worker {self.settings.http_port} ready")
+
+    def model_version(self, name: str) -> str | None:
+        response = self.get(f"/models/{name}")
+        return str(response.json()["version"]) if response.status_code == 200 else None
+
+    def metric(self, sample: str) -> float:
+        """Sum of every sample line starting with ``sample`` on /metrics."""
+        total = 0.0
+        for line in self.get("/metrics").text.splitlines():
+            if line.startswith(sample):
+                total += float(line.rsplit(" ", 1)[1])
+        return total
+
+    def tail(self, lines: int = 40) -> str:
+        text = self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def signal(self, sig: int) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+
+    def stop(self, timeout: float = 30) -> int | None:
+        if self.proc is None:
+            return None
+        self.signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait(10)
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+def publish_file(settings: Settings, path: Path, name: str, version: str, **extra: Any) -> None:
+    message = build_message(PublishRequest(path=path, name=name, version=version, **extra))
+    asyncio.run(publish_message(settings, message))
+
+
+def send_raw(
+    settings: Settings, topic: str, items: list[tuple[bytes | None, bytes | None]]
+) -> None:
+    """Send (key, value) pairs as they are, in order, and wait for the broker."""
+
+    async def run() -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, linger_ms=5)
+        await producer.start()
+        try:
+            futures = [await producer.send(topic, value, key=key) for key, value in items]
+            await asyncio.gather(*futures)
+        finally:
+            await producer.stop()
+
+    asyncio.run(run())
+
+
+@dataclass(frozen=True)
+class ConsumedRecord:
+    key: bytes | None
+    value: bytes | None
+    headers: dict[str, bytes]
+    partition: int
+    offset: int
+
+    def json(self) -> Any:
+        assert self.value is not None
+        return orjson.loads(self.value)
+
+
+def consume(
+    settings: Settings,
+    topic: str,
+    *,
+    until: Callable[[list[ConsumedRecord]], bool],
+    timeout: float = 60,
+) -> list[ConsumedRecord]:
+    """Read ``topic`` from the beginning (no group) until ``until(records)`` or timeout."""
+
+    async def run() -> list[ConsumedRecord]:
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=settings.bootstrap_servers, enable_auto_commit=False
+        )
+        await consumer.start()
+        records: list[ConsumedRecord] = []
+        try:
+            partitions = consumer.partitions_for_topic(topic) or set()
+            if not partitions:
+                await consumer._client.force_metadata_update()
+                partitions = consumer.partitions_for_topic(topic) or {0}
+            tps = [TopicPartition(topic, p) for p in partitions]
+            consumer.assign(tps)
+            await consumer.seek_to_beginning(*tps)
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline and not until(records):
+                batch = await consumer.getmany(timeout_ms=200)
+                for tp, messages in batch.items():
+                    records.extend(
+                        ConsumedRecord(m.key, m.value, dict(m.headers), tp.partition, m.offset)
+                        for m in messages
+                    )
+        finally:
+            await consumer.stop()
+        return records
+
+    return asyncio.run(run())
