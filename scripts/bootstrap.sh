@@ -15,4 +15,15 @@ if [ ! -f "$stamp" ]; then
   rm -f .venv/.stamp-*
   touch "$stamp"
 fi
+if ! command -v promtool >/dev/null 2>&1; then
+  # promtool validates deploy/prometheus in the tests; Debian's prometheus package ships it.
+  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+    echo "[setup] installing promtool (Debian package prometheus)"
+    apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+    if command -v systemctl >/dev/null 2>&1; then systemctl disable --now prometheus >/dev/null 2>&1 || true; fi
+  else
+    echo "[setup] warning: promtool missing; install Debian's 'prometheus' package" >&2
+  fi
+fi
 echo "[setup] Kafka jars: $(.venv/bin/python scripts/localkafka.py fetch)"

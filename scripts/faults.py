@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import signal
 import sys
 import tempfile
@@ -308,6 +309,9 @@ def main() -> int:
     parser.add_argument("--only", action="append", choices=sorted(SCENARIOS))
     args = parser.parse_args()
     from models.train import train_model
+
+    # The clients in this process retry through the broker outage; their logs would drown the table.
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
 
     fetch()
     with tempfile.TemporaryDirectory(prefix="hotswap-faults-") as tmp:

@@ -22,6 +22,7 @@ import httpx
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from service.kafka_clients import partitions_of
 from service.publish import PublishRequest, build_message, publish_message
 from service.settings import Settings
 
@@ -186,10 +187,7 @@ def consume(
         await consumer.start()
         records: list[ConsumedRecord] = []
         try:
-            partitions = consumer.partitions_for_topic(topic) or set()
-            if not partitions:
-                await consumer._client.force_metadata_update()
-                partitions = consumer.partitions_for_topic(topic) or {0}
+            partitions = await partitions_of(consumer, topic) or {0}
             tps = [TopicPartition(topic, p) for p in partitions]
             consumer.assign(tps)
             await consumer.seek_to_beginning(*tps)

@@ -17,7 +17,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from service.settings import Settings
 
-__all__ = ["client_options", "consumer", "ensure_topics", "producer"]
+__all__ = ["client_options", "consumer", "ensure_topics", "partitions_of", "producer"]
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +62,12 @@ def consumer(settings: Settings, *topics: str, **overrides: Any) -> AIOKafkaCons
     }
     options.update(overrides)
     return AIOKafkaConsumer(*topics, **options)
+
+
+async def partitions_of(client: AIOKafkaConsumer, topic: str) -> set[int]:
+    """The partition ids of ``topic``, from fresh metadata (the consumer's cache may be empty)."""
+    cluster = await client._client.fetch_all_metadata()
+    return set(cluster.partitions_for_topic(topic) or ())
 
 
 async def ensure_topics(settings: Settings, *, timeout: float = 30.0) -> None:

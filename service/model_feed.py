@@ -22,7 +22,7 @@ from mode import Service
 
 from service import errors
 from service.kafka_clients import consumer as make_consumer
-from service.kafka_clients import ensure_topics
+from service.kafka_clients import ensure_topics, partitions_of
 from service.messages import ModelMessage, parse_model_message
 from service.metrics import Metrics
 from service.registry import ModelRegistry
@@ -118,7 +118,7 @@ class ModelFeed(Service):
         consumer = make_consumer(settings, group_id=None)
         self._consumer = consumer
         await asyncio.wait_for(consumer.start(), timeout=15.0)
-        partitions = consumer.partitions_for_topic(settings.model_topic) or {0}
+        partitions = await partitions_of(consumer, settings.model_topic) or {0}
         tps = [TopicPartition(settings.model_topic, p) for p in sorted(partitions)]
         consumer.assign(tps)
         for tp in tps:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from aiokafka import TopicPartition
 
-from service.kafka_clients import consumer, producer
+from service.kafka_clients import consumer, partitions_of, producer
 from service.messages import HEADER_REASON
 from service.settings import Settings
 
@@ -40,7 +40,7 @@ async def replay_dead_letters(
     await source.start()
     await sink.start()
     try:
-        partitions = source.partitions_for_topic(settings.dead_letter_topic) or set()
+        partitions = await partitions_of(source, settings.dead_letter_topic) or {0}
         tps = [TopicPartition(settings.dead_letter_topic, p) for p in sorted(partitions)]
         source.assign(tps)
         for tp in tps:
