@@ -18,6 +18,7 @@ from pydantic import BaseModel, Field
 
 from service import __version__
 from service.metrics import Metrics
+from service.oip import JsonByDefault, create_oip_router
 from service.registry import ModelRegistry
 
 __all__ = ["Readiness", "create_api"]
@@ -83,6 +84,9 @@ def create_api(
         version=__version__,
         description="Models served from Kafka, hot-swapped while running.",
     )
+
+    api.include_router(create_oip_router(registry, metrics, lambda: readiness().ready))
+    api.add_middleware(JsonByDefault)
 
     @api.get("/health", tags=["health"])
     async def health() -> dict[str, str]:

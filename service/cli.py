@@ -1,4 +1,4 @@
-"""The ``hotswap`` command: worker, publish, produce, train, status, keygen.
+"""The ``hotswap`` command: worker, publish, produce, train, status, rollback, keygen, ...
 
 Every subcommand builds the same :class:`Settings` from ``HOTSWAP_*``
 variables, so one environment points all of them at one broker and topic set.
@@ -115,6 +115,20 @@ def cmd_replay_dlq(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_rollback(settings: Settings, args: argparse.Namespace) -> int:
+    from service.rollback import RollbackError, previous_accepted, rollback
+
+    try:
+        url = args.url or f"http://localhost:{settings.http_port}"
+        version = args.to or previous_accepted(url, args.name)
+        asyncio.run(rollback(settings, args.name, version))
+    except RollbackError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"{args.name}: version {version} is current again (workers swap to it now)")
+    return 0
+
+
 def cmd_keygen(settings: Settings, args: argparse.Namespace) -> int:
     from service.signing import generate_keypair
 
@@ -178,6 +192,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--reason", action="append", help="only this reason code (repeatable)")
     p.add_argument("--dry-run", action="store_true", help="count, send nothing")
 
+    p = sub.add_parser("rollback", help="make an earlier version current again")
+    p.add_argument("name")
+    p.add_argument("--to", metavar="VERSION", help="default: the version accepted before")
+    p.add_argument("--url", default=None, help="a worker to ask for history (with no --to)")
+
     p = sub.add_parser("keygen", help="make an Ed25519 key pair for signing models")
     p.add_argument("path", help="private key file; the public key is written to PATH.pub")
     p.add_argument("--force", action="store_true")
@@ -207,6 +226,7 @@ COMMANDS = {
     "status": cmd_status,
     "keygen": cmd_keygen,
     "replay-dlq": cmd_replay_dlq,
+    "rollback": cmd_rollback,
 }
 
 

@@ -71,7 +71,7 @@ async def partitions_of(client: AIOKafkaConsumer, topic: str) -> set[int]:
 
 
 async def ensure_topics(settings: Settings, *, timeout: float = 30.0) -> None:
-    """Create the four topics if absent: the model topic compacted with one partition.
+    """Create the topics if absent: the model and archive topics compacted, one partition.
 
     One model-topic partition keeps every model message in one total order, so
     "the newest message per name is current" means the same on every worker.
@@ -80,6 +80,12 @@ async def ensure_topics(settings: Settings, *, timeout: float = 30.0) -> None:
     wanted = [
         NewTopic(
             settings.model_topic,
+            1,
+            rf,
+            topic_configs={"cleanup.policy": "compact", "max.message.bytes": str(16 * 1024**2)},
+        ),
+        NewTopic(
+            settings.archive_topic,
             1,
             rf,
             topic_configs={"cleanup.policy": "compact", "max.message.bytes": str(16 * 1024**2)},

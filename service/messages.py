@@ -129,14 +129,14 @@ def _number(value: Any, where: str) -> float:
 
 
 def _refuse_constant(name: str) -> Any:
-    raise errors.InvalidJson(f"record is not JSON: {name} is not a JSON number")
+    raise errors.NonFiniteValue(f"record holds {name}, which is not a finite number")
 
 
 def _decode_slow(value: bytes, exc: orjson.JSONDecodeError) -> Any:
     """Tell apart why orjson refused a record (bad records only, so speed is moot).
 
-    orjson refuses numbers that overflow a float; the standard library reads
-    them as ``inf`` so they are reported as ``non_finite``, not ``invalid_json``.
+    orjson refuses ``NaN``/``Infinity`` literals and numbers that overflow a
+    float; they are reported as ``non_finite``, not as ``invalid_json``.
     """
     try:
         text = value.decode("utf-8")
@@ -151,8 +151,8 @@ def _decode_slow(value: bytes, exc: orjson.JSONDecodeError) -> Any:
 def decode_record(value: bytes | None, *, max_bytes: int, default_model: str = "") -> DataRecord:
     """Decode and check one data record, raising a :class:`RecordRejected` on any defect.
 
-    orjson refuses NaN and Infinity literals as invalid JSON; numbers that
-    overflow a float become ``inf`` and are refused as non-finite.
+    ``NaN``/``Infinity`` literals and numbers that overflow a float are
+    refused as ``non_finite``.
     """
     if value is None:
         raise errors.NullValue("record value is null")

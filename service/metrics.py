@@ -81,6 +81,12 @@ class Metrics:
             ["model", "version"],
             registry=r,
         )
+        self.http_inferences = Counter(
+            "hotswap_http_inference_rows",
+            "Rows scored over HTTP (Open Inference Protocol v2).",
+            ["model", "version"],
+            registry=r,
+        )
         self.ready = Gauge("hotswap_ready", "1 when the worker is ready to score.", registry=r)
 
     def swapped(self, model: str, version: str, old_version: str | None) -> None:

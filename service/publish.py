@@ -23,7 +23,7 @@ from service.kafka_clients import ensure_topics, producer
 from service.messages import ModelMessage, encode_model_message
 from service.settings import Settings
 
-__all__ = ["PublishRequest", "build_message", "publish_message", "read_sidecar"]
+__all__ = ["PublishRequest", "archive_key", "build_message", "publish_message", "read_sidecar"]
 
 logger = logging.getLogger(__name__)
 
@@ -89,15 +89,26 @@ def build_message(request: PublishRequest) -> ModelMessage:
     )
 
 
+def archive_key(name: str, version: str) -> bytes:
+    """Key of a version in the archive topic: compaction keeps one message per version."""
+    return f"{name}\x00{version}".encode()
+
+
 async def publish_message(settings: Settings, message: ModelMessage) -> None:
-    """Send ``message`` to the model topic (key = name) and wait for the broker's ack."""
+    """Archive ``message`` (for rollback), then make it current on the model topic.
+
+    The archive is written first, so any version that ever served can be
+    found again, even after the model topic has compacted it away.
+    """
     await ensure_topics(settings)
     kafka = producer(settings)
     await kafka.start()
     try:
+        value = encode_model_message(message)
         await kafka.send_and_wait(
-            settings.model_topic, encode_model_message(message), key=message.name.encode()
+            settings.archive_topic, value, key=archive_key(message.name, message.version)
         )
+        await kafka.send_and_wait(settings.model_topic, value, key=message.name.encode())
     finally:
         await kafka.stop()
     logger.info(

@@ -30,6 +30,9 @@ class Settings(BaseSettings):
     data_topic: str = Field("records", description="Topic of records to score.")
     scored_topic: str = Field("scored", description="Topic of scored records.")
     dead_letter_topic: str = Field("records.dlq", description="Topic of rejected records.")
+    archive_topic: str = Field(
+        "models.archive", description="Every published version, kept for rollback."
+    )
     app_id: str = Field("hotswap", description="Consumer group of the scoring workers.")
     http_host: str = Field("0.0.0.0", description="Interface the HTTP API binds to.")
     http_port: int = Field(8000, description="Port of the HTTP API.")

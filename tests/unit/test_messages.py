@@ -58,8 +58,8 @@ def _reason(value: bytes | None, *, default_model: str = "") -> str:
         (b'{"model": "wine", "features": [1, true]}', "non_numeric"),
         (b'{"model": "wine", "features": [1, null]}', "non_numeric"),
         (b'{"model": "wine", "features": {"a": false}}', "non_numeric"),
-        (b'{"model": "wine", "features": [1, NaN]}', "invalid_json"),
-        (b'{"model": "wine", "features": [1, Infinity]}', "invalid_json"),
+        (b'{"model": "wine", "features": [1, NaN]}', "non_finite"),
+        (b'{"model": "wine", "features": [1, Infinity]}', "non_finite"),
     ],
 )
 def test_decode_record_rejects_with_reason(value: bytes | None, reason: str) -> None:
