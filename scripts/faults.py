@@ -154,6 +154,7 @@ class FaultRun:
         values: dict[str, object] = {
             "broker": f"kafka://{self.kafka.bootstrap}",
             "model_topic": f"f{tag}-models",
+            "archive_topic": f"f{tag}-models.archive",
             "data_topic": f"f{tag}-records",
             "scored_topic": f"f{tag}-scored",
             "dead_letter_topic": f"f{tag}-dlq",

@@ -37,6 +37,7 @@ def make_settings(kafka: LocalKafka, tmp_path: Path) -> Callable[..., Settings]:
         values: dict[str, object] = {
             "broker": f"kafka://{kafka.bootstrap}",
             "model_topic": f"t{test_id}-models",
+            "archive_topic": f"t{test_id}-models.archive",
             "data_topic": f"t{test_id}-records",
             "scored_topic": f"t{test_id}-scored",
             "dead_letter_topic": f"t{test_id}-records.dlq",

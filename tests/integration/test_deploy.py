@@ -53,6 +53,7 @@ COMPOSE_BROKER = "kafka:9092"
 REWRITTEN = (
     "broker",
     "model_topic",
+    "archive_topic",
     "data_topic",
     "scored_topic",
     "dead_letter_topic",
@@ -227,7 +228,13 @@ def _create_compose_topics(settings: Settings) -> None:
     compose_env = service_environment(compose_services()["worker-1"])
     renames = {
         compose_env[f"HOTSWAP_{name.upper()}"]: getattr(settings, name)
-        for name in ("model_topic", "data_topic", "scored_topic", "dead_letter_topic")
+        for name in (
+            "model_topic",
+            "archive_topic",
+            "data_topic",
+            "scored_topic",
+            "dead_letter_topic",
+        )
     }
     specs = compose_topic_specs()
     assert set(specs) == set(renames)
