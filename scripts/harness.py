@@ -31,6 +31,7 @@ __all__ = [
     "WorkerProcess",
     "consume",
     "publish_file",
+    "run_cli",
     "send_raw",
     "settings_env",
     "wait_for",
@@ -134,6 +135,21 @@ class WorkerProcess:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(10)
+
+
+def run_cli(
+    settings: Settings, *args: str, check: bool = True, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """Run ``hotswap ARGS`` as a user would, with ``settings`` as its environment."""
+    return subprocess.run(
+        [sys.executable, "-m", "service", *args],
+        env=settings_env(settings),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=check,
+    )
 
 
 def publish_file(settings: Settings, path: Path, name: str, version: str, **extra: Any) -> None:

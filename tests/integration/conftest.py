@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from scripts.harness import WorkerProcess
+from scripts.harness import WorkerProcess, publish_file
 from scripts.localkafka import LocalKafka, fetch, free_port
 from service.settings import Settings
 
@@ -68,6 +68,27 @@ def workers(tmp_path: Path) -> Iterator[Callable[[Settings], WorkerProcess]]:
         worker.stop(timeout=20)
         if os.environ.get("HOTSWAP_TEST_SHOW_LOGS"):
             print(worker.tail(200))
+
+
+WineWorker = Callable[..., tuple[Settings, WorkerProcess]]
+
+
+@pytest.fixture
+def wine_worker(
+    make_settings: Callable[..., Settings],
+    workers: Callable[[Settings], WorkerProcess],
+    trained: dict[str, Path],
+) -> WineWorker:
+    """Publish wine v1 (logistic regression), start a worker on it and wait until ready."""
+
+    def start(**overrides: object) -> tuple[Settings, WorkerProcess]:
+        settings = make_settings(**overrides)
+        publish_file(settings, trained["wine-logreg"], "wine", "1")
+        worker = workers(settings)
+        worker.wait_ready()
+        return settings, worker
+
+    return start
 
 
 @pytest.fixture(scope="session")

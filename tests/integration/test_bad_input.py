@@ -5,14 +5,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import hashlib
-from collections.abc import Callable
 from pathlib import Path
 
 import orjson
 import pytest
 
 from scripts.harness import (
-    WorkerProcess,
     consume,
     publish_file,
     send_raw,
@@ -20,7 +18,7 @@ from scripts.harness import (
 )
 from service.demo_data import produce_records
 from service.messages import HEADER_ERROR, HEADER_REASON, HEADER_SOURCE_OFFSET
-from service.settings import Settings
+from tests.integration.conftest import WineWorker
 
 pytestmark = pytest.mark.integration
 
@@ -38,14 +36,10 @@ def _model_message(name: str, version: str, artifact: bytes, sha256: str | None 
 
 
 def test_corrupt_models_are_rejected_and_v1_keeps_serving(
-    make_settings: Callable[..., Settings],
-    workers: Callable[[Settings], WorkerProcess],
+    wine_worker: WineWorker,
     trained: dict[str, Path],
 ) -> None:
-    settings = make_settings()
-    publish_file(settings, trained["wine-logreg"], "wine", "1")
-    worker = workers(settings)
-    worker.wait_ready()
+    settings, worker = wine_worker()
 
     send_raw(
         settings,
@@ -83,14 +77,10 @@ def test_corrupt_models_are_rejected_and_v1_keeps_serving(
 
 
 def test_bad_records_go_to_the_dead_letter_topic_with_reasons(
-    make_settings: Callable[..., Settings],
-    workers: Callable[[Settings], WorkerProcess],
+    wine_worker: WineWorker,
     trained: dict[str, Path],
 ) -> None:
-    settings = make_settings(data_partitions=1)
-    publish_file(settings, trained["wine-logreg"], "wine", "1")
-    worker = workers(settings)
-    worker.wait_ready()
+    settings, worker = wine_worker(data_partitions=1)
     good = orjson.dumps({"id": "good", "model": "wine", "features": [13.0] * 13})
     bad = {
         b"not json at all": "invalid_json",

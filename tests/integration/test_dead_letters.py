@@ -2,43 +2,23 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-from collections.abc import Callable
 from pathlib import Path
 
 import orjson
 import pytest
 
-from scripts.harness import REPO, WorkerProcess, consume, publish_file, send_raw, settings_env
+from scripts.harness import consume, publish_file, run_cli, send_raw
 from service.messages import HEADER_REASON
-from service.settings import Settings
+from tests.integration.conftest import WineWorker
 
 pytestmark = pytest.mark.integration
 
 
-def _cli(settings: Settings, *args: str) -> str:
-    done = subprocess.run(
-        [sys.executable, "-m", "service", *args],
-        env=settings_env(settings),
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    )
-    return done.stdout
-
-
 def test_replay_dlq_rescores_unknown_model_records_after_the_model_arrives(
-    make_settings: Callable[..., Settings],
-    workers: Callable[[Settings], WorkerProcess],
+    wine_worker: WineWorker,
     trained: dict[str, Path],
 ) -> None:
-    settings = make_settings()
-    publish_file(settings, trained["wine-logreg"], "wine", "1")
-    worker = workers(settings)
-    worker.wait_ready()
+    settings, _ = wine_worker()
     early = [
         (
             f"late-{i}".encode(),
@@ -52,12 +32,19 @@ def test_replay_dlq_rescores_unknown_model_records_after_the_model_arrives(
     assert reasons == ["invalid_json"] + ["unknown_model"] * 5
 
     publish_file(settings, trained["wine-tree"], "late", "1")
-    assert "replayed 5 dead letters" in _cli(settings, "replay-dlq", "--reason", "unknown_model")
+    assert (
+        "replayed 5 dead letters"
+        in run_cli(settings, "replay-dlq", "--reason", "unknown_model").stdout
+    )
 
     scored = consume(settings, settings.scored_topic, until=lambda rs: len(rs) >= 5)
     assert sorted(r.json()["id"] for r in scored) == [f"late-{i}" for i in range(5)]
     assert {r.json()["model"] for r in scored} == {"late"}
-    assert "replayed 0 dead letters" in _cli(settings, "replay-dlq", "--reason", "unknown_model")
-    assert "would replay 1 dead letters" in _cli(
-        settings, "replay-dlq", "--dry-run", "--reason", "invalid_json"
+    assert (
+        "replayed 0 dead letters"
+        in run_cli(settings, "replay-dlq", "--reason", "unknown_model").stdout
+    )
+    assert (
+        "would replay 1 dead letters"
+        in run_cli(settings, "replay-dlq", "--dry-run", "--reason", "invalid_json").stdout
     )

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -11,24 +9,13 @@ import numpy as np
 import pytest
 import tritonclient.http as triton
 
-from scripts.harness import REPO, WorkerProcess, publish_file, settings_env, wait_for
+from scripts.harness import WorkerProcess, publish_file, run_cli, wait_for
 from service.settings import Settings
+from tests.integration.conftest import WineWorker
 
 pytestmark = pytest.mark.integration
 
 ROW = [13.2, 1.78, 2.14, 11.2, 100.0, 2.65, 2.76, 0.26, 1.28, 4.38, 1.05, 3.4, 1050.0]
-
-
-def _cli(settings: Settings, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "service", *args],
-        env=settings_env(settings),
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=check,
-    )
 
 
 def test_rollback_after_restart_and_by_reference_publish(
@@ -39,8 +26,8 @@ def test_rollback_after_restart_and_by_reference_publish(
 ) -> None:
     settings = make_settings()
     store = tmp_path / "artifacts"
-    _cli(settings, "publish", str(trained["wine-logreg"]), "--name", "wine", "--version", "1")
-    out = _cli(
+    run_cli(settings, "publish", str(trained["wine-logreg"]), "--name", "wine", "--version", "1")
+    out = run_cli(
         settings, "publish", str(trained["wine-forest"]), "--name", "wine", "--version", "2",
         "--by-reference", str(store),
     ).stdout  # fmt: skip
@@ -52,17 +39,17 @@ def test_rollback_after_restart_and_by_reference_publish(
 
     worker = workers(settings)  # a restart: the archive, not the worker, remembers v1
     worker.wait_ready()
-    done = _cli(settings, "rollback", "wine", "--to", "1")
+    done = run_cli(settings, "rollback", "wine", "--to", "1")
     assert "version 1 is current again" in done.stdout
     wait_for(lambda: worker.model_version("wine") == "1", 10, "rollback to v1")
     statuses = [(h["version"], h["status"]) for h in worker.get("/models/wine/history").json()]
     assert statuses[-1] == ("1", "accepted")
 
     url = worker.url
-    back = _cli(settings, "rollback", "wine", "--url", url)  # "the previous accepted": v2
+    back = run_cli(settings, "rollback", "wine", "--url", url)  # "the previous accepted": v2
     assert "version 2 is current again" in back.stdout
     wait_for(lambda: worker.model_version("wine") == "2", 10, "rollback to v2 (by reference)")
-    missing = _cli(settings, "rollback", "wine", "--to", "9", check=False)
+    missing = run_cli(settings, "rollback", "wine", "--to", "9", check=False)
     assert missing.returncode == 1
     assert "not in the archive" in missing.stderr
 
@@ -74,18 +61,18 @@ def test_signed_models_only_when_a_verify_key_is_set(
     tmp_path: Path,
 ) -> None:
     key = tmp_path / "publisher.key"
-    _cli(make_settings(), "keygen", str(key))
+    run_cli(make_settings(), "keygen", str(key))
     settings = make_settings(verify_key=str(key) + ".pub")
     publish_args = ["publish", str(trained["wine-logreg"]), "--name", "wine"]
-    _cli(settings, *publish_args, "--version", "1", "--signing-key", str(key))
+    run_cli(settings, *publish_args, "--version", "1", "--signing-key", str(key))
     worker = workers(settings)
     worker.wait_ready()
     assert worker.model_version("wine") == "1"
 
-    _cli(settings, *publish_args, "--version", "2")  # unsigned
+    run_cli(settings, *publish_args, "--version", "2")  # unsigned
     other = tmp_path / "intruder.key"
-    _cli(settings, "keygen", str(other))
-    _cli(settings, *publish_args, "--version", "3", "--signing-key", str(other))
+    run_cli(settings, "keygen", str(other))
+    run_cli(settings, *publish_args, "--version", "3", "--signing-key", str(other))
 
     def rejected() -> list[str] | None:
         history = worker.get("/models/wine/history").json()
@@ -99,14 +86,10 @@ def test_signed_models_only_when_a_verify_key_is_set(
 
 
 def test_official_triton_http_client_scores_with_the_serving_model(
-    make_settings: Callable[..., Settings],
-    workers: Callable[[Settings], WorkerProcess],
+    wine_worker: WineWorker,
     trained: dict[str, Path],
 ) -> None:
-    settings = make_settings()
-    publish_file(settings, trained["wine-logreg"], "wine", "1")
-    worker = workers(settings)
-    worker.wait_ready()
+    settings, worker = wine_worker()
     client = triton.InferenceServerClient(url=f"127.0.0.1:{settings.http_port}")
     assert client.is_server_live()
     assert client.is_server_ready()

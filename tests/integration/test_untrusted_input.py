@@ -11,15 +11,15 @@ import http.server
 import pickle
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
 import pytest
 
-from scripts.harness import WorkerProcess, consume, publish_file, send_raw, wait_for
+from scripts.harness import consume, publish_file, send_raw, wait_for
 from service.messages import HEADER_REASON
-from service.settings import Settings
+from tests.integration.conftest import WineWorker
 
 pytestmark = pytest.mark.integration
 
@@ -55,14 +55,10 @@ BAD_RECORDS: list[tuple[str, bytes | None]] = [
 
 
 def test_every_bad_record_is_dead_lettered_with_its_reason_and_every_good_one_scored(
-    make_settings: Callable[..., Settings],
-    workers: Callable[[Settings], WorkerProcess],
+    wine_worker: WineWorker,
     trained: dict[str, Path],
 ) -> None:
-    settings = make_settings(max_record_bytes=4096)
-    publish_file(settings, trained["wine-logreg"], "wine", "1")
-    worker = workers(settings)
-    worker.wait_ready()
+    settings, worker = wine_worker(max_record_bytes=4096)
     items: list[tuple[bytes | None, bytes | None]] = []
     for i, (_, value) in enumerate(BAD_RECORDS):
         items.append((f"good-{i}".encode(), _record(f"good-{i}", ROW)))
@@ -133,16 +129,12 @@ def slow_server() -> Iterator[str]:
 
 
 def test_every_bad_model_is_rejected_with_its_reason_and_v1_keeps_serving(
-    make_settings: Callable[..., Settings],
-    workers: Callable[[Settings], WorkerProcess],
+    wine_worker: WineWorker,
     trained: dict[str, Path],
     tmp_path: Path,
     slow_server: str,
 ) -> None:
-    settings = make_settings(max_model_bytes=100_000, fetch_timeout=1.0)
-    publish_file(settings, trained["wine-logreg"], "wine", "1")
-    worker = workers(settings)
-    worker.wait_ready()
+    settings, worker = wine_worker(max_model_bytes=100_000, fetch_timeout=1.0)
 
     from sklearn.linear_model import LogisticRegression
 
