@@ -51,6 +51,7 @@ def create_app(settings: Settings) -> faust.App:
         "producer_max_request_size": 16 * 1024 * 1024,
         "stream_buffer_maxsize": max(4 * settings.batch_size, 4096),
         "broker_commit_every": 10_000,
+        "broker_max_poll_records": 2000,
         "broker_session_timeout": settings.session_timeout,
         "broker_heartbeat_interval": min(3.0, settings.session_timeout / 3),
         "broker_rebalance_timeout": max(30.0, settings.session_timeout),

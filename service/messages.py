@@ -122,10 +122,25 @@ class DataRecord:
 def _number(value: Any, where: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise errors.NonNumericValue(f"{where} is {type(value).__name__}, not a number")
-    number = float(value)
+    try:
+        number = float(value)
+    except OverflowError:
+        raise errors.NonFiniteValue(f"{where} is too large for a float") from None
     if not math.isfinite(number):
         raise errors.NonFiniteValue(f"{where} is {number}")
     return number
+
+
+_PLAIN = frozenset({float, int})
+
+
+def _plain_numbers(values: list[Any]) -> bool:
+    """True when every value is a float or a (non-bool) int: the common, fast case.
+
+    Only used on orjson's output, which never holds NaN, infinity or ints
+    beyond 64 bits, so such a list needs no further check.
+    """
+    return {type(v) for v in values} <= _PLAIN
 
 
 def _refuse_constant(name: str) -> Any:
@@ -160,10 +175,12 @@ def decode_record(value: bytes | None, *, max_bytes: int, default_model: str = "
         raise errors.EmptyValue("record value is empty")
     if len(value) > max_bytes:
         raise errors.RecordTooLarge(f"record is {len(value)} bytes, limit {max_bytes}")
+    fast = True
     try:
         doc = orjson.loads(value)
     except orjson.JSONDecodeError as exc:
         doc = _decode_slow(value, exc)
+        fast = False
     if not isinstance(doc, dict):
         raise errors.NotAnObject(f"record is a JSON {type(doc).__name__}, not an object")
     model = doc.get("model", default_model) or default_model
@@ -174,7 +191,10 @@ def decode_record(value: bytes | None, *, max_bytes: int, default_model: str = "
     raw = doc.get("features")
     features: Features
     if isinstance(raw, list):
-        features = [_number(v, f"features[{i}]") for i, v in enumerate(raw)]
+        if fast and _plain_numbers(raw):
+            features = raw
+        else:
+            features = [_number(v, f"features[{i}]") for i, v in enumerate(raw)]
     elif isinstance(raw, dict):
         features = {str(k): _number(v, f"features.{k}") for k, v in raw.items()}
     elif raw is None:

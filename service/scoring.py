@@ -95,6 +95,15 @@ def _source_headers(record: InputRecord) -> Headers:
     ]
 
 
+def _fixed_headers(model: ServingModel, topic: str) -> Headers:
+    """The headers every record scored by ``model`` from ``topic`` shares."""
+    return [
+        (HEADER_MODEL, model.name.encode()),
+        (HEADER_VERSION, model.version.encode()),
+        (HEADER_SOURCE_TOPIC, topic.encode()),
+    ]
+
+
 def dead_letter(record: InputRecord, error: errors.HotswapError) -> DeadLetter:
     """The untouched record plus headers naming why, and where it came from."""
     headers = [
@@ -191,9 +200,12 @@ class Scorer:
         model.stats.observe(seconds * 1000, len(rows))
         result.calls.append(ModelCall(model.name, model.version, len(rows), seconds))
         ids = {i: d.id for i, d in members}
+        fixed: dict[str, Headers] = {}
         for j, value in enumerate(self._render(model, outputs, [ids[i] for i in positions])):
-            i = positions[j]
-            slots[i] = self._scored(model, records[i], value)
+            record = records[positions[j]]
+            if record.topic not in fixed:
+                fixed[record.topic] = _fixed_headers(model, record.topic)
+            slots[positions[j]] = self._scored(model, record, value, fixed[record.topic])
 
     def _score_rows(
         self,
@@ -220,11 +232,15 @@ class Scorer:
             slots[i] = self._scored(model, records[i], self._render(model, outputs, [ids[i]])[0])
 
     @staticmethod
-    def _scored(model: ServingModel, record: InputRecord, value: bytes) -> Scored:
+    def _scored(
+        model: ServingModel, record: InputRecord, value: bytes, fixed: Headers | None = None
+    ) -> Scored:
+        if fixed is None:
+            fixed = _fixed_headers(model, record.topic)
         headers = [
-            (HEADER_MODEL, model.name.encode()),
-            (HEADER_VERSION, model.version.encode()),
-            *_source_headers(record),
+            *fixed,
+            (HEADER_SOURCE_PARTITION, str(record.partition).encode()),
+            (HEADER_SOURCE_OFFSET, str(record.offset).encode()),
         ]
         return Scored(record.key, value, headers, model.name, model.version, record)
 

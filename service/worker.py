@@ -26,6 +26,7 @@ from service.app import create_app, data_topic
 from service.kafka_clients import ensure_topics
 from service.metrics import Metrics
 from service.model_feed import ModelFeed
+from service.publisher import Publisher
 from service.registry import BuildLimits, ModelRegistry
 from service.scoring import Scorer
 from service.settings import Settings
@@ -45,6 +46,7 @@ class WorkerParts:
     feed: ModelFeed
     api: FastAPI
     http: AsgiService
+    publisher: Publisher
 
 
 class BrokerGate(Service):
@@ -94,7 +96,8 @@ def build_worker(settings: Settings) -> WorkerParts:
     scorer = Scorer(
         registry, max_record_bytes=settings.max_record_bytes, default_model=settings.default_model
     )
-    attach_scoring_agent(app, data_topic(app, settings), settings, scorer, feed, metrics)
+    publisher = Publisher(settings, metrics)
+    attach_scoring_agent(app, data_topic(app, settings), settings, scorer, feed, metrics, publisher)
 
     def readiness() -> Readiness:
         replayed = feed.replayed.is_set()
@@ -115,7 +118,7 @@ def build_worker(settings: Settings) -> WorkerParts:
         port=settings.http_port,
         uvicorn_options={"access_log": False, "log_level": "warning"},
     )
-    return WorkerParts(settings, app, registry, metrics, feed, api, http)
+    return WorkerParts(settings, app, registry, metrics, feed, api, http, publisher)
 
 
 def run_worker(settings: Settings) -> None:
@@ -126,6 +129,7 @@ def run_worker(settings: Settings) -> None:
         parts.http,
         parts.feed,
         BrokerGate(settings),
+        parts.publisher,  # after the gate (needs the broker), stopped after the app
         loglevel=settings.log_level,
         redirect_stdouts=False,
         quiet=True,

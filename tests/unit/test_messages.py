@@ -84,7 +84,13 @@ def test_decode_record_positional() -> None:
         b'{"id": "r1", "model": "wine", "features": [1, 2.5, -3]}', max_bytes=LIMIT
     )
     assert record == DataRecord(id="r1", model="wine", features=[1.0, 2.5, -3.0])
-    assert all(isinstance(v, float) for v in record.features)
+    assert [type(v) for v in record.features] == [int, float, int]  # numbers, kept as decoded
+
+
+def test_decode_record_huge_integer_is_non_finite() -> None:
+    value = b'{"model": "wine", "features": [1' + b"0" * 400 + b"]}"
+    with pytest.raises(errors.NonFiniteValue):
+        decode_record(value, max_bytes=LIMIT)
 
 
 def test_decode_record_named_features() -> None:
