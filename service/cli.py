@@ -32,6 +32,13 @@ def _metadata(text: str | None) -> dict[str, Any]:
     return value
 
 
+def _status(text: str) -> Any:
+    """A spinner on stderr while slow work runs (silent when stderr is not a terminal)."""
+    from rich.console import Console
+
+    return Console(stderr=True).status(text)
+
+
 def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     from service.worker import run_worker
 
@@ -52,7 +59,8 @@ def cmd_publish(settings: Settings, args: argparse.Namespace) -> int:
         store_dir=Path(args.by_reference) if args.by_reference else None,
     )
     try:
-        message = build_message(request)
+        with _status(f"converting and checking {request.path.name}"):
+            message = build_message(request)
         if args.signing_key:
             from service.signing import load_private_key, sign_message
 
@@ -60,7 +68,8 @@ def cmd_publish(settings: Settings, args: argparse.Namespace) -> int:
     except (ConversionError, OSError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    asyncio.run(publish_message(settings, message))
+    with _status(f"publishing to {settings.model_topic}"):
+        asyncio.run(publish_message(settings, message))
     where = message.location or f"inline, {len(message.data or '') * 3 // 4} bytes"
     print(
         f"published {message.name} version {message.version} "
@@ -70,23 +79,23 @@ def cmd_publish(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_produce(settings: Settings, args: argparse.Namespace) -> int:
+    from rich.progress import Progress
+
     from service.demo_data import produce_records
 
-    def progress(n: int) -> None:
-        if args.count and n % max(args.count // 10, 1000) == 0:
-            print(f"  {n}/{args.count} records sent", file=sys.stderr)
-
-    sent = asyncio.run(
-        produce_records(
-            settings,
-            count=args.count,
-            rate=args.rate,
-            model=args.model,
-            named=args.named,
-            id_prefix=args.id_prefix,
-            progress=progress,
+    with Progress(transient=True) as bar:
+        task = bar.add_task(f"producing to {settings.data_topic}", total=args.count or None)
+        sent = asyncio.run(
+            produce_records(
+                settings,
+                count=args.count,
+                rate=args.rate,
+                model=args.model,
+                named=args.named,
+                id_prefix=args.id_prefix,
+                progress=lambda n: bar.update(task, completed=n),
+            )
         )
-    )
     print(f"sent {sent} records to {settings.data_topic}")
     return 0
 
@@ -96,7 +105,8 @@ def cmd_train(settings: Settings, args: argparse.Namespace) -> int:
 
     kinds = args.kind or list(KINDS)
     for kind in kinds:
-        path = train_model(kind, Path(args.out), seed=args.seed)
+        with _status(f"training {kind}"):
+            path = train_model(kind, Path(args.out), seed=args.seed)
         print(f"trained {kind} -> {path}")
     return 0
 

@@ -55,7 +55,7 @@ async def produce_records(
             value = orjson.dumps({"id": record_id, "model": model, "features": features})
             await kafka.send(settings.data_topic, value, key=record_id.encode())
             sent += 1
-            if progress is not None and sent % 1000 == 0:
+            if progress is not None and sent % 500 == 0:
                 progress(sent)
             if rate > 0:
                 ahead = sent / rate - (time.monotonic() - started)
