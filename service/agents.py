@@ -1,23 +1,24 @@
-"""The scoring agent: a thin Kafka adapter around :class:`service.scoring.Scorer`.
+"""The scoring agent: a thin Faust adapter around :class:`service.scoring.Scorer`.
 
-Per micro-batch (``stream.take_events``): score, send every output, and wait
-until the broker has acknowledged all of them before the loop body returns,
-because Faust acks (and later commits) the batch's offsets right after. A
-crash anywhere before that redelivers the batch: at-least-once, never lost.
+Each event is a whole batch from :class:`service.data_feed.DataFeed`: score it
+(one predict call per model), send every output, wait for the broker to
+acknowledge all of them, then resolve the batch so its offsets get committed.
+Nothing escapes the agent: a failure is handed back to the feed, which reads
+the batch again (at-least-once), instead of crashing the actor and losing it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
 import faust
 
+from service.data_feed import Batch
 from service.metrics import Metrics
-from service.model_feed import ModelFeed
 from service.publisher import Publisher
-from service.scoring import InputRecord, Scorer
-from service.settings import Settings
+from service.scoring import Scorer
 
 __all__ = ["attach_scoring_agent"]
 
@@ -26,37 +27,43 @@ logger = logging.getLogger(__name__)
 
 def attach_scoring_agent(
     app: faust.App,
-    topic: Any,
-    settings: Settings,
+    channel: Any,
     scorer: Scorer,
-    feed: ModelFeed,
     metrics: Metrics,
     publisher: Publisher,
+    listening: asyncio.Event,
 ) -> Any:
-    """Register the scoring agent on ``app``; it waits for the model replay first."""
+    """Register the scoring agent on ``app``, reading batches from ``channel``.
+
+    ``listening`` is set once the agent's stream exists: a batch sent to the
+    channel before that would have no reader.
+    """
 
     async def score(stream: Any) -> None:
-        if not feed.replayed.is_set():
-            logger.info("scoring waits for the model topic to be replayed")
-            await feed.replayed.wait()
-        batches = stream.take_events(settings.batch_size, within=settings.batch_timeout)
-        async for events in batches:
-            records = [
-                InputRecord(
-                    key=e.message.key,
-                    value=e.message.value,
-                    topic=e.message.topic,
-                    partition=e.message.partition,
-                    offset=e.message.offset,
-                    timestamp=e.message.timestamp,
-                )
-                for e in events
-            ]
-            result = scorer.score(records)
+        listening.set()
+        async for batch in stream:
+            if batch.taken:  # delivered again after a flow-control hiccup: already handled
+                continue
+            batch.taken = True
+            await _score(batch)
+
+    async def _score(batch: Batch) -> None:
+        try:
+            result = scorer.score(batch.records)
             for call in result.calls:
                 metrics.scoring_latency.labels(call.model).observe(call.seconds)
-            metrics.batch_size.observe(len(records))
+            metrics.batch_size.observe(len(batch.records))
             await publisher.publish(result.outputs)
             publisher.account(result.outputs)
+        except asyncio.CancelledError:
+            batch.done.cancel()
+            raise
+        except Exception as exc:
+            logger.exception("scoring a batch failed")
+            if not batch.done.done():
+                batch.done.set_exception(exc)
+            return
+        if not batch.done.done():
+            batch.done.set_result(None)
 
-    return app.agent(topic, name="score", concurrency=1)(score)
+    return app.agent(channel, name="score", concurrency=1)(score)

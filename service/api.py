@@ -34,7 +34,6 @@ class Readiness(BaseModel):
     models_replayed: bool
     models: int
     assigned_partitions: int = Field(description="Data-topic partitions this worker consumes.")
-    rebalancing: bool
 
 
 class Latency(BaseModel):

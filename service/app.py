@@ -1,8 +1,9 @@
-"""The Faust app and the data topic, declared once from :class:`Settings`.
+"""The Faust app: it runs the worker (signals, supervision) and the scoring agent.
 
-Records are consumed as raw bytes (``value_serializer='raw'``) so that a
-malformed record reaches our decoder, which names the defect, instead of
-crashing the stream inside Faust's codec.
+Data records do not flow through Faust's per-event consumer (see
+:mod:`service.data_feed`); the app's own consumer group is therefore
+``<HOTSWAP_APP_ID>-app``, apart from the data consumers' ``HOTSWAP_APP_ID``
+group, whose members use Kafka's standard assignor.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import faust
 
 from service.settings import Settings
 
-__all__ = ["create_app", "data_topic"]
+__all__ = ["create_app"]
 
 logger = logging.getLogger(__name__)
 
@@ -66,16 +67,4 @@ def create_app(settings: Settings) -> faust.App:
     credentials = _credentials(settings)
     if credentials is not None:
         options["broker_credentials"] = credentials
-    return faust.App(settings.app_id, **options)
-
-
-def data_topic(app: faust.App, settings: Settings) -> Any:
-    """The data topic as a raw-bytes Faust topic."""
-    return app.topic(
-        settings.data_topic,
-        key_type=bytes,
-        value_type=bytes,
-        key_serializer="raw",
-        value_serializer="raw",
-        partitions=settings.data_partitions,
-    )
+    return faust.App(f"{settings.app_id}-app", **options)

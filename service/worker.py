@@ -9,6 +9,7 @@ broker is away.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +23,8 @@ from mode import Service
 
 from service.agents import attach_scoring_agent
 from service.api import Readiness, create_api
-from service.app import create_app, data_topic
+from service.app import create_app
+from service.data_feed import DataFeed
 from service.kafka_clients import ensure_topics
 from service.metrics import Metrics
 from service.model_feed import ModelFeed
@@ -47,6 +49,7 @@ class WorkerParts:
     api: FastAPI
     http: AsgiService
     publisher: Publisher
+    data: DataFeed
 
 
 class BrokerGate(Service):
@@ -74,13 +77,6 @@ class BrokerGate(Service):
                 delay = min(delay * 2, 10.0)
 
 
-def _assigned(app: faust.App, topic: str) -> int:
-    try:
-        return sum(1 for tp in app.consumer.assignment() if tp.topic == topic)
-    except Exception:  # no consumer yet (starting, or the broker was never reached)
-        return 0
-
-
 def build_worker(settings: Settings) -> WorkerParts:
     """Wire registry, model feed, scorer, agent and HTTP API together."""
     Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
@@ -97,7 +93,14 @@ def build_worker(settings: Settings) -> WorkerParts:
         registry, max_record_bytes=settings.max_record_bytes, default_model=settings.default_model
     )
     publisher = Publisher(settings, metrics)
-    attach_scoring_agent(app, data_topic(app, settings), settings, scorer, feed, metrics, publisher)
+    channel, listening = app.channel(), asyncio.Event()
+    attach_scoring_agent(app, channel, scorer, metrics, publisher, listening)
+    data = DataFeed(settings, feed, channel, listening, app.flow_control.is_active)
+
+    async def finish_in_flight_batch(sender: Any, *args: Any, **kwargs: Any) -> None:
+        await data.stop()  # before the agent stops: the last batch completes and commits
+
+    app.on_before_shutdown.connect(finish_in_flight_batch)  # type: ignore[arg-type]
 
     def readiness() -> Readiness:
         replayed = feed.replayed.is_set()
@@ -107,8 +110,7 @@ def build_worker(settings: Settings) -> WorkerParts:
             broker_reachable=reachable,
             models_replayed=replayed,
             models=len(registry.models()),
-            assigned_partitions=_assigned(app, settings.data_topic),
-            rebalancing=bool(app.rebalancing),
+            assigned_partitions=data.assigned_partitions(),
         )
 
     api = create_api(registry, metrics, readiness)
@@ -118,7 +120,7 @@ def build_worker(settings: Settings) -> WorkerParts:
         port=settings.http_port,
         uvicorn_options={"access_log": False, "log_level": "warning"},
     )
-    return WorkerParts(settings, app, registry, metrics, feed, api, http, publisher)
+    return WorkerParts(settings, app, registry, metrics, feed, api, http, publisher, data)
 
 
 def run_worker(settings: Settings) -> None:
@@ -130,6 +132,7 @@ def run_worker(settings: Settings) -> None:
         parts.feed,
         BrokerGate(settings),
         parts.publisher,  # after the gate (needs the broker), stopped after the app
+        parts.data,
         loglevel=settings.log_level,
         redirect_stdouts=False,
         quiet=True,

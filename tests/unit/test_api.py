@@ -25,7 +25,6 @@ def _readiness(ready: bool) -> Readiness:
         models_replayed=ready,
         models=1,
         assigned_partitions=2,
-        rebalancing=False,
     )
 
 
