@@ -21,7 +21,7 @@ lint: ## ruff format check and lint
 	@$(VENV)/bin/ruff check .
 
 typecheck: ## mypy (strict)
-	@$(VENV)/bin/mypy service models scripts tests
+	@$(VENV)/bin/mypy service models scripts tests bench
 
 unit: ## unit tests only (no broker)
 	@$(PY) -m pytest tests/unit

@@ -131,9 +131,10 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=500, help="demo records per second")
     parser.add_argument("--swap-every", type=float, default=30, help="seconds between versions")
     parser.add_argument("--duration", type=float, default=0, help="stop after N s (0 = Ctrl-C)")
+    parser.add_argument("--state-dir", type=Path, default=REPO / ".cache" / "demo")
     args = parser.parse_args()
 
-    state = REPO / ".cache" / "demo"
+    state = args.state_dir
     shutil.rmtree(state, ignore_errors=True)
     state.mkdir(parents=True)
     settings = Settings(

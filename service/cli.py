@@ -57,6 +57,7 @@ def cmd_publish(settings: Settings, args: argparse.Namespace) -> int:
         description=args.description,
         metadata=_metadata(args.metadata),
         store_dir=Path(args.by_reference) if args.by_reference else None,
+        base_url=args.base_url,
     )
     try:
         with _status(f"converting and checking {request.path.name}"):
@@ -196,6 +197,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--description", default="")
     p.add_argument("--metadata", help="JSON object, or @file.json")
     p.add_argument("--by-reference", metavar="DIR", help="store the artifact in DIR, send a URL")
+    p.add_argument("--base-url", help="with --by-reference: the http(s) URL where DIR is served")
     p.add_argument("--signing-key", metavar="KEY", help="Ed25519 private key from `keygen`")
 
     p = sub.add_parser("replay-dlq", help="send dead-lettered records back to the data topic")

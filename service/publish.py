@@ -3,7 +3,8 @@
 Accepts an ``.onnx`` file as is, or a pickled scikit-learn estimator that is
 converted to ONNX here (see :mod:`service.convert`). The message carries the
 artifact inline (base64) or, with ``store_dir``, by reference (a ``file://``
-location); either way with its sha256, which the worker verifies.
+location, or an ``http(s)://`` one when ``base_url`` says where that directory
+is served); either way with its sha256, which the worker verifies.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ class PublishRequest:
     description: str = ""
     metadata: dict[str, Any] = field(default_factory=dict)
     store_dir: Path | None = None
+    base_url: str | None = None  # where ``store_dir`` is served over http(s), if it is
 
 
 def read_sidecar(path: Path) -> dict[str, Any]:
@@ -75,7 +77,10 @@ def build_message(request: PublishRequest) -> ModelMessage:
         request.store_dir.mkdir(parents=True, exist_ok=True)
         target = request.store_dir / f"{request.name}-{request.version}-{digest[:12]}.onnx"
         target.write_bytes(artifact)
-        data, location = None, target.resolve().as_uri()
+        location = target.resolve().as_uri()
+        if request.base_url:
+            location = f"{request.base_url.rstrip('/')}/{target.name}"
+        data = None
     return ModelMessage(
         name=request.name,
         version=request.version,

@@ -1,10 +1,10 @@
 """The worker's composition root: build every part from one Settings and run.
 
 Faust's worker owns the event loop and the signals (SIGTERM drains the
-in-flight batch, commits and flushes); the model feed and the HTTP server run
-beside the app as services of that worker. The HTTP server starts at once, not
-after Faust's recovery, so ``/health`` and ``/ready`` answer even while the
-broker is away.
+in-flight batch, commits and flushes); the model feed, the data feed, the
+publisher and the HTTP server run beside the app as services of that worker.
+The HTTP server starts at once, not after Faust's recovery, so ``/health``
+and ``/ready`` answer even while the broker is away.
 """
 
 from __future__ import annotations

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import functools
+import http.server
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -115,3 +118,25 @@ def test_official_triton_http_client_scores_with_the_serving_model(
     publish_file(settings, trained["wine-forest"], "wine", "2")
     wait_for(lambda: worker.model_version("wine") == "2", 10, "v2")
     assert client.infer("wine", [tensor], outputs=outputs).get_response()["model_version"] == "2"
+
+
+def test_publish_by_reference_over_http(
+    wine_worker: WineWorker, trained: dict[str, Path], tmp_path: Path
+) -> None:
+    store = tmp_path / "served"
+    store.mkdir()
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(store))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        settings, worker = wine_worker()
+        url = f"http://127.0.0.1:{server.server_address[1]}/models"
+        (store / "models").mkdir()
+        out = run_cli(
+            settings, "publish", str(trained["wine-forest"]), "--name", "wine", "--version", "2",
+            "--by-reference", str(store / "models"), "--base-url", url,
+        ).stdout  # fmt: skip
+        assert url in out
+        wait_for(lambda: worker.model_version("wine") == "2", 15, "v2 fetched over HTTP")
+    finally:
+        server.shutdown()

@@ -1,0 +1,126 @@
+"""What every section shares: the broker, the trained models, fresh topics, the contenders.
+
+Each run of a contender gets its own topics and consumer group (created with
+hotswap's own layout, 4 partitions), so no run sees another's records, and
+every contender serves the same wine logistic-regression model: the joblib
+estimator for the naive design, its ONNX conversion for the floor and hotswap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import subprocess
+import sys
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from models.train import train_model
+from scripts.harness import REPO, WorkerProcess
+from scripts.localkafka import LocalKafka, free_port
+from service.kafka_clients import ensure_topics
+from service.messages import ModelMessage, encode_model_message
+from service.publish import PublishRequest, build_message, publish_message
+from service.settings import Settings
+
+__all__ = ["CONTENDERS", "Contender", "Env"]
+
+CONTENDERS = ("floor", "naive", "hotswap")
+
+
+@dataclass
+class Contender:
+    """A running contender: its process, and the worker handle for hotswap."""
+
+    name: str
+    proc: subprocess.Popen[bytes]
+    worker: WorkerProcess | None = None
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL after 20 s; never leaves the process behind."""
+        if self.worker is not None:
+            self.worker.stop(timeout=20)
+            return
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+
+
+@dataclass
+class Env:
+    kafka: LocalKafka
+    work: Path
+    logreg: Path  # joblib estimator (naive)
+    logreg_onnx: Path  # its ONNX conversion (floor)
+    messages: tuple[ModelMessage, ModelMessage]  # wine-logreg, wine-tree, inline
+
+    @classmethod
+    def prepare(cls, kafka: LocalKafka, work: Path) -> Env:
+        models = work / "models"
+        logreg, tree = train_model("wine-logreg", models), train_model("wine-tree", models)
+        messages = (
+            build_message(PublishRequest(logreg, "wine", "1")),
+            build_message(PublishRequest(tree, "wine", "1")),
+        )
+        onnx = models / "wine-logreg.onnx"
+        onnx.write_bytes(base64.b64decode(messages[0].data or ""))
+        return cls(kafka, work, logreg, onnx, messages)
+
+    @property
+    def broker(self) -> str:
+        return self.kafka.bootstrap
+
+    def settings(self) -> Settings:
+        """Fresh topics (created now) and a fresh consumer group."""
+        tag = uuid.uuid4().hex[:8]
+        settings = Settings(
+            broker=f"kafka://{self.kafka.bootstrap}",
+            model_topic=f"b{tag}-models",
+            archive_topic=f"b{tag}-archive",
+            data_topic=f"b{tag}-records",
+            scored_topic=f"b{tag}-scored",
+            dead_letter_topic=f"b{tag}-dlq",
+            app_id=f"bench-{tag}",
+            http_host="127.0.0.1",
+            http_port=free_port(),
+            data_dir=str(self.work / f"w-{tag}"),
+        )
+        asyncio.run(ensure_topics(settings))
+        return settings
+
+    def version(self, i: int, version: str) -> tuple[bytes, bytes]:
+        """Key and value of a model message: logreg for even ``i``, tree for odd."""
+        message = self.messages[i % 2].model_copy(update={"version": version})
+        return message.name.encode(), encode_model_message(message)
+
+    def start(self, name: str, settings: Settings) -> Contender:
+        """Start ``name`` on ``settings``' topics (hotswap: with wine version 1 published)."""
+        log = self.work / f"{name}-{settings.app_id}.log"
+        if name == "hotswap":
+            asyncio.run(publish_message(settings, self.messages[0]))
+            worker = WorkerProcess(settings, log).start()
+            assert worker.proc is not None
+            return Contender(name, worker.proc, worker)
+        common = [
+            "--broker", self.broker,
+            "--data-topic", settings.data_topic,
+            "--scored-topic", settings.scored_topic,
+            "--group", settings.app_id,
+        ]  # fmt: skip
+        if name == "floor":
+            extra = ["--model", str(self.logreg_onnx)]
+        else:
+            extra = ["--estimator", str(self.logreg), "--datadir", settings.data_dir]
+        with log.open("ab") as out:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", f"bench.{name}", *common, *extra],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=REPO,
+            )
+        return Contender(name, proc)

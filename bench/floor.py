@@ -1,0 +1,114 @@
+"""The floor: what plain Python does here with no framework (``python -m bench.floor``).
+
+One aiokafka consumer in a consumer group; per ``getmany`` batch: orjson
+decode, one ONNX Runtime call, the same scored document hotswap writes (id,
+model, version, label, probabilities, scored_at), one producer batch per
+partition, wait for every acknowledgement (``acks=all``), commit. It skips what
+hotswap adds on purpose (validation, dead letters, headers, metrics, HTTP,
+hot swap), so hotswap / floor is the price of those.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.partitioner import murmur2
+
+__all__ = ["main", "run"]
+
+
+def _documents(docs: list[dict[str, Any]], labels: Any, probabilities: Any) -> list[bytes]:
+    scored_at = datetime.now(UTC).isoformat(timespec="milliseconds")
+    return [
+        orjson.dumps(
+            {
+                "id": doc.get("id"),
+                "model": "wine",
+                "version": "1",
+                "label": label,
+                "probabilities": {str(c): p for c, p in enumerate(proba)},
+                "scored_at": scored_at,
+            }
+        )
+        for doc, label, proba in zip(docs, labels.tolist(), probabilities.tolist())
+    ]
+
+
+async def _send(
+    producer: AIOKafkaProducer, topic: str, partitions: list[int], items: list[tuple[bytes, bytes]]
+) -> None:
+    """One producer batch per partition (a new one when full); wait for every ack."""
+    builders: dict[int, Any] = {}
+    futures: list[asyncio.Future[Any]] = []
+    for key, value in items:
+        partition = partitions[(murmur2(key) & 0x7FFFFFFF) % len(partitions)]
+        builder = builders.setdefault(partition, producer.create_batch())
+        if builder.append(key=key, value=value, timestamp=None) is None:
+            futures.append(await producer.send_batch(builder, topic, partition=partition))
+            builder = builders[partition] = producer.create_batch()
+            builder.append(key=key, value=value, timestamp=None)
+    for partition, builder in builders.items():
+        futures.append(await producer.send_batch(builder, topic, partition=partition))
+    await asyncio.gather(*futures)
+
+
+async def run(args: argparse.Namespace) -> None:
+    session = ort.InferenceSession(args.model, providers=["CPUExecutionProvider"])
+    input_name = session.get_inputs()[0].name
+    consumer = AIOKafkaConsumer(
+        args.data_topic,
+        bootstrap_servers=args.broker,
+        group_id=args.group,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        max_poll_records=args.batch,
+    )
+    producer = AIOKafkaProducer(bootstrap_servers=args.broker, acks="all", linger_ms=5)
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    await consumer.start()
+    await producer.start()
+    partitions = sorted(await producer.partitions_for(args.scored_topic))
+    try:
+        while not stop.is_set():
+            fetched = await consumer.getmany(timeout_ms=args.timeout_ms, max_records=args.batch)
+            messages = [m for batch in fetched.values() for m in batch]
+            if not messages:
+                continue
+            docs = [orjson.loads(m.value) for m in messages]
+            rows = np.asarray([d["features"] for d in docs], dtype=np.float32)
+            labels, probabilities = session.run(None, {input_name: rows})
+            values = _documents(docs, labels, probabilities)
+            await _send(
+                producer, args.scored_topic, partitions, [(m.key, v) for m, v in zip(messages, values)]
+            )
+            await consumer.commit()
+    finally:
+        await producer.stop()
+        await consumer.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--broker", required=True)
+    parser.add_argument("--data-topic", required=True)
+    parser.add_argument("--scored-topic", required=True)
+    parser.add_argument("--group", required=True)
+    parser.add_argument("--model", required=True, help="the ONNX file hotswap serves")
+    parser.add_argument("--batch", type=int, default=500, help="as HOTSWAP_BATCH_SIZE")
+    parser.add_argument("--timeout-ms", type=int, default=20, help="as HOTSWAP_BATCH_TIMEOUT")
+    asyncio.run(run(parser.parse_args(argv)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

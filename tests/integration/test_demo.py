@@ -1,0 +1,39 @@
+"""The README's first command: the demo stack starts, scores, swaps, rejects, and stops."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from scripts.harness import REPO
+from scripts.localkafka import free_port
+
+pytestmark = pytest.mark.integration
+
+
+def test_demo_runs_the_whole_stack_and_stops_cleanly(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [
+            sys.executable, "scripts/demo.py", "--port", str(free_port()),
+            "--http-port", str(free_port()), "--duration", "24", "--swap-every", "7",
+            "--rate", "300", "--state-dir", str(tmp_path / "demo"),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )  # fmt: skip
+    out = done.stdout
+    assert done.returncode == 0, out + done.stderr
+    assert "[demo] ready" in out
+    assert "published wine version 2 (wine-forest)" in out
+    assert "corrupt wine version 3" in out
+    assert "last rejection: v3 sha256_mismatch" in out
+    assert "wine v2 (wine-forest (demo))" in out, out
+    scored = [line for line in out.splitlines() if " rec/s" in line and "in all" in line]
+    assert scored, out
+    assert int(scored[-1].split(" in all")[0].rsplit(" ", 1)[1]) > 1000
+    assert out.rstrip().endswith("[demo] stopped")
