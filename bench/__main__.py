@@ -1,77 +1,107 @@
 """``python -m bench``: hotswap beside its baselines, on a real local broker, in one run.
 
-Prints tables and writes ``bench/results/latest.json``. Ratios matter, not absolute
-numbers: the machine is shared and noisy. Sections: ``throughput`` (floor, naive,
-hotswap), ``latency`` (end-to-end at a fixed rate), ``swap`` (publish-to-first-scored
-and output gaps over 50 swaps), ``large`` (a forest of tens of MB by reference),
-``memory`` (RSS after 5 and 500 swaps).
+Starts its own Kafka broker (a free port, a temporary directory), trains the
+wine models, runs the selected sections, prints a table and writes
+``bench/results/latest.json``. Everything it starts is stopped and removed on
+the way out, also on Ctrl-C. Sections (``--only``): ``throughput`` and
+``latency`` (floor, naive, hotswap), ``swap`` (publish-to-first-scored and
+output gaps over 50 swaps), ``large`` (a forest of tens of MB by reference),
+``memory`` (RSS after 5 and 500 swaps). ``--quick`` is a smoke run (~2 min).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
+import os
 import platform
-import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench import sections
-from bench.sections import Env
-from scripts.localkafka import LocalKafka, fetch, free_port
+from bench.env import Env
+from bench.kafkaio import jsonable
+from bench.memory import memory
+from bench.report import render
+from bench.swaps import large_model, swaps
+from bench.throughput import latency, throughput
+from scripts.localkafka import KAFKA_VERSION, LocalKafka, fetch, free_port
 
-RESULTS = Path(__file__).resolve().parent / "results"
-ALL = ["throughput", "latency", "swap", "large", "memory"]
+__all__ = ["main"]
+
+RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
+SECTIONS = ("throughput", "latency", "swap", "large", "memory")
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--records", type=int, default=30_000, help="records per throughput run")
-    parser.add_argument("--only", default=",".join(ALL), help="comma-separated sections")
-    parser.add_argument("--quick", action="store_true", help="smaller runs, for a smoke test")
-    args = parser.parse_args()
-    chosen = [s.strip() for s in args.only.split(",") if s.strip()]
-    if args.quick:
-        args.records = min(args.records, 5000)
-    fetch()
-    results: dict[str, Any] = {
-        "machine": f"{platform.machine()}, {_cpus()} CPUs, Python {platform.python_version()}",
-        "started": time.strftime("%Y-%m-%d %H:%M:%S"),
-        "command": " ".join(["python -m bench", *sys.argv[1:]]),
+def _plan(args: argparse.Namespace) -> dict[str, Callable[[Env], dict[str, Any]]]:
+    quick = args.quick
+    plan: dict[str, Callable[[Env], dict[str, Any]]] = {
+        "throughput": lambda env: throughput(env, args.records),
+        "latency": lambda env: latency(env, seconds=5 if quick else 10),
+        "swap": lambda env: swaps(env, versions=10 if quick else 50),
+        "large": lambda env: large_model(env, trees=150 if quick else 600),
+        "memory": lambda env: memory(env, many=50 if quick else 500),
     }
-    with tempfile.TemporaryDirectory(prefix="hotswap-bench-") as tmp:
+    return {name: plan[name] for name in SECTIONS if name in args.only}
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--records", type=int, help="records per throughput run (50,000)")
+    parser.add_argument(
+        "--only", default=",".join(SECTIONS), help=f"comma-separated: {','.join(SECTIONS)}"
+    )
+    parser.add_argument("--quick", action="store_true", help="a smaller smoke run")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="results JSON path")
+    args = parser.parse_args(argv)
+    args.only = {s.strip() for s in args.only.split(",") if s.strip()}
+    unknown = args.only - set(SECTIONS)
+    if unknown:
+        parser.error(f"unknown sections: {', '.join(sorted(unknown))}")
+    if args.records is None:
+        args.records = 10_000 if args.quick else 50_000
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("aiokafka").setLevel(logging.ERROR)
+    results: dict[str, Any] = {
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python "
+        f"{platform.python_version()}, Kafka {KAFKA_VERSION} (local, 1 broker)",
+        "command": " ".join(["python -m bench", *(sys.argv[1:] if argv is None else argv)]),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
+    }
+    began = time.monotonic()
+    fetch()
+    with tempfile.TemporaryDirectory(prefix="hotswap-bench-", ignore_cleanup_errors=True) as tmp:
         work = Path(tmp)
         kafka = LocalKafka(free_port(), work / "kafka")
         kafka.start()
         try:
-            env = Env.prepare(kafka, work, quick=args.quick)
-            for name in chosen:
-                print(f"\n== {name}", flush=True)
-                if name == "throughput":
-                    results[name] = sections.throughput(env, args.records)
-                elif name == "latency":
-                    results[name] = sections.latency(env, seconds=5 if args.quick else 10)
-                elif name == "swap":
-                    results[name] = sections.swaps(env, versions=10 if args.quick else 50)
-                elif name == "large":
-                    results[name] = sections.large_model(env)
-                elif name == "memory":
-                    results[name] = sections.memory(env, many=50 if args.quick else 500)
-                print(json.dumps(results[name], indent=2), flush=True)
+            print(f"broker {kafka.bootstrap}; training the wine models ...", flush=True)
+            env = Env.prepare(kafka, work)
+            for name, run in _plan(args).items():
+                print(f"== {name}", flush=True)
+                section_began = time.monotonic()
+                results[name] = run(env)
+                results[name]["section_seconds"] = round(time.monotonic() - section_began, 1)
+                if name not in ("throughput", "latency"):
+                    print(f"  {results[name]}", flush=True)
         finally:
             kafka.stop()
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "latest.json").write_text(json.dumps(results, indent=2) + "\n")
-    print(sections.summary(results))
-    print(f"\nwritten to {RESULTS / 'latest.json'}")
+    results["total_seconds"] = round(time.monotonic() - began, 1)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(jsonable(results), indent=2) + "\n")
+    print(render(results))
+    print(f"\ntotal {results['total_seconds']} s; results written to {args.out}")
     return 0
-
-
-def _cpus() -> int:
-    return int(subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip() or 0)
 
 
 if __name__ == "__main__":

@@ -89,7 +89,10 @@ async def run(args: argparse.Namespace) -> None:
             labels, probabilities = session.run(None, {input_name: rows})
             values = _documents(docs, labels, probabilities)
             await _send(
-                producer, args.scored_topic, partitions, [(m.key, v) for m, v in zip(messages, values)]
+                producer,
+                args.scored_topic,
+                partitions,
+                [(m.key, v) for m, v in zip(messages, values)],
             )
             await consumer.commit()
     finally:

@@ -116,7 +116,7 @@ class Tail:
 
     async def until(self, done: Callable[[list[Scored]], bool], timeout: float) -> None:
         deadline = time.monotonic() + timeout
-        while not done(self.records) and time.monotonic() < deadline:
+        while not done(self.records) and time.monotonic() < deadline:  # noqa: ASYNC110 (a predicate)
             await asyncio.sleep(0.05)
 
     async def stop(self) -> None:
@@ -128,11 +128,17 @@ class Tail:
 
 
 async def send_at_rate(
-    broker: str, topic: str, rate: float, seconds: float, prefix: str
+    broker: str,
+    topic: str,
+    rate: float,
+    seconds: float,
+    prefix: str,
+    stop: asyncio.Event | None = None,
 ) -> dict[str, float]:
-    """Send records at ``rate``/s for ``seconds``; return id -> send time (ms, = Kafka timestamp).
+    """Send records at ``rate``/s for ``seconds`` (or until ``stop``); return id -> send time.
 
-    ``linger_ms=0`` so a record leaves at once: its latency is the contender's, not ours.
+    The send time (ms) is also the record's Kafka timestamp. ``linger_ms=0`` so a
+    record leaves at once: its latency is the contender's, not ours.
     """
     producer = AIOKafkaProducer(bootstrap_servers=broker, linger_ms=0, acks=1)
     await producer.start()
@@ -140,7 +146,7 @@ async def send_at_rate(
     started = time.monotonic()
     try:
         i = 0
-        while time.monotonic() - started < seconds:
+        while time.monotonic() - started < seconds and not (stop and stop.is_set()):
             key, value = record(i, prefix)
             now_ms = time.time() * 1000
             await producer.send(topic, value, key=key, timestamp_ms=int(now_ms))

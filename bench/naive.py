@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import AsyncIterator
 
 import faust
 import joblib
@@ -45,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     sink = app.topic(args.scored_topic, key_type=bytes, value_type=bytes)
 
     @app.agent(source)
-    async def score(stream: AsyncIterator[bytes]) -> None:
+    async def score(stream: faust.StreamT[bytes]) -> None:
         async for value in stream:
             doc = orjson.loads(value)
             label = int(estimator.predict([doc["features"]])[0])

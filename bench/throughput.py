@@ -119,7 +119,7 @@ async def _latency_run(
         tps = await topic_partitions(consumer, scored)
         await preload(broker, data, 1, prefix="warm")
         deadline = time.monotonic() + 120
-        while await scored_end(consumer, tps) < 1 and time.monotonic() < deadline:
+        while await scored_end(consumer, tps) < 1 and time.monotonic() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.05)
     finally:
         await consumer.stop()

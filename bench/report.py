@@ -1,0 +1,114 @@
+"""The printed report: one table for the contenders, one line per other section, the targets.
+
+Targets are printed as met or missed, never asserted: timings on a shared
+two-core machine vary from run to run, and a benchmark that fails on noise
+teaches people to ignore it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bench.env import CONTENDERS
+
+__all__ = ["render"]
+
+
+def _cell(value: Any, floor: Any) -> str:
+    if not isinstance(value, int | float):
+        return "-"
+    text = f"{value:,.0f}" if abs(value) >= 100 else f"{value:.1f}"
+    if isinstance(floor, int | float) and floor:
+        text += f" ({value / floor:.2f}x)"
+    return text
+
+
+def _table(tp: dict[str, Any], lat: dict[str, Any]) -> list[str]:
+    columns = [
+        ("records/s", tp, "records_per_s"),
+        ("CPU s/100k", tp, "cpu_s_per_100k"),
+        ("peak RSS MB", tp, "peak_rss_mb"),
+        ("p50 e2e ms", lat, "p50_ms"),
+        ("p99 e2e ms", lat, "p99_ms"),
+    ]
+    rows = [["contender", *(c[0] for c in columns)]]
+    for name in CONTENDERS:
+        row = [name]
+        for _, section, key in columns:
+            floor = section.get("floor", {}).get(key)
+            row.append(_cell(section.get(name, {}).get(key), floor))
+        rows.append(row)
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return [
+        "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths)))
+        for r in rows
+    ]
+
+
+def _targets(results: dict[str, Any]) -> list[tuple[str, Any, bool | None]]:
+    tp, lat = results.get("throughput", {}), results.get("latency", {})
+    swap, large, mem = results.get("swap", {}), results.get("large", {}), results.get("memory", {})
+
+    def check(value: Any, ok: bool) -> tuple[Any, bool | None]:
+        return (value, ok) if isinstance(value, int | float) else ("-", None)
+
+    def at_most(value: Any, limit: float) -> tuple[Any, bool | None]:
+        return check(value, isinstance(value, int | float) and value <= limit)
+
+    def at_least(value: Any, limit: float) -> tuple[Any, bool | None]:
+        return check(value, isinstance(value, int | float) and value >= limit)
+
+    memory_ratio = mem.get("ratio")
+    return [
+        ("throughput >= 0.5x floor", *at_least(tp.get("hotswap_vs_floor"), 0.5)),
+        ("throughput >= 5x naive", *at_least(tp.get("hotswap_vs_naive"), 5)),
+        ("swap p99 <= 100 ms", *at_most(swap.get("swap_p99_ms"), 100)),
+        ("swap gaps <= 2x normal", *at_most(swap.get("largest_gap_vs_normal"), 2)),
+        ("large-model gap <= 2x normal", *at_most(large.get("largest_gap_vs_normal"), 2)),
+        ("p99 e2e <= 50 ms at 1,000/s", *at_most(lat.get("hotswap", {}).get("p99_ms"), 50)),
+        ("RSS after many swaps <= 1.10x", *at_most(memory_ratio, 1.10)),
+    ]
+
+
+def render(results: dict[str, Any]) -> str:
+    lines = [f"\nhotswap benchmark: {results['machine']}", f"command: {results['command']}"]
+    tp, lat = results.get("throughput"), results.get("latency")
+    if tp or lat:
+        tp, lat = tp or {}, lat or {}
+        lines.append(
+            f"\n{tp.get('records', '-')} records preloaded, 4 partitions; latency at "
+            f"{lat.get('rate', '-')} records/s for {lat.get('seconds', '-')} s; (x) = / floor"
+        )
+        lines += _table(tp, lat)
+        if tp:
+            lines.append(
+                f"hotswap / floor = {tp.get('hotswap_vs_floor')}   "
+                f"hotswap / naive = {tp.get('hotswap_vs_naive')}"
+            )
+    if swap := results.get("swap"):
+        lines.append(
+            f"\nswap: {swap['swaps_seen']}/{swap['versions']} versions at 1,000 records/s: "
+            f"publish -> first scored p50 {swap['swap_p50_ms']} ms, p99 {swap['swap_p99_ms']} ms, "
+            f"max {swap['swap_max_ms']} ms; batch gap normal {swap['normal_gap_ms']} ms "
+            f"(steady p99 {swap['steady_p99_gap_ms']}), largest during a swap "
+            f"{swap['largest_gap_during_a_swap_ms']} ms ({swap['largest_gap_vs_normal']}x); "
+            f"swaps with a gap > 2x normal: {swap['swaps_with_gap_over_2x_normal']}"
+        )
+    if large := results.get("large"):
+        lines.append(
+            f"large model: {large['artifact_mb']} MB by reference, load {large['load_ms']} ms, "
+            f"publish -> first scored {large.get('publish_to_first_scored_ms')} ms; largest gap "
+            f"while loading {large.get('largest_gap_while_loading_ms')} ms vs normal "
+            f"{large['normal_gap_ms']} ms ({large.get('largest_gap_vs_normal')}x); "
+            f"in the 1 s after {large.get('largest_gap_in_1s_after_ms')} ms"
+        )
+    if mem := results.get("memory"):
+        lines.append(
+            f"memory: RSS {mem['rss_after_5_mb']} MB after 5 swaps, {mem['rss_after_many_mb']} MB "
+            f"after {mem['swaps']} ({mem['ratio']}x); {mem['swaps_per_s']} swaps/s back to back"
+        )
+    lines.append("\ntargets (printed, never asserted):")
+    for label, value, ok in _targets(results):
+        verdict = {True: "met", False: "MISSED", None: "not measured"}[ok]
+        lines.append(f"  {label:<32} {value!s:>8}  {verdict}")
+    return "\n".join(lines)
