@@ -20,12 +20,8 @@ pytestmark = pytest.mark.integration
 def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalKafka]:
     """A real single-node KRaft broker started from Kafka's jars by our own script."""
     fetch()
-    broker = LocalKafka(free_port(), tmp_path_factory.mktemp("kafka"))
-    broker.start()
-    try:
+    with LocalKafka(free_port(), tmp_path_factory.mktemp("kafka")) as broker:
         yield broker
-    finally:
-        broker.stop()
 
 
 @pytest.fixture

@@ -19,12 +19,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.fault]
 @pytest.fixture(scope="module")
 def own_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalKafka]:
     """A broker of this module's own: some scenarios stop and restart it."""
-    broker = LocalKafka(free_port(), tmp_path_factory.mktemp("fault-kafka"))
-    broker.start()
-    try:
+    with LocalKafka(free_port(), tmp_path_factory.mktemp("fault-kafka")) as broker:
         yield broker
-    finally:
-        broker.stop()
 
 
 @pytest.fixture
