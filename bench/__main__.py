@@ -40,7 +40,7 @@ SECTIONS = ("throughput", "latency", "swap", "large", "memory")
 def _plan(args: argparse.Namespace) -> dict[str, Callable[[Env], dict[str, Any]]]:
     quick = args.quick
     plan: dict[str, Callable[[Env], dict[str, Any]]] = {
-        "throughput": lambda env: throughput(env, args.records),
+        "throughput": lambda env: throughput(env, args.records, 1 if quick else args.repeat),
         "latency": lambda env: latency(env, seconds=5 if quick else 10),
         "swap": lambda env: swaps(env, versions=10 if quick else 50),
         "large": lambda env: large_model(env, trees=150 if quick else 600),
@@ -54,6 +54,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--records", type=int, help="records per throughput run (50,000)")
     parser.add_argument(
         "--only", default=",".join(SECTIONS), help=f"comma-separated: {','.join(SECTIONS)}"
+    )
+    parser.add_argument(
+        "--repeat", type=int, default=3, help="throughput runs of floor and hotswap (best counts)"
     )
     parser.add_argument("--quick", action="store_true", help="a smaller smoke run")
     parser.add_argument("--out", type=Path, default=RESULTS, help="results JSON path")

@@ -5,7 +5,11 @@ decode, one ONNX Runtime call, the same scored document hotswap writes (id,
 model, version, label, probabilities, scored_at), one producer batch per
 partition, wait for every acknowledgement (``acks=all``), commit. It skips what
 hotswap adds on purpose (validation, dead letters, headers, metrics, HTTP,
-hot swap), so hotswap / floor is the price of those.
+hot swap), so hotswap / floor is the price of those. Each producer batch is
+closed before ``send_batch``: aiokafka lets an open batch linger ``linger_ms``
+(5 ms here, as in hotswap) for records that will never come, once per batch
+(``--keep-open`` shows the difference). ONNX Runtime gets one thread, as in
+hotswap's registry.
 """
 
 from __future__ import annotations
@@ -44,25 +48,40 @@ def _documents(docs: list[dict[str, Any]], labels: Any, probabilities: Any) -> l
 
 
 async def _send(
-    producer: AIOKafkaProducer, topic: str, partitions: list[int], items: list[tuple[bytes, bytes]]
+    producer: AIOKafkaProducer,
+    topic: str,
+    partitions: list[int],
+    items: list[tuple[bytes, bytes]],
+    close: bool,
 ) -> None:
     """One producer batch per partition (a new one when full); wait for every ack."""
     builders: dict[int, Any] = {}
     futures: list[asyncio.Future[Any]] = []
     for key, value in items:
         partition = partitions[(murmur2(key) & 0x7FFFFFFF) % len(partitions)]
-        builder = builders.setdefault(partition, producer.create_batch())
-        if builder.append(key=key, value=value, timestamp=None) is None:
+        builder = builders.get(partition)
+        if builder is None:
+            builder = builders[partition] = producer.create_batch()
+        if builder.append(key=key, value=value, timestamp=None) is None:  # full
+            if close:
+                builder.close()  # complete: send now, do not linger
             futures.append(await producer.send_batch(builder, topic, partition=partition))
             builder = builders[partition] = producer.create_batch()
             builder.append(key=key, value=value, timestamp=None)
     for partition, builder in builders.items():
+        if close:
+            builder.close()
         futures.append(await producer.send_batch(builder, topic, partition=partition))
     await asyncio.gather(*futures)
 
 
 async def run(args: argparse.Namespace) -> None:
-    session = ort.InferenceSession(args.model, providers=["CPUExecutionProvider"])
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = args.threads
+    options.inter_op_num_threads = 1
+    session = ort.InferenceSession(
+        args.model, sess_options=options, providers=["CPUExecutionProvider"]
+    )
     input_name = session.get_inputs()[0].name
     consumer = AIOKafkaConsumer(
         args.data_topic,
@@ -93,6 +112,7 @@ async def run(args: argparse.Namespace) -> None:
                 args.scored_topic,
                 partitions,
                 [(m.key, v) for m, v in zip(messages, values)],
+                close=not args.keep_open,
             )
             await consumer.commit()
     finally:
@@ -109,6 +129,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", required=True, help="the ONNX file hotswap serves")
     parser.add_argument("--batch", type=int, default=500, help="as HOTSWAP_BATCH_SIZE")
     parser.add_argument("--timeout-ms", type=int, default=20, help="as HOTSWAP_BATCH_TIMEOUT")
+    parser.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads")
+    parser.add_argument("--keep-open", action="store_true", help="let producer batches linger")
     asyncio.run(run(parser.parse_args(argv)))
     return 0
 

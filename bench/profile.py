@@ -6,7 +6,8 @@ installed: ``.venv/bin/pip install pyinstrument``; it is not a project
 dependency) and times every garbage collection, because a full collection
 stalls the event loop and shows up as a gap in the output. The worker is
 stopped with SIGTERM once every record is scored; the wrapper writes its
-findings to ``bench/results/profile.txt`` and ``profile-gc.json``. Investigation
+findings to ``bench/results/``: ``profile.txt`` (call tree), ``profile-flat.txt``
+(functions by self time), ``profile.html`` and ``profile-gc.json``. Investigation
 only: the profiler slows the worker, so take no throughput figures from here.
 """
 
@@ -71,8 +72,9 @@ def _as_worker(out: Path, interval: float) -> None:
     finally:
         if profiler is not None:
             profiler.stop()
-            text = profiler.output_text(unicode=False, color=False, show_all=False)
-            (out / "profile.txt").write_text(text)
+            (out / "profile.txt").write_text(profiler.output_text(show_all=False))
+            flat = profiler.output_text(flat=True, flat_time="self")
+            (out / "profile-flat.txt").write_text("\n".join(flat.splitlines()[:80]) + "\n")
             (out / "profile.html").write_text(profiler.output_html())
         by_gen: dict[int, list[float]] = {}
         for c in collections:
@@ -137,7 +139,7 @@ def _drive(records: int, interval: float) -> None:
             kafka.stop()
     gc_report = json.loads((RESULTS / "profile-gc.json").read_text())
     print("garbage collections by generation:", json.dumps(gc_report["summary"]))
-    print(f"profile: {RESULTS / 'profile.txt'} (and .html)")
+    print(f"profile: {RESULTS / 'profile.txt'}, profile-flat.txt, profile.html")
 
 
 def main(argv: list[str] | None = None) -> int:

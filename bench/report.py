@@ -90,7 +90,8 @@ def render(results: dict[str, Any]) -> str:
             f"\nswap: {swap['swaps_seen']}/{swap['versions']} versions at 1,000 records/s: "
             f"publish -> first scored p50 {swap['swap_p50_ms']} ms, p99 {swap['swap_p99_ms']} ms, "
             f"max {swap['swap_max_ms']} ms; batch gap normal {swap['normal_gap_ms']} ms "
-            f"(steady p99 {swap['steady_p99_gap_ms']}), largest during a swap "
+            f"(without swaps: p99 {swap['steady_p99_gap_ms']}, max {swap['steady_max_gap_ms']}), "
+            "largest during a swap "
             f"{swap['largest_gap_during_a_swap_ms']} ms ({swap['largest_gap_vs_normal']}x); "
             f"swaps with a gap > 2x normal: {swap['swaps_with_gap_over_2x_normal']}"
         )
@@ -99,7 +100,8 @@ def render(results: dict[str, Any]) -> str:
             f"large model: {large['artifact_mb']} MB by reference, load {large['load_ms']} ms, "
             f"publish -> first scored {large.get('publish_to_first_scored_ms')} ms; largest gap "
             f"while loading {large.get('largest_gap_while_loading_ms')} ms vs normal "
-            f"{large['normal_gap_ms']} ms ({large.get('largest_gap_vs_normal')}x); "
+            f"{large['normal_gap_ms']} ms ({large.get('largest_gap_vs_normal')}x; before the "
+            f"publish: p99 {large['steady_p99_gap_ms']}, max {large['steady_max_gap_ms']}); "
             f"in the 1 s after {large.get('largest_gap_in_1s_after_ms')} ms"
         )
     if mem := results.get("memory"):

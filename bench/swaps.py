@@ -80,6 +80,10 @@ def _gap_summary(gaps: list[tuple[int, int]], before_ms: float) -> dict[str, Any
     }
 
 
+def _rounded(value: Any) -> Any:
+    return round(value, 1) if isinstance(value, float) else value
+
+
 def swaps(env: Env, versions: int, pause: float = 0.3) -> dict[str, Any]:
     """Publish ``versions`` versions (wine-tree, wine-logreg, ...) while 1,000 records/s stream."""
     settings = env.settings()
@@ -100,7 +104,7 @@ def swaps(env: Env, versions: int, pause: float = 0.3) -> dict[str, Any]:
     for i, (started, acked) in enumerate(times):
         at = first.get(f"s{i + 2}")
         if at is not None:
-            delays.append(at - acked)
+            delays.append(round(at - acked, 1))
             worst.append(_largest(gaps, started, at))
     normal = out["normal_gap_ms"] or 1
     out.update(
@@ -147,8 +151,8 @@ def large_model(env: Env, trees: int) -> dict[str, Any]:
         "trees": trees,
         "train_and_convert_s": round(prepared_s, 1),
         "serving_version": described.get("version"),
-        "load_ms": described.get("load_ms"),
-        "publish_to_first_scored_ms": first_big - acked_ms if first_big else None,
+        "load_ms": _rounded(described.get("load_ms")),
+        "publish_to_first_scored_ms": round(first_big - acked_ms, 1) if first_big else None,
         "sent": sent,
         "scored": len(records),
     }

@@ -94,11 +94,13 @@ class Publisher(Service):
                 batch, members = producer.create_batch(), list[Output]()
                 for out in outs:
                     if not _append(batch, out):
+                        batch.close()  # complete: send now instead of lingering for more
                         future = await producer.send_batch(batch, topic, partition=partition)
                         sent.append((members, future))
                         batch, members = producer.create_batch(), list[Output]()
                         _append(batch, out)
                     members.append(out)
+                batch.close()  # nothing else will join it: do not wait out linger_ms
                 future = await producer.send_batch(batch, topic, partition=partition)
                 sent.append((members, future))
             results = await asyncio.gather(*(fut for _, fut in sent), return_exceptions=True)
