@@ -7,7 +7,7 @@ dependency) and times every garbage collection, because a full collection
 stalls the event loop and shows up as a gap in the output. The worker is
 stopped with SIGTERM once every record is scored; the wrapper writes its
 findings to ``bench/results/``: ``profile.txt`` (call tree), ``profile-flat.txt``
-(functions by self time), ``profile.html`` and ``profile-gc.json``. Investigation
+(functions by self time) and ``profile-gc.json`` (collections by generation). Investigation
 only: the profiler slows the worker, so take no throughput figures from here.
 """
 
@@ -75,7 +75,6 @@ def _as_worker(out: Path, interval: float) -> None:
             (out / "profile.txt").write_text(profiler.output_text(show_all=False))
             flat = profiler.output_text(flat=True, flat_time="self")
             (out / "profile-flat.txt").write_text("\n".join(flat.splitlines()[:80]) + "\n")
-            (out / "profile.html").write_text(profiler.output_html())
         by_gen: dict[int, list[float]] = {}
         for c in collections:
             by_gen.setdefault(c["generation"], []).append(c["ms"])
@@ -84,7 +83,8 @@ def _as_worker(out: Path, interval: float) -> None:
             for g, v in sorted(by_gen.items())
         }
         tracked = len(gc.get_objects())
-        report = {"summary": summary, "tracked_objects_at_exit": tracked, "log": collections}
+        slowest = sorted(collections, key=lambda c: -c["ms"])[:20]
+        report = {"summary": summary, "tracked_objects_at_exit": tracked, "slowest": slowest}
         (out / "profile-gc.json").write_text(json.dumps(report, indent=1))
 
 
@@ -139,7 +139,7 @@ def _drive(records: int, interval: float) -> None:
             kafka.stop()
     gc_report = json.loads((RESULTS / "profile-gc.json").read_text())
     print("garbage collections by generation:", json.dumps(gc_report["summary"]))
-    print(f"profile: {RESULTS / 'profile.txt'}, profile-flat.txt, profile.html")
+    print(f"profile: {RESULTS / 'profile.txt'} and profile-flat.txt")
 
 
 def main(argv: list[str] | None = None) -> int:
