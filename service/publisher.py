@@ -67,19 +67,18 @@ class Publisher(Service):
         return self._partitions[topic]
 
     async def _route(self, outputs: Sequence[Output]) -> dict[tuple[str, int], list[Output]]:
+        """Group outputs by (topic, partition); partition lists are looked up once per call."""
+        scored_topic, dead_topic = self._settings.scored_topic, self._settings.dead_letter_topic
+        partitions = {t: await self._partitions_of(t) for t in (scored_topic, dead_topic)}
         routes: dict[tuple[str, int], list[Output]] = {}
         for out in outputs:
-            topic = (
-                self._settings.scored_topic
-                if isinstance(out, Scored)
-                else self._settings.dead_letter_topic
-            )
-            partitions = await self._partitions_of(topic)
+            topic = scored_topic if isinstance(out, Scored) else dead_topic
+            parts = partitions[topic]
             if out.key is None:
-                index = max(out.source.partition, 0) % len(partitions)
+                index = max(out.source.partition, 0) % len(parts)
             else:
-                index = (murmur2(out.key) & 0x7FFFFFFF) % len(partitions)
-            routes.setdefault((topic, partitions[index]), []).append(out)
+                index = (murmur2(out.key) & 0x7FFFFFFF) % len(parts)
+            routes.setdefault((topic, parts[index]), []).append(out)
         return routes
 
     async def publish(self, outputs: Sequence[Output]) -> None:
