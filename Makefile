@@ -24,10 +24,10 @@ typecheck: ## mypy (strict)
 	@$(VENV)/bin/mypy service models scripts tests bench
 
 unit: ## unit tests only (no broker)
-	@$(PY) -m pytest tests/unit
+	@$(PY) -m pytest -m "not integration"
 
 integration: ## integration tests only (starts a real local broker)
-	@$(PY) -m pytest tests/integration
+	@$(PY) -m pytest -m integration
 
 bench: setup ## benchmarks against the local broker
 	@$(PY) -m bench

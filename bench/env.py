@@ -19,10 +19,10 @@ from pathlib import Path
 from models.train import train_model
 from scripts.harness import REPO, WorkerProcess
 from scripts.localkafka import LocalKafka, free_port
-from service.kafka_clients import ensure_topics
-from service.messages import ModelMessage, encode_model_message
-from service.publish import PublishRequest, build_message, publish_message
-from service.settings import Settings
+from service.core.messages import ModelMessage, encode_model_message
+from service.core.settings import Settings
+from service.kafka.clients import ensure_topics
+from service.tools.publish import PublishRequest, build_message, publish_message
 
 __all__ = ["CONTENDERS", "Contender", "Env"]
 

@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from service.demo_data import wine_rows
+from service.tools.produce import wine_rows
 
 __all__ = [
     "Scored",

@@ -31,7 +31,7 @@ from bench.env import Env
 from bench.kafkaio import preload, scored_end, topic_partitions
 from scripts.harness import REPO, settings_env
 from scripts.localkafka import LocalKafka, fetch, free_port
-from service.publish import publish_message
+from service.tools.publish import publish_message
 
 __all__ = ["main"]
 

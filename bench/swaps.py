@@ -24,8 +24,8 @@ import httpx
 from bench.bigforest import train_big_forest
 from bench.env import Env
 from bench.kafkaio import Scored, Tail, percentile, send_at_rate, send_models
-from service.messages import encode_model_message
-from service.publish import PublishRequest, build_message
+from service.core.messages import encode_model_message
+from service.tools.publish import PublishRequest, build_message
 
 __all__ = ["batch_gaps", "large_model", "swaps"]
 

@@ -28,7 +28,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from scripts.localkafka import LocalKafka, fetch  # noqa: E402
-from service.settings import Settings  # noqa: E402
+from service.core.settings import Settings  # noqa: E402
 
 KINDS = ["wine-logreg", "wine-forest", "wine-tree"]
 

@@ -4,7 +4,7 @@ Each scenario streams records at a steady rate while something fails (a
 worker killed with SIGKILL, workers joining and leaving, the broker stopped
 and restarted, a worker started before its broker, a SIGTERM), then reads the
 scored and dead-letter topics and reports sent, scored, dead-lettered,
-duplicated and lost. Used by ``tests/integration/test_faults.py`` (short runs)
+duplicated and lost. Used by ``tests/e2e/test_faults.py`` (short runs)
 and, as a script, for the long runs in the README::
 
     .venv/bin/python scripts/faults.py --records 100000 --rate 5000
@@ -35,7 +35,7 @@ if str(REPO) not in sys.path:
 
 from scripts.harness import WorkerProcess, consume, publish_file, wait_for  # noqa: E402
 from scripts.localkafka import LocalKafka, fetch, free_port  # noqa: E402
-from service.settings import Settings  # noqa: E402
+from service.core.settings import Settings  # noqa: E402
 
 __all__ = ["SCENARIOS", "FaultRun", "Stream", "Tally"]
 

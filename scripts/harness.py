@@ -22,9 +22,9 @@ import httpx
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from service.kafka_clients import partitions_of
-from service.publish import PublishRequest, build_message, publish_message
-from service.settings import Settings
+from service.core.settings import Settings
+from service.kafka.clients import partitions_of
+from service.tools.publish import PublishRequest, build_message, publish_message
 
 __all__ = [
     "ConsumedRecord",

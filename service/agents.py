@@ -1,6 +1,6 @@
-"""The scoring agent: a thin Faust adapter around :class:`service.scoring.Scorer`.
+"""The scoring agent: a thin Faust adapter around :class:`service.core.scoring.Scorer`.
 
-Each event is a whole batch from :class:`service.data_feed.DataFeed`: score it
+Each event is a whole batch from :class:`service.kafka.data_feed.DataFeed`: score it
 (one predict call per model), send every output, wait for the broker to
 acknowledge all of them, then resolve the batch so its offsets get committed.
 Nothing escapes the agent: a failure is handed back to the feed, which reads
@@ -15,10 +15,10 @@ from typing import Any
 
 import faust
 
-from service.data_feed import Batch
-from service.metrics import Metrics
-from service.publisher import Publisher
-from service.scoring import Scorer
+from service.core.metrics import Metrics
+from service.core.scoring import Scorer
+from service.kafka.data_feed import Batch
+from service.kafka.publisher import Publisher
 
 __all__ = ["attach_scoring_agent"]
 

@@ -1,7 +1,7 @@
 """The Faust app: it runs the worker (signals, supervision) and the scoring agent.
 
 Data records do not flow through Faust's per-event consumer (see
-:mod:`service.data_feed`); the app's own consumer group is therefore
+:mod:`service.kafka.data_feed`); the app's own consumer group is therefore
 ``<HOTSWAP_APP_ID>-app``, apart from the data consumers' ``HOTSWAP_APP_ID``
 group, whose members use Kafka's standard assignor.
 """
@@ -14,7 +14,7 @@ from typing import Any
 
 import faust
 
-from service.settings import Settings
+from service.core.settings import Settings
 
 __all__ = ["create_app"]
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 
-from service.settings import Settings
+from service.core.settings import Settings
 
 __all__ = ["main"]
 
@@ -47,8 +47,8 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_publish(settings: Settings, args: argparse.Namespace) -> int:
-    from service.convert import ConversionError
-    from service.publish import PublishRequest, build_message, publish_message
+    from service.core.convert import ConversionError
+    from service.tools.publish import PublishRequest, build_message, publish_message
 
     request = PublishRequest(
         path=Path(args.file),
@@ -63,7 +63,7 @@ def cmd_publish(settings: Settings, args: argparse.Namespace) -> int:
         with _status(f"converting and checking {request.path.name}"):
             message = build_message(request)
         if args.signing_key:
-            from service.signing import load_private_key, sign_message
+            from service.core.signing import load_private_key, sign_message
 
             message = sign_message(message, load_private_key(Path(args.signing_key)))
     except (ConversionError, OSError, ValueError) as exc:
@@ -82,7 +82,7 @@ def cmd_publish(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_produce(settings: Settings, args: argparse.Namespace) -> int:
     from rich.progress import Progress
 
-    from service.demo_data import produce_records
+    from service.tools.produce import produce_records
 
     with Progress(transient=True) as bar:
         task = bar.add_task(f"producing to {settings.data_topic}", total=args.count or None)
@@ -113,7 +113,7 @@ def cmd_train(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_replay_dlq(settings: Settings, args: argparse.Namespace) -> int:
-    from service.replay import replay_dead_letters
+    from service.tools.replay import replay_dead_letters
 
     report = asyncio.run(
         replay_dead_letters(settings, reasons=set(args.reason or []) or None, dry_run=args.dry_run)
@@ -127,7 +127,7 @@ def cmd_replay_dlq(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_rollback(settings: Settings, args: argparse.Namespace) -> int:
-    from service.rollback import RollbackError, previous_accepted, rollback
+    from service.tools.rollback import RollbackError, previous_accepted, rollback
 
     try:
         url = args.url or f"http://localhost:{settings.http_port}"
@@ -141,7 +141,7 @@ def cmd_rollback(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_keygen(settings: Settings, args: argparse.Namespace) -> int:
-    from service.signing import generate_keypair
+    from service.core.signing import generate_keypair
 
     private = Path(args.path)
     if private.exists() and not args.force:

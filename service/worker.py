@@ -22,17 +22,17 @@ from faust.contrib.asgi import AsgiService
 from mode import Service
 
 from service.agents import attach_scoring_agent
-from service.api import Readiness, create_api
 from service.app import create_app
-from service.data_feed import DataFeed
-from service.kafka_clients import ensure_topics
-from service.metrics import Metrics
-from service.model_feed import ModelFeed
-from service.publisher import Publisher
-from service.registry import BuildLimits, ModelRegistry
-from service.scoring import Scorer
-from service.settings import Settings
-from service.signing import Verifier, load_public_key
+from service.core.metrics import Metrics
+from service.core.registry import BuildLimits, ModelRegistry
+from service.core.scoring import Scorer
+from service.core.settings import Settings
+from service.core.signing import Verifier, load_public_key
+from service.http.api import Readiness, create_api
+from service.kafka.clients import ensure_topics
+from service.kafka.data_feed import DataFeed
+from service.kafka.model_feed import ModelFeed
+from service.kafka.publisher import Publisher
 
 __all__ = ["BrokerGate", "WorkerParts", "build_worker", "run_worker"]
 

@@ -1,0 +1,209 @@
+"""Wire formats: model messages, data records, scored and dead-letter records.
+
+Everything that crosses Kafka is described here and nowhere else. Model
+messages are rare and validated with pydantic; data records are many, so they
+are decoded with orjson into a small slotted dataclass, checking exactly what
+scoring needs and naming every failure (see :mod:`service.core.errors`).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import math
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from service.core import errors
+
+__all__ = [
+    "HEADER_ERROR",
+    "HEADER_MODEL",
+    "HEADER_REASON",
+    "HEADER_SOURCE_OFFSET",
+    "HEADER_SOURCE_PARTITION",
+    "HEADER_SOURCE_TOPIC",
+    "HEADER_VERSION",
+    "DataRecord",
+    "Features",
+    "ModelMessage",
+    "decode_record",
+    "encode_model_message",
+    "parse_model_message",
+    "utc_now_iso",
+]
+
+HEADER_MODEL = "hotswap-model"
+HEADER_VERSION = "hotswap-version"
+HEADER_REASON = "hotswap-reason"
+HEADER_ERROR = "hotswap-error"
+HEADER_SOURCE_TOPIC = "hotswap-source-topic"
+HEADER_SOURCE_PARTITION = "hotswap-source-partition"
+HEADER_SOURCE_OFFSET = "hotswap-source-offset"
+
+Features = list[float] | dict[str, float]
+
+
+class ModelMessage(BaseModel):
+    """A model version published to the model topic (key = ``name``)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    name: str = Field(min_length=1, max_length=200)
+    version: str = Field(min_length=1, max_length=200)
+    format: str = "onnx"
+    description: str = ""
+    data: str | None = Field(default=None, description="Base64 of the artifact.")
+    location: str | None = Field(default=None, description="file:// or http(s):// URL.")
+    sha256: str = Field(pattern=r"^[0-9a-fA-F]{64}$")
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    signature: str | None = Field(default=None, description="Base64 Ed25519 signature.")
+    published_at: datetime | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ModelMessage:
+        if (self.data is None) == (self.location is None):
+            raise ValueError("exactly one of `data` or `location` is required")
+        return self
+
+    def artifact_bytes(self, limit: int) -> bytes:
+        """Decode inline ``data``; refuse invalid base64 or more than ``limit`` bytes."""
+        assert self.data is not None
+        if len(self.data) > 4 * -(-limit // 3):  # longer than any encoding of `limit` bytes
+            raise errors.ArtifactTooLarge(f"inline artifact is over the {limit} byte limit")
+        try:
+            return base64.b64decode(self.data, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise errors.InvalidBase64(f"`data` is not valid base64: {exc}") from exc
+
+    @property
+    def feature_names(self) -> list[str] | None:
+        names = self.metadata.get("feature_names")
+        if isinstance(names, list) and all(isinstance(n, str) for n in names):
+            return list(names)
+        return None
+
+
+def parse_model_message(key: bytes | None, value: bytes) -> ModelMessage:
+    """Validate a model message; the Kafka key, when set, must equal ``name``."""
+    try:
+        message = ModelMessage.model_validate_json(value)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'message'}: {e['msg']}" for e in exc.errors()
+        )
+        raise errors.InvalidModelMessage(problems[:500]) from None
+    if key is not None and key.decode("utf-8", "replace") != message.name:
+        raise errors.InvalidModelMessage(f"message key {key!r} differs from name {message.name!r}")
+    if message.format != "onnx":
+        raise errors.UnsupportedFormat(f"format {message.format!r} is not served (only 'onnx')")
+    return message
+
+
+def encode_model_message(message: ModelMessage) -> bytes:
+    """Serialize a model message for the model topic."""
+    return orjson.dumps(message.model_dump(mode="json", exclude_none=True))
+
+
+@dataclass(slots=True, frozen=True)
+class DataRecord:
+    """A decoded data record: which model, which features, and the caller's id."""
+
+    id: Any
+    model: str
+    features: Features
+
+
+def _number(value: Any, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise errors.NonNumericValue(f"{where} is {type(value).__name__}, not a number")
+    try:
+        number = float(value)
+    except OverflowError:
+        raise errors.NonFiniteValue(f"{where} is too large for a float") from None
+    if not math.isfinite(number):
+        raise errors.NonFiniteValue(f"{where} is {number}")
+    return number
+
+
+_PLAIN = frozenset({float, int})
+
+
+def _plain_numbers(values: list[Any]) -> bool:
+    """True when every value is a float or a (non-bool) int: the common, fast case.
+
+    Only used on orjson's output, which never holds NaN, infinity or ints
+    beyond 64 bits, so such a list needs no further check.
+    """
+    return {type(v) for v in values} <= _PLAIN
+
+
+def _refuse_constant(name: str) -> Any:
+    raise errors.NonFiniteValue(f"record holds {name}, which is not a finite number")
+
+
+def _decode_slow(value: bytes, exc: orjson.JSONDecodeError) -> Any:
+    """Tell apart why orjson refused a record (bad records only, so speed is moot).
+
+    orjson refuses ``NaN``/``Infinity`` literals and numbers that overflow a
+    float; they are reported as ``non_finite``, not as ``invalid_json``.
+    """
+    try:
+        text = value.decode("utf-8")
+    except UnicodeDecodeError:
+        raise errors.InvalidUtf8("record is not valid UTF-8") from None
+    try:
+        return json.loads(text, parse_constant=_refuse_constant)
+    except (ValueError, RecursionError):
+        raise errors.InvalidJson(f"record is not JSON: {exc}") from None
+
+
+def decode_record(value: bytes | None, *, max_bytes: int, default_model: str = "") -> DataRecord:
+    """Decode and check one data record, raising a :class:`RecordRejected` on any defect.
+
+    ``NaN``/``Infinity`` literals and numbers that overflow a float are
+    refused as ``non_finite``.
+    """
+    if value is None:
+        raise errors.NullValue("record value is null")
+    if not value:
+        raise errors.EmptyValue("record value is empty")
+    if len(value) > max_bytes:
+        raise errors.RecordTooLarge(f"record is {len(value)} bytes, limit {max_bytes}")
+    fast = True
+    try:
+        doc = orjson.loads(value)
+    except orjson.JSONDecodeError as exc:
+        doc = _decode_slow(value, exc)
+        fast = False
+    if not isinstance(doc, dict):
+        raise errors.NotAnObject(f"record is a JSON {type(doc).__name__}, not an object")
+    model = doc.get("model", default_model) or default_model
+    if not model:
+        raise errors.MissingModel("record has no `model` and no default model is set")
+    if not isinstance(model, str):
+        raise errors.MissingModel("record `model` is not a string")
+    raw = doc.get("features")
+    features: Features
+    if isinstance(raw, list):
+        if fast and _plain_numbers(raw):
+            features = raw
+        else:
+            features = [_number(v, f"features[{i}]") for i, v in enumerate(raw)]
+    elif isinstance(raw, dict):
+        features = {str(k): _number(v, f"features.{k}") for k, v in raw.items()}
+    elif raw is None:
+        raise errors.MissingFeatures("record has no `features`")
+    else:
+        raise errors.MissingFeatures("`features` must be a list or an object")
+    return DataRecord(id=doc.get("id"), model=model, features=features)
+
+
+def utc_now_iso() -> str:
+    """Current UTC time, ISO 8601 with milliseconds: the ``scored_at`` of records."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds")

@@ -1,6 +1,0 @@
-"""Model runtimes: one small interface, one module per artifact format."""
-
-from service.runtime.base import ModelRuntime, Signature, TensorSpec
-from service.runtime.onnx import OnnxModel, load_runtime
-
-__all__ = ["ModelRuntime", "OnnxModel", "Signature", "TensorSpec", "load_runtime"]

@@ -1,0 +1,121 @@
+"""Publishing a model version to the model topic.
+
+Accepts an ``.onnx`` file as is, or a pickled scikit-learn estimator that is
+converted to ONNX here (see :mod:`service.core.convert`). The message carries the
+artifact inline (base64) or, with ``store_dir``, by reference (a ``file://``
+location, or an ``http(s)://`` one when ``base_url`` says where that directory
+is served); either way with its sha256, which the worker verifies.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from service.core.artifacts import sha256_hex
+from service.core.convert import load_estimator, sklearn_to_onnx
+from service.core.messages import ModelMessage, encode_model_message
+from service.core.settings import Settings
+from service.kafka.clients import ensure_topics, producer
+
+__all__ = ["PublishRequest", "archive_key", "build_message", "publish_message", "read_sidecar"]
+
+logger = logging.getLogger(__name__)
+
+SAMPLE_ROWS_FOR_WARMUP = 8
+
+
+@dataclass
+class PublishRequest:
+    path: Path
+    name: str
+    version: str
+    description: str = ""
+    metadata: dict[str, Any] = field(default_factory=dict)
+    store_dir: Path | None = None
+    base_url: str | None = None  # where ``store_dir`` is served over http(s), if it is
+
+
+def read_sidecar(path: Path) -> dict[str, Any]:
+    """Metadata written beside a trained model (``NAME.meta.json``), if any."""
+    sidecar = path.with_suffix(".meta.json")
+    if sidecar.exists():
+        data = orjson.loads(sidecar.read_bytes())
+        return data if isinstance(data, dict) else {}
+    return {}
+
+
+def build_message(request: PublishRequest) -> ModelMessage:
+    """Read or convert the artifact and describe it in a model message."""
+    metadata = {**read_sidecar(request.path), **request.metadata}
+    sample_rows = metadata.pop("sample_rows", None)
+    if request.path.suffix == ".onnx":
+        artifact = request.path.read_bytes()
+    else:
+        estimator = load_estimator(request.path)
+        converted = sklearn_to_onnx(estimator, sample_rows)
+        artifact = converted.onnx
+        metadata.setdefault("converted_from", type(estimator).__name__)
+        metadata["parity_max_abs_diff"] = converted.max_abs_diff
+        if converted.classes is not None:
+            metadata["classes"] = converted.classes
+        if sample_rows is not None and converted.sample_labels is not None:
+            metadata["samples"] = {
+                "inputs": sample_rows[:SAMPLE_ROWS_FOR_WARMUP],
+                "labels": converted.sample_labels[:SAMPLE_ROWS_FOR_WARMUP],
+            }
+    digest = sha256_hex(artifact)
+    data: str | None = base64.b64encode(artifact).decode()
+    location: str | None = None
+    if request.store_dir is not None:
+        request.store_dir.mkdir(parents=True, exist_ok=True)
+        target = request.store_dir / f"{request.name}-{request.version}-{digest[:12]}.onnx"
+        target.write_bytes(artifact)
+        location = target.resolve().as_uri()
+        if request.base_url:
+            location = f"{request.base_url.rstrip('/')}/{target.name}"
+        data = None
+    return ModelMessage(
+        name=request.name,
+        version=request.version,
+        format="onnx",
+        description=request.description,
+        data=data,
+        location=location,
+        sha256=digest,
+        metadata=metadata,
+        published_at=datetime.now(UTC),
+    )
+
+
+def archive_key(name: str, version: str) -> bytes:
+    """Key of a version in the archive topic: compaction keeps one message per version."""
+    return f"{name}\x00{version}".encode()
+
+
+async def publish_message(settings: Settings, message: ModelMessage) -> None:
+    """Archive ``message`` (for rollback), then make it current on the model topic.
+
+    The archive is written first, so any version that ever served can be
+    found again, even after the model topic has compacted it away.
+    """
+    await ensure_topics(settings)
+    kafka = producer(settings)
+    await kafka.start()
+    try:
+        value = encode_model_message(message)
+        await kafka.send_and_wait(
+            settings.archive_topic, value, key=archive_key(message.name, message.version)
+        )
+        await kafka.send_and_wait(settings.model_topic, value, key=message.name.encode())
+    finally:
+        await kafka.stop()
+    logger.info(
+        "published %s version %s to %s", message.name, message.version, settings.model_topic
+    )

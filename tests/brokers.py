@@ -1,0 +1,96 @@
+"""Integration fixtures: one real Kafka broker per session, unique topics per test."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from scripts.harness import WorkerProcess, publish_file
+from scripts.localkafka import LocalKafka, fetch, free_port
+from service.core.settings import Settings
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="session")
+def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalKafka]:
+    """A real single-node KRaft broker started from Kafka's jars by our own script."""
+    fetch()
+    with LocalKafka(free_port(), tmp_path_factory.mktemp("kafka")) as broker:
+        yield broker
+
+
+@pytest.fixture
+def make_settings(kafka: LocalKafka, tmp_path: Path) -> Callable[..., Settings]:
+    """Settings with this test's own topics, consumer group and HTTP port."""
+    test_id = uuid.uuid4().hex[:10]
+
+    def make(**overrides: object) -> Settings:
+        values: dict[str, object] = {
+            "broker": f"kafka://{kafka.bootstrap}",
+            "model_topic": f"t{test_id}-models",
+            "archive_topic": f"t{test_id}-models.archive",
+            "data_topic": f"t{test_id}-records",
+            "scored_topic": f"t{test_id}-scored",
+            "dead_letter_topic": f"t{test_id}-records.dlq",
+            "app_id": f"hotswap-{test_id}",
+            "http_host": "127.0.0.1",
+            "http_port": free_port(),
+            "data_dir": str(tmp_path / f"worker-{uuid.uuid4().hex[:6]}"),
+            "log_level": "INFO",
+        }
+        values.update(overrides)
+        return Settings(**values)  # type: ignore[arg-type]
+
+    return make
+
+
+@pytest.fixture
+def workers(tmp_path: Path) -> Iterator[Callable[[Settings], WorkerProcess]]:
+    """Start worker processes; every one is stopped (or killed) when the test ends."""
+    started: list[WorkerProcess] = []
+
+    def start(settings: Settings) -> WorkerProcess:
+        worker = WorkerProcess(settings, tmp_path / f"worker-{len(started)}.log").start()
+        started.append(worker)
+        return worker
+
+    yield start
+    for worker in started:
+        worker.stop(timeout=20)
+        if os.environ.get("HOTSWAP_TEST_SHOW_LOGS"):
+            print(worker.tail(200))
+
+
+WineWorker = Callable[..., tuple[Settings, WorkerProcess]]
+
+
+@pytest.fixture
+def wine_worker(
+    make_settings: Callable[..., Settings],
+    workers: Callable[[Settings], WorkerProcess],
+    trained: dict[str, Path],
+) -> WineWorker:
+    """Publish wine v1 (logistic regression), start a worker on it and wait until ready."""
+
+    def start(**overrides: object) -> tuple[Settings, WorkerProcess]:
+        settings = make_settings(**overrides)
+        publish_file(settings, trained["wine-logreg"], "wine", "1")
+        worker = workers(settings)
+        worker.wait_ready()
+        return settings, worker
+
+    return start
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The example models trained once per session (joblib + sidecar metadata)."""
+    from models.train import KINDS, train_model
+
+    out = tmp_path_factory.mktemp("models")
+    return {kind: train_model(kind, out) for kind in KINDS}
