@@ -2,7 +2,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: help setup demo test lint typecheck unit integration bench clean
+.PHONY: help setup demo test lint typecheck unit integration bench clean test-image test-compose
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -24,10 +24,20 @@ typecheck: ## mypy (strict)
 	@$(VENV)/bin/mypy service models scripts tests bench
 
 unit: ## unit tests only (no broker)
-	@$(PY) -m pytest -m "not integration"
+	@$(PY) -m pytest -m "not integration and not container"
 
 integration: ## integration tests only (starts a real local broker)
 	@$(PY) -m pytest -m integration
+
+# Not part of `test` (minutes, and they need a Docker engine): see README, Deployment.
+# pytest fails, never skips, when the engine is missing; docker_env.sh installs it (root).
+test-image: setup ## build the image (Debian base, wheelhouse), run 2 workers on a real broker
+	@./scripts/docker_env.sh
+	@$(PY) -m pytest -m container tests/deploy/test_image.py
+
+test-compose: setup ## docker-compose up the shipped stack (local Kafka/Prometheus images), use it
+	@./scripts/docker_env.sh
+	@$(PY) -m pytest -m container tests/deploy/test_compose.py
 
 bench: setup ## benchmarks against the local broker
 	@$(PY) -m bench

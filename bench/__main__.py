@@ -4,9 +4,16 @@ Starts its own Kafka broker (a free port, a temporary directory), trains the
 wine models, runs the selected sections, prints a table and writes
 ``bench/results/latest.json``. Everything it starts is stopped and removed on
 the way out, also on Ctrl-C. Sections (``--only``): ``throughput`` and
-``latency`` (floor, naive, hotswap), ``swap`` (publish-to-first-scored and
-output gaps over 50 swaps), ``large`` (a forest of tens of MB by reference),
-``memory`` (RSS after 5 and 500 swaps). ``--quick`` is a smoke run (~2 min).
+``latency`` (the contenders side by side), ``swap`` (publish-to-first-scored
+and output gaps over 50 swaps), ``large`` (a forest of tens of MB by
+reference), ``memory`` (RSS after 5 and 500 swaps). ``--quick`` is a smoke
+run. Contenders (``--contenders``): floor_aiokafka and floor_confluent (the
+same raw at-least-once loop with each client; the faster is "the floor"),
+at_least_once and exactly_once (a hotswap worker with that
+HOTSWAP_PROCESSING_GUARANTEE), naive (the Faust per-record design).
+
+Example, the two floors only, briefly:
+  python -m bench --only throughput,latency --contenders floor_aiokafka,floor_confluent --quick
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench.env import Env
+from bench.env import CONTENDERS, Env
 from bench.kafkaio import jsonable
 from bench.memory import memory
 from bench.report import render
@@ -40,8 +47,10 @@ SECTIONS = ("throughput", "latency", "swap", "large", "memory")
 def _plan(args: argparse.Namespace) -> dict[str, Callable[[Env], dict[str, Any]]]:
     quick = args.quick
     plan: dict[str, Callable[[Env], dict[str, Any]]] = {
-        "throughput": lambda env: throughput(env, args.records, 1 if quick else args.repeat),
-        "latency": lambda env: latency(env, seconds=5 if quick else 10),
+        "throughput": lambda env: throughput(
+            env, args.records, 1 if quick else args.repeat, args.contenders
+        ),
+        "latency": lambda env: latency(env, seconds=5 if quick else 10, contenders=args.contenders),
         "swap": lambda env: swaps(env, versions=10 if quick else 50),
         "large": lambda env: large_model(env, trees=150 if quick else 600),
         "memory": lambda env: memory(env, many=50 if quick else 500),
@@ -50,13 +59,25 @@ def _plan(args: argparse.Namespace) -> dict[str, Callable[[Env], dict[str, Any]]
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--records", type=int, help="records per throughput run (50,000)")
     parser.add_argument(
         "--only", default=",".join(SECTIONS), help=f"comma-separated: {','.join(SECTIONS)}"
     )
     parser.add_argument(
-        "--repeat", type=int, default=3, help="throughput runs of floor and hotswap (best counts)"
+        "--contenders",
+        default=",".join(CONTENDERS),
+        help=f"comma-separated, for throughput and latency: {','.join(CONTENDERS)}",
+    )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=3,
+        help="throughput runs of the floors and hotswap (the fastest counts)",
     )
     parser.add_argument("--quick", action="store_true", help="a smaller smoke run")
     parser.add_argument("--out", type=Path, default=RESULTS, help="results JSON path")
@@ -65,6 +86,10 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     unknown = args.only - set(SECTIONS)
     if unknown:
         parser.error(f"unknown sections: {', '.join(sorted(unknown))}")
+    chosen = {c.strip() for c in args.contenders.split(",") if c.strip()}
+    if chosen - set(CONTENDERS):
+        parser.error(f"unknown contenders: {', '.join(sorted(chosen - set(CONTENDERS)))}")
+    args.contenders = [c for c in CONTENDERS if c in chosen]
     if args.records is None:
         args.records = 10_000 if args.quick else 50_000
     return args

@@ -3,7 +3,11 @@
 Each run of a contender gets its own topics and consumer group (created with
 hotswap's own layout, 4 partitions), so no run sees another's records, and
 every contender serves the same wine logistic-regression model: the joblib
-estimator for the naive design, its ONNX conversion for the floor and hotswap.
+estimator for the naive design, its ONNX conversion for the floors and hotswap.
+
+The contenders: two raw floors (the same at-least-once loop written with
+aiokafka and with confluent-kafka; the faster one is "the floor"), hotswap
+with each ``HOTSWAP_PROCESSING_GUARANTEE``, and the naive Faust design.
 """
 
 from __future__ import annotations
@@ -17,16 +21,39 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from models.train import train_model
-from scripts.harness import REPO, WorkerProcess
+from scripts.harness import REPO, WorkerProcess, settings_env
 from scripts.localkafka import LocalKafka, free_port
 from service.core.messages import ModelMessage, encode_model_message
 from service.core.settings import Settings
 from service.kafka.clients import ensure_topics
 from service.tools.publish import PublishRequest, build_message, publish_message
 
-__all__ = ["CONTENDERS", "Contender", "Env"]
+__all__ = [
+    "CONTENDERS",
+    "FLOORS",
+    "GUARANTEES",
+    "LABELS",
+    "Contender",
+    "Env",
+    "exactly_once_supported",
+]
 
-CONTENDERS = ("floor", "naive", "hotswap")
+FLOORS = ("floor_aiokafka", "floor_confluent")
+GUARANTEES = {"at_least_once": "at_least_once", "exactly_once": "exactly_once"}
+CONTENDERS = (*FLOORS, *GUARANTEES, "naive")
+LABELS = {
+    "floor_aiokafka": "floor (aiokafka)",
+    "floor_confluent": "floor (confluent)",
+    "at_least_once": "hotswap at_least_once",
+    "exactly_once": "hotswap exactly_once",
+    "naive": "naive (Faust, per record)",
+}
+_MODULES = {"floor_aiokafka": "bench.floor", "floor_confluent": "bench.floor_confluent"}
+
+
+def exactly_once_supported() -> bool:
+    """Whether this checkout's worker knows ``HOTSWAP_PROCESSING_GUARANTEE``."""
+    return "processing_guarantee" in Settings.model_fields
 
 
 @dataclass
@@ -99,26 +126,41 @@ class Env:
         return message.name.encode(), encode_model_message(message)
 
     def start(self, name: str, settings: Settings) -> Contender:
-        """Start ``name`` on ``settings``' topics (hotswap: with wine version 1 published)."""
+        """Start ``name`` on ``settings``' topics (hotswap: with wine version 1 published).
+
+        ``at_least_once`` and ``exactly_once`` are a hotswap worker with that
+        ``HOTSWAP_PROCESSING_GUARANTEE`` (passed even to a worker that does not
+        know the setting yet: see :func:`exactly_once_supported`).
+        """
         log = self.work / f"{name}-{settings.app_id}.log"
-        if name == "hotswap":
+        if name in GUARANTEES:
             asyncio.run(publish_message(settings, self.messages[0]))
-            worker = WorkerProcess(settings, log).start()
-            assert worker.proc is not None
-            return Contender(name, worker.proc, worker)
+            env = {**settings_env(settings), "HOTSWAP_PROCESSING_GUARANTEE": GUARANTEES[name]}
+            with log.open("ab") as out:
+                proc = subprocess.Popen(
+                    [sys.executable, "-m", "service", "worker"],
+                    env=env,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    cwd=REPO,
+                )
+            return Contender(name, proc, WorkerProcess(settings, log, proc))
         common = [
             "--broker", self.broker,
             "--data-topic", settings.data_topic,
             "--scored-topic", settings.scored_topic,
             "--group", settings.app_id,
         ]  # fmt: skip
-        if name == "floor":
-            extra = ["--model", str(self.logreg_onnx)]
-        else:
+        if name in _MODULES:
+            module, extra = _MODULES[name], ["--model", str(self.logreg_onnx)]
+        elif name == "naive":
+            module = "bench.naive"
             extra = ["--estimator", str(self.logreg), "--datadir", settings.data_dir]
+        else:
+            raise ValueError(f"unknown contender {name!r} (one of {', '.join(CONTENDERS)})")
         with log.open("ab") as out:
             proc = subprocess.Popen(
-                [sys.executable, "-m", f"bench.{name}", *common, *extra],
+                [sys.executable, "-m", module, *common, *extra],
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 cwd=REPO,

@@ -27,10 +27,11 @@ import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.partitioner import murmur2
 
-__all__ = ["main", "run"]
+__all__ = ["main", "run", "scored_documents"]
 
 
-def _documents(docs: list[dict[str, Any]], labels: Any, probabilities: Any) -> list[bytes]:
+def scored_documents(docs: list[dict[str, Any]], labels: Any, probabilities: Any) -> list[bytes]:
+    """The document hotswap writes for each scored record (shared by both floors)."""
     scored_at = datetime.now(UTC).isoformat(timespec="milliseconds")
     return [
         orjson.dumps(
@@ -106,7 +107,7 @@ async def run(args: argparse.Namespace) -> None:
             docs = [orjson.loads(m.value) for m in messages]
             rows = np.asarray([d["features"] for d in docs], dtype=np.float32)
             labels, probabilities = session.run(None, {input_name: rows})
-            values = _documents(docs, labels, probabilities)
+            values = scored_documents(docs, labels, probabilities)
             await _send(
                 producer,
                 args.scored_topic,

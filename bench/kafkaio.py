@@ -84,13 +84,17 @@ class Tail:
 
     broker: str
     topic: str
+    read_committed: bool = False  # how a consumer of an exactly-once producer reads
     records: list[Scored] = field(default_factory=list)
     _consumer: AIOKafkaConsumer | None = None
     _task: asyncio.Task[None] | None = None
 
     async def start(self) -> Tail:
         self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.broker, enable_auto_commit=False, fetch_max_wait_ms=100
+            bootstrap_servers=self.broker,
+            enable_auto_commit=False,
+            fetch_max_wait_ms=100,
+            isolation_level="read_committed" if self.read_committed else "read_uncommitted",
         )
         await self._consumer.start()
         tps = await topic_partitions(self._consumer, self.topic)

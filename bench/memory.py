@@ -33,7 +33,7 @@ def _swap_to(
 def memory(env: Env, many: int) -> dict[str, Any]:
     """Resident memory of one worker after 5 swaps and after ``many`` swaps."""
     settings = env.settings()
-    worker = env.start("hotswap", settings).worker
+    worker = env.start("at_least_once", settings).worker
     assert worker is not None
     assert worker.proc is not None
     stats = ProcStats(worker.proc.pid)

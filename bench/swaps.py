@@ -87,7 +87,7 @@ def _rounded(value: Any) -> Any:
 def swaps(env: Env, versions: int, pause: float = 0.3) -> dict[str, Any]:
     """Publish ``versions`` versions (wine-tree, wine-logreg, ...) while 1,000 records/s stream."""
     settings = env.settings()
-    worker = env.start("hotswap", settings).worker
+    worker = env.start("at_least_once", settings).worker
     assert worker is not None
     models = [env.version(i + 1, f"s{i + 2}") for i in range(versions)]
     try:
@@ -132,7 +132,7 @@ def large_model(env: Env, trees: int) -> dict[str, Any]:
     size_mb = Path(message.location.removeprefix("file://")).stat().st_size / 1e6
     prepared_s = time.monotonic() - started
     settings = env.settings()
-    worker = env.start("hotswap", settings).worker
+    worker = env.start("at_least_once", settings).worker
     assert worker is not None
     try:
         worker.wait_ready(90)

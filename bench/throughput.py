@@ -1,11 +1,12 @@
-"""Throughput and end-to-end latency of floor, naive and hotswap, one after the other.
+"""Throughput and end-to-end latency of the floors, hotswap and naive, one after the other.
 
 Throughput: N records are loaded into a fresh data topic first, then the
 contender starts; the clock runs from the first poll that sees a scored record
-to the poll that sees all N (the scored topic's end offsets, every 10 ms), so
-process start-up, group join and model load are excluded for every contender
-alike. CPU is the contender's utime + stime over that same window. Floor and
-hotswap run several times (alternating) and their fastest run counts.
+to the poll that sees all N (the scored topic's end offsets, every 10 ms; for
+``exactly_once``, its committed input offsets), so process start-up, group
+join and model load are excluded for every contender alike. CPU is the
+contender's utime + stime over that same window. The floors and hotswap run
+several times (alternating) and their fastest run counts.
 
 Latency: records sent at a fixed rate, each stamped with its send time (its
 Kafka timestamp); end to end = when a consumer here receives the scored record
@@ -18,17 +19,18 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 
-from bench.env import CONTENDERS, Env
+from bench.env import CONTENDERS, FLOORS, LABELS, Env, exactly_once_supported
 from bench.kafkaio import Tail, percentile, preload, scored_end, send_at_rate, topic_partitions
 from bench.procstats import ProcStats
 
-__all__ = ["latency", "throughput"]
+__all__ = ["latency", "ratios", "throughput"]
 
 
 @dataclass
@@ -41,18 +43,55 @@ class _Window:
     cpu1: float = 0.0
 
 
+class _Progress:
+    """How many records a contender has finished, read from outside (cheap, no fetch).
+
+    Non-transactional contenders: the sum of the scored topic's end offsets.
+    ``exactly_once``: the contender's committed input offsets, which commit in
+    the same transaction as its outputs; the scored topic's end offsets would
+    also count the transaction markers.
+    """
+
+    def __init__(self, broker: str, topic: str, group: str | None) -> None:
+        self.broker, self.topic, self.group = broker, topic, group
+        self._consumer: AIOKafkaConsumer | None = None  # built on the running loop
+        self._admin: AIOKafkaAdminClient | None = None
+        self._tps: list[TopicPartition] = []
+
+    async def start(self) -> _Progress:
+        self._consumer = AIOKafkaConsumer(bootstrap_servers=self.broker)
+        await self._consumer.start()
+        self._tps = await topic_partitions(self._consumer, self.topic)
+        if self.group is not None:
+            self._admin = AIOKafkaAdminClient(bootstrap_servers=self.broker)
+            await self._admin.start()
+        return self
+
+    async def count(self) -> int:
+        if self._admin is None:
+            assert self._consumer is not None
+            return await scored_end(self._consumer, self._tps)
+        assert self.group is not None
+        offsets = await self._admin.list_consumer_group_offsets(self.group, partitions=self._tps)
+        return sum(max(0, o.offset) for o in offsets.values())
+
+    async def stop(self) -> None:
+        if self._consumer is not None:
+            await self._consumer.stop()
+        if self._admin is not None:
+            await self._admin.close()
+
+
 async def _watch(
-    broker: str, topic: str, want: int, stats: ProcStats, alive: Callable[[], bool], timeout: float
+    progress: _Progress, want: int, stats: ProcStats, alive: Callable[[], bool], timeout: float
 ) -> _Window:
-    consumer = AIOKafkaConsumer(bootstrap_servers=broker)
-    await consumer.start()
     window = _Window()
+    await progress.start()
     try:
-        tps = await topic_partitions(consumer, topic)
         deadline = time.monotonic() + timeout
         seen_first = False
         while True:
-            n = await scored_end(consumer, tps)
+            n = await progress.count()
             now = time.monotonic()
             if not seen_first and n > 0:
                 seen_first = True
@@ -62,20 +101,22 @@ async def _watch(
                 return window
             await asyncio.sleep(0.01)
     finally:
-        await consumer.stop()
+        await progress.stop()
 
 
 def _throughput_of(env: Env, name: str, records: int) -> dict[str, Any]:
     settings = env.settings()
     asyncio.run(preload(env.broker, settings.data_topic, records))
+    if name == "exactly_once":
+        progress = _Progress(env.broker, settings.data_topic, settings.app_id)
+    else:
+        progress = _Progress(env.broker, settings.scored_topic, None)
     contender = env.start(name, settings)
-    stats = ProcStats(contender.proc.pid)
     try:
+        stats = ProcStats(contender.proc.pid)
         timeout = 60 + records / 250
         alive = lambda: contender.proc.poll() is None  # noqa: E731
-        window = asyncio.run(
-            _watch(env.broker, settings.scored_topic, records, stats, alive, timeout)
-        )
+        window = asyncio.run(_watch(progress, records, stats, alive, timeout))
         peak = stats.peak_rss_mb()
     finally:
         contender.stop()
@@ -98,32 +139,67 @@ def _ratio(a: Any, b: Any) -> float | None:
     return round(a / b, 2) if isinstance(a, int | float) and isinstance(b, int | float) else None
 
 
-def throughput(env: Env, records: int, repeat: int) -> dict[str, Any]:
+def _runnable(contenders: Sequence[str]) -> tuple[list[str], dict[str, Any]]:
+    """The contenders this checkout can run, and a note for each one it cannot."""
+    skipped: dict[str, Any] = {}
+    if "exactly_once" in contenders and not exactly_once_supported():
+        skipped["exactly_once"] = {
+            "error": "not measured: this worker has no HOTSWAP_PROCESSING_GUARANTEE setting"
+        }
+    return [c for c in contenders if c not in skipped], skipped
+
+
+def ratios(rate: dict[str, Any]) -> dict[str, Any]:
+    """The floor (the faster raw loop) and every ratio the report prints."""
+    floors: dict[str, float] = {}
+    for name in FLOORS:
+        value = rate.get(name)
+        if isinstance(value, int | float):
+            floors[name] = value
+    best = max(floors, key=floors.__getitem__) if floors else None
+    floor = floors[best] if best else None
+    return {
+        "floor": best,
+        "floor_records_per_s": floor,
+        "confluent_vs_aiokafka": _ratio(rate.get("floor_confluent"), rate.get("floor_aiokafka")),
+        "at_least_once_vs_floor": _ratio(rate.get("at_least_once"), floor),
+        "exactly_once_vs_floor": _ratio(rate.get("exactly_once"), floor),
+        "exactly_once_vs_at_least_once": _ratio(
+            rate.get("exactly_once"), rate.get("at_least_once")
+        ),
+        "at_least_once_vs_naive": _ratio(rate.get("at_least_once"), rate.get("naive")),
+        "naive_vs_floor": _ratio(rate.get("naive"), floor),
+    }
+
+
+def throughput(
+    env: Env, records: int, repeat: int, contenders: Sequence[str] = CONTENDERS
+) -> dict[str, Any]:
     """records/s, CPU s per 100k and peak RSS of every contender on the same ``records``.
 
-    Floor and hotswap finish in seconds, so a burst of noise on a shared machine
-    moves them a lot: they run ``repeat`` times, alternating, and the fastest run
-    counts (noise only ever slows a run down). Naive runs once: it takes
-    ~20x longer, and its ratio is far from any threshold.
+    The floors and hotswap finish in seconds, so a burst of noise on a shared
+    machine moves them a lot: they run ``repeat`` times, alternating, and the
+    fastest run counts (noise only ever slows a run down). Naive runs once: it
+    takes ~20x longer, and its ratio is far from any threshold.
     """
-    out: dict[str, Any] = {"records": records, "partitions": 4, "repeat": repeat}
-    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in CONTENDERS}
-    order = ["naive"] + ["floor", "hotswap"] * repeat
+    runnable, skipped = _runnable(contenders)
+    out: dict[str, Any] = {"records": records, "partitions": 4, "repeat": repeat, **skipped}
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in runnable}
+    fast = [name for name in runnable if name != "naive"]
+    order = (["naive"] if "naive" in runnable else []) + fast * repeat
     for name in order:
         runs[name].append(_throughput_of(env, name, records))
-        print(f"  {name}: {runs[name][-1]}", flush=True)
-    for name in CONTENDERS:
+        print(f"  {LABELS[name]}: {runs[name][-1]}", flush=True)
+    for name in runnable:
         out[name] = max(runs[name], key=lambda r: r.get("records_per_s", 0))
         if len(runs[name]) > 1:
             out[name]["all_records_per_s"] = [r.get("records_per_s") for r in runs[name]]
-    rate = {name: out[name].get("records_per_s") for name in CONTENDERS}
-    out["hotswap_vs_floor"] = _ratio(rate["hotswap"], rate["floor"])
-    out["hotswap_vs_naive"] = _ratio(rate["hotswap"], rate["naive"])
+    out.update(ratios({name: out[name].get("records_per_s") for name in runnable}))
     return out
 
 
 async def _latency_run(
-    broker: str, data: str, scored: str, rate: float, seconds: float
+    broker: str, data: str, scored: str, rate: float, seconds: float, committed: bool
 ) -> dict[str, Any]:
     # Warm up: the contender has joined its group and scores when one record comes back.
     consumer = AIOKafkaConsumer(bootstrap_servers=broker)
@@ -134,9 +210,11 @@ async def _latency_run(
         deadline = time.monotonic() + 120
         while await scored_end(consumer, tps) < 1 and time.monotonic() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.05)
+        if await scored_end(consumer, tps) < 1:
+            return {"error": "no record scored within 120 s of the start"}
     finally:
         await consumer.stop()
-    tail = await Tail(broker, scored).start()
+    tail = await Tail(broker, scored, read_committed=committed).start()
     try:
         sent = await send_at_rate(broker, data, rate, seconds, prefix="lat")
         await tail.until(lambda rs: len(rs) >= len(sent), timeout=15)
@@ -144,6 +222,8 @@ async def _latency_run(
         await tail.stop()
     e2e = [r.received_ms - sent[r.id] for r in tail.records if r.id in sent]
     built = [r.created_ms - sent[r.id] for r in tail.records if r.id in sent]
+    if not e2e:
+        return {"error": f"0 of {len(sent)} records scored (read_committed: {committed})"}
     return {
         "p50_ms": percentile(e2e, 50),
         "p99_ms": percentile(e2e, 99),
@@ -155,19 +235,35 @@ async def _latency_run(
     }
 
 
-def latency(env: Env, seconds: float, rate: float = 1000) -> dict[str, Any]:
-    """End-to-end latency of every contender at ``rate`` records/s for ``seconds``."""
-    out: dict[str, Any] = {"rate": rate, "seconds": seconds}
-    for name in CONTENDERS:
+def latency(
+    env: Env, seconds: float, rate: float = 1000, contenders: Sequence[str] = CONTENDERS
+) -> dict[str, Any]:
+    """End-to-end latency of every contender at ``rate`` records/s for ``seconds``.
+
+    ``exactly_once`` is read as its consumers must read it (``read_committed``),
+    so its latency includes the wait for the transaction to commit.
+    """
+    runnable, skipped = _runnable(contenders)
+    out: dict[str, Any] = {"rate": rate, "seconds": seconds, **skipped}
+    for name in runnable:
         settings = env.settings()
         contender = env.start(name, settings)
         try:
             if contender.worker is not None:
                 contender.worker.wait_ready(90)
             out[name] = asyncio.run(
-                _latency_run(env.broker, settings.data_topic, settings.scored_topic, rate, seconds)
+                _latency_run(
+                    env.broker,
+                    settings.data_topic,
+                    settings.scored_topic,
+                    rate,
+                    seconds,
+                    committed=name == "exactly_once",
+                )
             )
+        except AssertionError as exc:  # not ready in time: report it, measure the others
+            out[name] = {"error": str(exc).splitlines()[0]}
         finally:
             contender.stop()
-        print(f"  {name}: {out[name]}", flush=True)
+        print(f"  {LABELS[name]}: {out[name]}", flush=True)
     return out

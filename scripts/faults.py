@@ -148,6 +148,7 @@ class FaultRun:
     model_path: Path
     records: int = 5000
     rate: float = 2000.0
+    guarantee: str = "at_least_once"
 
     def settings(self, **overrides: object) -> Settings:
         tag = uuid.uuid4().hex[:8]
@@ -163,6 +164,7 @@ class FaultRun:
             "http_port": free_port(),
             "data_dir": str(self.workdir / f"w-{tag}"),
             "session_timeout": 6.0,
+            "processing_guarantee": self.guarantee,
         }
         values.update(overrides)
         return Settings(**values)  # type: ignore[arg-type]
@@ -294,12 +296,63 @@ def sigterm(run: FaultRun) -> Tally:
     return result
 
 
+def kill_twice(run: FaultRun) -> Tally:
+    """Two workers; SIGKILL one mid-stream, and again while it restarts."""
+    settings = run.settings()
+    run.prepare(settings)
+    a, b = run.worker(settings), run.worker(settings, free_port())
+    a.wait_ready()
+    b.wait_ready()
+    stream = run.stream(settings)
+    run.at_fraction(stream, 0.3)
+    a.kill()
+    a = run.worker(settings, a.settings.http_port)
+    wait_for(lambda: a.get("/health").status_code == 200, 60, "restarting worker answers")
+    a.kill()  # during its start-up: replaying models or joining the group
+    run.at_fraction(stream, 0.6)
+    a = run.worker(settings, a.settings.http_port)
+    a.wait_ready()
+    ids = run.finish(stream)
+    result = tally("kill -9 a worker, again during its restart", settings, ids)
+    for w in (a, b):
+        w.stop()
+    return result
+
+
+def zombie(run: FaultRun) -> Tally:
+    """SIGSTOP a worker past the session timeout (its partitions move), then SIGCONT it."""
+    settings = run.settings()
+    run.prepare(settings)
+    a, b = run.worker(settings), run.worker(settings, free_port())
+    a.wait_ready()
+    b.wait_ready()
+    stream = run.stream(settings)
+    run.at_fraction(stream, 0.3)
+    a.signal(signal.SIGSTOP)
+    partitions = settings.data_partitions
+    wait_for(
+        lambda: b.get("/ready").json().get("assigned_partitions") == partitions,
+        60,
+        "the live worker to take every partition",
+    )
+    a.signal(signal.SIGCONT)
+    ids = run.finish(stream)
+    result = tally("zombie: SIGSTOP past the session timeout, then SIGCONT", settings, ids)
+    if a.proc is not None and a.proc.poll() is not None:
+        result.notes.append(f"the zombie stopped itself (exit {a.proc.returncode})")
+    for w in (a, b):
+        w.stop()
+    return result
+
+
 SCENARIOS: dict[str, Callable[[FaultRun], Tally]] = {
     "worker-kill": worker_kill,
     "rebalance": rebalance,
     "broker-restart": broker_restart,
     "broker-down-at-start": broker_down_at_start,
     "sigterm": sigterm,
+    "kill-twice": kill_twice,
+    "zombie": zombie,
 }
 
 
@@ -308,6 +361,12 @@ def main() -> int:
     parser.add_argument("--records", type=int, default=100_000)
     parser.add_argument("--rate", type=float, default=5000)
     parser.add_argument("--only", action="append", choices=sorted(SCENARIOS))
+    parser.add_argument(
+        "--guarantee",
+        action="append",
+        choices=["at_least_once", "exactly_once"],
+        help="processing guarantee(s) to run (default: both)",
+    )
     args = parser.parse_args()
     from models.train import train_model
 
@@ -320,18 +379,22 @@ def main() -> int:
         model = train_model("wine-logreg", workdir / "models")
         kafka = LocalKafka(free_port(), workdir / "kafka")
         kafka.start()
-        run = FaultRun(kafka, workdir, model, records=args.records, rate=args.rate)
         print(
             f"{args.records} records per scenario at {args.rate:.0f}/s, Kafka at {kafka.bootstrap}"
         )
-        print("| scenario | sent | scored | dead-lettered | duplicates | lost | notes |")
-        print("|---|---|---|---|---|---|---|")
+        print("| guarantee | scenario | sent | scored | dead-lettered | dupes | lost | notes |")
+        print("|---|---|---|---|---|---|---|---|")
         failed = False
         try:
-            for name in args.only or list(SCENARIOS):
-                result = SCENARIOS[name](run)
-                failed |= result.lost > 0
-                print(result.row(), flush=True)
+            for guarantee in args.guarantee or ["at_least_once", "exactly_once"]:
+                run = FaultRun(
+                    kafka, workdir, model, records=args.records, rate=args.rate, guarantee=guarantee
+                )
+                for name in args.only or list(SCENARIOS):
+                    result = SCENARIOS[name](run)
+                    failed |= result.lost > 0
+                    failed |= guarantee == "exactly_once" and result.duplicates > 0
+                    print(f"| {guarantee} {result.row()}", flush=True)
         finally:
             kafka.stop()
     return 1 if failed else 0

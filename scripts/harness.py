@@ -194,11 +194,13 @@ def consume(
     until: Callable[[list[ConsumedRecord]], bool],
     timeout: float = 60,
 ) -> list[ConsumedRecord]:
-    """Read ``topic`` from the beginning (no group) until ``until(records)`` or timeout."""
+    """Read ``topic`` from the beginning (no group, committed records only) until ``until``."""
 
     async def run() -> list[ConsumedRecord]:
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=settings.bootstrap_servers, enable_auto_commit=False
+            bootstrap_servers=settings.bootstrap_servers,
+            enable_auto_commit=False,
+            isolation_level="read_committed",  # what an exactly_once reader sets
         )
         await consumer.start()
         records: list[ConsumedRecord] = []

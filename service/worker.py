@@ -1,42 +1,99 @@
-"""The worker's composition root: build every part from one Settings and run.
+"""The worker's composition root: one Settings in, a running Faust worker out.
 
-Faust's worker owns the event loop and the signals (SIGTERM drains the
-in-flight batch, commits and flushes); the model feed, the data feed, the
-publisher and the HTTP server run beside the app as services of that worker.
-The HTTP server starts at once, not after Faust's recovery, so ``/health``
-and ``/ready`` answer even while the broker is away.
+Faust is the runtime: it owns the event loop and the signals, supervises the
+services, and runs the two agents of the design. The **model agent** gets every
+model-topic message (from :class:`~service.kafka.model_feed.ModelFeed`) and
+validates, builds and swaps; the **scoring agent** gets every fetched batch
+(from :class:`~service.kafka.data_feed.DataFeed`), scores it and queues the
+outputs. Both agents read in-memory channels; Faust's own Kafka consumer and
+producer are switched off (its per-event stream costs more than scoring, and
+its app consumer group would rebalance, pause and clear its queues whenever a
+worker joins). A hand-over channel never clears its queue and holds one item,
+and each feed sends an item once and awaits its future: an item cannot be
+lost or delivered twice, and nothing polls.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import signal
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import faust
-from aiokafka.errors import KafkaError
 from fastapi import FastAPI
+from faust.app.base import BootStrategy
 from faust.contrib.asgi import AsgiService
-from mode import Service
+from mode.utils.queues import FlowControlEvent, ThrowableQueue
 
-from service.agents import attach_scoring_agent
-from service.app import create_app
 from service.core.metrics import Metrics
 from service.core.registry import BuildLimits, ModelRegistry
 from service.core.scoring import Scorer
 from service.core.settings import Settings
 from service.core.signing import Verifier, load_public_key
+from service.core.swap import Swapper
 from service.http.api import Readiness, create_api
-from service.kafka.clients import ensure_topics
+from service.kafka.batch import Batch
 from service.kafka.data_feed import DataFeed
-from service.kafka.model_feed import ModelFeed
+from service.kafka.model_feed import ModelFeed, ModelUpdate
 from service.kafka.publisher import Publisher
 
-__all__ = ["BrokerGate", "WorkerParts", "build_worker", "run_worker"]
+__all__ = ["WorkerParts", "build_worker", "create_app", "run_worker"]
 
 logger = logging.getLogger(__name__)
+
+
+class HandOverChannel(faust.Channel):  # type: ignore[misc,type-arg]
+    """A channel for one reader: its queue holds one item and is never paused or cleared.
+
+    ``put`` waits until the agent's stream has subscribed (Faust subscribes a
+    reader when it starts iterating), so an item sent early is not dropped.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._reader = asyncio.Event()
+
+    @property
+    def queue(self) -> ThrowableQueue:  # type: ignore[type-arg]
+        if self._queue is None:
+            # Its own flow control, never suspended: Faust's (app.flow_control) starts
+            # suspended and is resumed only by Faust's Kafka consumer, switched off here.
+            never_paused = FlowControlEvent(initially_suspended=False)
+            self._queue = ThrowableQueue(maxsize=1, flow_control=never_paused)
+        return self._queue
+
+    def clone(self, *, is_iterator: bool | None = None, **kwargs: Any) -> Any:
+        reader: Any = super().clone(is_iterator=is_iterator, **kwargs)
+        if reader.is_iterator:
+            self._root_channel()._reader.set()
+        return reader
+
+    def _root_channel(self) -> HandOverChannel:
+        root = self._root or self
+        assert isinstance(root, HandOverChannel)
+        return root
+
+    async def put(self, value: Any) -> None:
+        await self._root_channel()._reader.wait()
+        await super().put(value)
+
+
+def create_app(settings: Settings) -> faust.App:
+    """A Faust app that runs agents and services, with no Kafka client of its own."""
+    app = faust.App(
+        f"{settings.app_id}-worker",
+        broker="kafka://unused:9092",  # never contacted: the boot strategy disables Kafka
+        web_enabled=False,  # the HTTP API is our own FastAPI app (service.http)
+        datadir=settings.data_dir,
+        store="memory://",
+        autodiscover=False,
+    )
+    app.boot_strategy = BootStrategy(app, enable_kafka=False, enable_web=False)
+    return app
 
 
 @dataclass
@@ -45,82 +102,114 @@ class WorkerParts:
     app: faust.App
     registry: ModelRegistry
     metrics: Metrics
-    feed: ModelFeed
+    models: ModelFeed
+    data: DataFeed
+    publisher: Publisher
     api: FastAPI
     http: AsgiService
-    publisher: Publisher
-    data: DataFeed
-
-
-class BrokerGate(Service):
-    """Holds the Faust app back until the broker answers, retrying with backoff.
-
-    Faust's producer gives up at once when no broker answers, and the worker
-    would exit; this starts before the app (the worker starts its services in
-    order), so a worker started before its broker reports "not ready" over
-    HTTP and begins scoring when the broker appears.
-    """
-
-    def __init__(self, settings: Settings, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self._settings = settings
-
-    async def on_start(self) -> None:
-        delay = 0.5
-        while not self.should_stop:
-            try:
-                await ensure_topics(self._settings, timeout=5.0)
-                return
-            except (KafkaError, OSError, TimeoutError) as exc:
-                logger.warning("broker not reachable (%s); retrying in %.1fs", exc, delay)
-                await self.sleep(delay)
-                delay = min(delay * 2, 10.0)
 
 
 def build_worker(settings: Settings) -> WorkerParts:
-    """Wire registry, model feed, scorer, agent and HTTP API together."""
+    """Wire registry, feeds, agents and HTTP API together."""
     Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
     app = create_app(settings)
     metrics = Metrics()
     registry = ModelRegistry(
-        limits=BuildLimits(
-            max_bytes=settings.max_model_bytes, fetch_timeout=settings.fetch_timeout
-        ),
+        limits=BuildLimits.from_settings(settings),  # size, deadline, retries, file roots
         verifier=Verifier(load_public_key(settings.verify_key)) if settings.verify_key else None,
     )
-    feed = ModelFeed(settings, registry, metrics)
+    swapper = Swapper(registry, metrics)
     scorer = Scorer(
         registry, max_record_bytes=settings.max_record_bytes, default_model=settings.default_model
     )
-    publisher = Publisher(settings, metrics)
-    channel, listening = app.channel(), asyncio.Event()
-    attach_scoring_agent(app, channel, scorer, metrics, publisher, listening)
-    data = DataFeed(settings, feed, channel, listening, app.flow_control.is_active)
+    publisher = Publisher(settings, transactional=settings.processing_guarantee == "exactly_once")
+    model_channel = HandOverChannel(app)
+    batch_channel = HandOverChannel(app)
+
+    @app.agent(model_channel, name="models", concurrency=1)  # type: ignore[misc]
+    async def model_agent(updates: Any) -> None:
+        """Validate, build (off the loop) and swap each model message, in log order per name."""
+        async for update in updates:
+            try:
+                if update.barrier:
+                    await swapper.settle()
+                else:
+                    await swapper.submit(update.key, update.value)
+            finally:
+                if not update.done.done():
+                    update.done.set_result(None)
+
+    @app.agent(batch_channel, name="score", concurrency=1)  # type: ignore[misc]
+    async def scoring_agent(batches: Any) -> None:
+        """Score each batch (one predict call per model) and queue its outputs."""
+        async for batch in batches:
+            try:
+                result = scorer.score(batch.records)
+                for call in result.calls:
+                    label = metrics.model_label(call.model)
+                    metrics.scoring_latency.labels(label).observe(call.seconds)
+                metrics.batch_size.observe(len(batch.records))
+                publisher.send(result.outputs)
+            except Exception as exc:
+                if not batch.done.done():
+                    batch.done.set_exception(exc)
+                continue
+            if not batch.done.done():
+                batch.done.set_result(result.outputs)
+
+    async def hand_over_model(update: ModelUpdate) -> None:
+        await model_channel.put(update)
+
+    async def hand_over_batch(batch: Batch) -> None:
+        await batch_channel.put(batch)
+
+    models = ModelFeed(settings, hand_over_model)
+    data = DataFeed(
+        settings,
+        models_replayed=models.replayed,
+        hand_over=hand_over_batch,
+        publisher=publisher,
+        metrics=metrics,
+        on_fenced=lambda: os.kill(os.getpid(), signal.SIGTERM),
+    )
 
     async def finish_in_flight_batch(sender: Any, *args: Any, **kwargs: Any) -> None:
-        await data.stop()  # before the agent stops: the last batch completes and commits
+        swapper.close()  # a model fetch in progress ends now; nothing waits for it
+        await data.stop()  # before the agents stop: the last batch completes and commits
+        await models.stop()
 
     app.on_before_shutdown.connect(finish_in_flight_batch)  # type: ignore[arg-type]
 
     def readiness() -> Readiness:
-        replayed = feed.replayed.is_set()
-        reachable = feed.broker_reachable
+        replayed = models.replayed.is_set()
+        reachable = models.broker_reachable
+        stalled = data.progress.stalled()
+        metrics.stalled.set(1 if stalled else 0)
+        reasons = [
+            "" if reachable else "broker unreachable",
+            "" if replayed else "model topic not replayed yet",
+            "" if publisher.started or not replayed else "output producer not started",
+            stalled or "",
+            f"crashed: {app._crash_reason}" if app._crash_reason else "",
+        ]
+        reason = "; ".join(r for r in reasons if r)
         return Readiness(
-            ready=replayed and reachable and not app._crash_reason,
+            ready=not reason,
             broker_reachable=reachable,
             models_replayed=replayed,
             models=len(registry.models()),
             assigned_partitions=data.assigned_partitions(),
+            reason=reason,
         )
 
-    api = create_api(registry, metrics, readiness)
+    api = create_api(registry, metrics, readiness, max_request_bytes=settings.max_request_bytes)
     http = AsgiService(
         api,
         host=settings.http_host,
         port=settings.http_port,
         uvicorn_options={"access_log": False, "log_level": "warning"},
     )
-    return WorkerParts(settings, app, registry, metrics, feed, api, http, publisher, data)
+    return WorkerParts(settings, app, registry, metrics, models, data, publisher, api, http)
 
 
 def run_worker(settings: Settings) -> None:
@@ -129,20 +218,28 @@ def run_worker(settings: Settings) -> None:
     worker = faust.Worker(
         parts.app,
         parts.http,
-        parts.feed,
-        BrokerGate(settings),
-        parts.publisher,  # after the gate (needs the broker), stopped after the app
+        parts.models,
         parts.data,
         loglevel=settings.log_level,
         redirect_stdouts=False,
         quiet=True,
     )
     logger.info(
-        "hotswap worker %s: broker %s, data %s -> scored %s, HTTP on :%d",
-        settings.app_id,
+        "hotswap worker %s (%s): broker %s, data %s -> scored %s, HTTP on :%d",
+        settings.worker_id,
+        settings.processing_guarantee,
         settings.broker,
         settings.data_topic,
         settings.scored_topic,
         settings.http_port,
     )
-    worker.execute_from_commandline()
+    try:
+        worker.execute_from_commandline()
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 0
+    else:
+        code = 0
+    # Everything that must outlive the process is committed by now. A model build blocked
+    # on a slow location runs in a pool thread that Python would join at exit: do not wait.
+    logging.shutdown()
+    os._exit(code)

@@ -14,7 +14,10 @@ __all__ = [
     "ArtifactTooLarge",
     "ChecksumMismatch",
     "EmptyValue",
+    "FetchCancelled",
     "FetchFailed",
+    "FetchTimeout",
+    "FetchTransient",
     "HotswapError",
     "IncompatibleInputs",
     "InvalidBase64",
@@ -22,19 +25,26 @@ __all__ = [
     "InvalidModel",
     "InvalidModelMessage",
     "InvalidUtf8",
+    "LocationOutsideRoots",
+    "LocationRefused",
     "MissingFeature",
     "MissingFeatures",
     "MissingModel",
     "ModelRejected",
     "NonFiniteValue",
     "NonNumericValue",
+    "NotARegularFile",
     "NotAnObject",
     "NullValue",
+    "OutputRefused",
+    "OutputTooLarge",
     "PickleRefused",
     "RecordRejected",
     "RecordTooLarge",
+    "RedirectRefused",
     "ScoringFailed",
     "SignatureInvalid",
+    "UndecodableBatch",
     "UnknownFeature",
     "UnknownModel",
     "UnsupportedFormat",
@@ -47,6 +57,8 @@ class HotswapError(Exception):
     """Base of all refusals; ``reason`` is the stable code."""
 
     reason: ClassVar[str] = "error"
+    #: True when trying again later may succeed (a network or server fault, not the input).
+    transient: ClassVar[bool] = False
 
     def __init__(self, detail: str = "") -> None:
         super().__init__(detail or self.reason)
@@ -122,6 +134,24 @@ class ScoringFailed(RecordRejected):
     reason = "scoring_failed"
 
 
+class OutputTooLarge(RecordRejected):
+    """The scored record (or the dead-letter copy) exceeds what the broker accepts."""
+
+    reason = "output_too_large"
+
+
+class OutputRefused(RecordRejected):
+    """The broker refused the output for good (invalid record, not authorized, ...)."""
+
+    reason = "output_refused"
+
+
+class UndecodableBatch(RecordRejected):
+    """The client could not read the records at these offsets (corrupt or unknown codec)."""
+
+    reason = "undecodable_batch"
+
+
 # --- models ------------------------------------------------------------------
 
 
@@ -148,7 +178,54 @@ class ArtifactTooLarge(ModelRejected):
 
 
 class FetchFailed(ModelRejected):
+    """The location cannot be read for good (HTTP 4xx, missing file): not retried."""
+
     reason = "fetch_failed"
+
+
+class FetchTimeout(FetchFailed):
+    """HOTSWAP_FETCH_TIMEOUT passed before the whole artifact arrived (retries included)."""
+
+    reason = "fetch_timeout"
+    transient = True
+
+
+class FetchTransient(FetchFailed):
+    """Every attempt failed transiently (HTTP 5xx/408/429, refused, reset, stalled)."""
+
+    reason = "fetch_transient"
+    transient = True
+
+
+class FetchCancelled(FetchFailed):
+    """The worker stopped while fetching."""
+
+    reason = "fetch_cancelled"
+    transient = True
+
+
+class LocationRefused(FetchFailed):
+    """A location the worker will not read: unsupported scheme, host in a file URL, ..."""
+
+    reason = "location_refused"
+
+
+class LocationOutsideRoots(LocationRefused):
+    """A ``file://`` path that, symlinks and ``..`` resolved, is outside HOTSWAP_MODEL_ROOTS."""
+
+    reason = "location_outside_roots"
+
+
+class NotARegularFile(LocationRefused):
+    """A ``file://`` location that is a device, FIFO, socket or directory."""
+
+    reason = "not_a_regular_file"
+
+
+class RedirectRefused(LocationRefused):
+    """An HTTP redirect to another scheme (file://, or https to http), or too many of them."""
+
+    reason = "redirect_refused"
 
 
 class ChecksumMismatch(ModelRejected):

@@ -2,11 +2,22 @@
 
 Label values are model names, versions and the stable reason codes of
 :mod:`service.core.errors`, so dashboards and alerts can rely on them.
+
+Every label value that comes from a message is bounded, so no producer can grow
+the scrape: a model name is its own label only once that model has served on
+this worker (:meth:`Metrics.model_label`; every other name shares ``_unknown``,
+and names past ``max_model_labels`` share ``_other``), and only the newest
+``versions_per_model`` versions of a model keep their own version label
+(:meth:`Metrics.version_label`; older ones share ``_retired`` and their series
+are dropped).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import threading
+from collections import deque
 
 from prometheus_client import (
     CollectorRegistry,
@@ -16,19 +27,34 @@ from prometheus_client import (
     generate_latest,
 )
 
-__all__ = ["Metrics"]
+__all__ = ["OTHER_MODEL", "RETIRED_VERSION", "UNKNOWN_MODEL", "Metrics"]
 
 logger = logging.getLogger(__name__)
 
 _LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25)
 _E2E_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
+UNKNOWN_MODEL = "_unknown"  # a name that never served on this worker
+OTHER_MODEL = "_other"  # a name that served, past the max_model_labels cap
+RETIRED_VERSION = "_retired"  # a version older than the newest versions_per_model
+
 
 class Metrics:
     """All hotswap metrics; one instance per process, passed to whoever updates them."""
 
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    def __init__(
+        self,
+        registry: CollectorRegistry | None = None,
+        *,
+        max_model_labels: int = 1000,
+        versions_per_model: int = 4,
+    ) -> None:
         self.registry = registry or CollectorRegistry()
+        self._max_model_labels = max_model_labels
+        self._versions_per_model = versions_per_model
+        self._versions: dict[str, deque[str]] = {}  # labelled model -> newest versions served
+        self._overflow: set[str] = set()  # models that served past max_model_labels
+        self._lock = threading.Lock()  # HTTP inference threads read labels too
         r = self.registry
         self.records_scored = Counter(
             "hotswap_records_scored", "Records scored.", ["model", "version"], registry=r
@@ -88,15 +114,92 @@ class Metrics:
             registry=r,
         )
         self.ready = Gauge("hotswap_ready", "1 when the worker is ready to score.", registry=r)
+        # --- the Kafka data path ---
+        self.outputs_rerouted = Counter(
+            "hotswap_outputs_rerouted",
+            "Outputs the broker refused for good, sent to the dead-letter topic instead.",
+            registry=r,
+        )
+        self.transactions = Counter(
+            "hotswap_transactions",
+            "exactly_once transactions, by outcome (committed, aborted).",
+            ["outcome"],
+            registry=r,
+        )
+        self.stalled = Gauge(
+            "hotswap_stalled",
+            "1 while the batch in flight makes no progress for HOTSWAP_STALL_TIMEOUT.",
+            registry=r,
+        )
+
+    # --- bounded labels ----------------------------------------------------------
+
+    def model_label(self, name: str) -> str:
+        """The ``model`` label for ``name``: itself if it has served here, else ``_unknown``.
+
+        Use it for every ``model`` label whose value comes from a message, e.g.
+        ``metrics.model_rejections.labels(metrics.model_label(name), reason)``.
+        """
+        if name in self._versions:
+            return name
+        return OTHER_MODEL if name in self._overflow else UNKNOWN_MODEL
+
+    def version_label(self, name: str, version: str) -> str:
+        """The ``version`` label: itself for one of the newest versions served, else ``_retired``.
+
+        Use it for every ``version`` label, with :meth:`model_label` for the ``model`` one.
+        """
+        versions = self._versions.get(name)
+        return version if versions is not None and version in versions else RETIRED_VERSION
+
+    def _serve(self, model: str, version: str) -> None:
+        with self._lock:
+            versions = self._versions.get(model)
+            if versions is None:
+                if model in self._overflow:
+                    return
+                if len(self._versions) >= self._max_model_labels:
+                    logger.warning(
+                        "%d models have their own label: %s counts as %s",
+                        self._max_model_labels,
+                        model,
+                        OTHER_MODEL,
+                    )
+                    self._overflow.add(model)
+                    return
+                versions = self._versions[model] = deque()
+            if version in versions:
+                return
+            if len(versions) == self._versions_per_model:
+                dropped = versions.popleft()
+                for family in (self.records_scored, self.http_inferences, self.model_info):
+                    _remove(family, model, dropped)
+            versions.append(version)
+
+    # --- events -------------------------------------------------------------------
 
     def swapped(self, model: str, version: str, old_version: str | None) -> None:
-        if old_version is not None and old_version != version:
-            self.model_info.remove(model, old_version)
-        self.model_info.labels(model, version).set(1)
-        self.model_swaps.labels(model).inc()
+        """``version`` of ``model`` now serves (``old_version`` did before)."""
+        self._serve(model, version)
+        label = self.model_label(model)
+        if label == model:  # models past the label cap have no info series
+            if old_version is not None and old_version != version:
+                _remove(self.model_info, model, old_version)
+            self.model_info.labels(model, version).set(1)
+        self.model_swaps.labels(label).inc()
 
     def removed(self, model: str, version: str) -> None:
-        self.model_info.remove(model, version)
+        """``model`` no longer serves (a tombstone)."""
+        _remove(self.model_info, model, version)
+
+    def rejected(self, model: str, reason: str) -> None:
+        """A version of ``model`` was rejected with the stable code ``reason``."""
+        self.model_rejections.labels(self.model_label(model), reason).inc()
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+def _remove(family: Counter | Gauge, *labels: str) -> None:
+    with contextlib.suppress(KeyError):  # no such series (never observed, or dropped already)
+        family.remove(*labels)

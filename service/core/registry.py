@@ -10,18 +10,21 @@ event loop, between batches, and releases the old runtime. Any failure in
 from __future__ import annotations
 
 import logging
+import threading
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
 from service.core import errors
-from service.core.artifacts import fetch_artifact
+from service.core.artifacts import FetchPolicy, fetch_artifact
 from service.core.messages import ModelMessage
 from service.core.runtime import ModelRuntime, load_runtime
+from service.core.settings import Settings
 from service.core.stats import LatencyStats
 
 __all__ = ["BuildLimits", "HistoryEntry", "ModelRegistry", "ServingModel"]
@@ -72,6 +75,28 @@ class BuildLimits:
     max_bytes: int = 200_000_000
     fetch_timeout: float = 30.0
     warmup_rows: int = 64
+    model_roots: tuple[Path, ...] = ()  # file:// locations only under these; none: refused
+    fetch_attempts: int = 4
+    fetch_backoff: float = 0.5
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> BuildLimits:
+        return cls(
+            max_bytes=settings.max_model_bytes,
+            fetch_timeout=settings.fetch_timeout,
+            model_roots=settings.model_root_paths,
+            fetch_attempts=settings.fetch_attempts,
+            fetch_backoff=settings.fetch_backoff,
+        )
+
+    def fetch_policy(self) -> FetchPolicy:
+        return FetchPolicy(
+            max_bytes=self.max_bytes,
+            timeout=self.fetch_timeout,
+            roots=self.model_roots,
+            attempts=self.fetch_attempts,
+            backoff=self.fetch_backoff,
+        )
 
 
 class ModelRegistry:
@@ -89,6 +114,7 @@ class ModelRegistry:
         self._threads = threads
         self._current: dict[str, ServingModel] = {}
         self._history: dict[str, deque[HistoryEntry]] = {}
+        self._cancel = threading.Event()
 
     # --- reading -------------------------------------------------------------
 
@@ -112,9 +138,7 @@ class ModelRegistry:
         started = _now()
         if self._verifier is not None:
             self._verifier(message)
-        artifact = fetch_artifact(
-            message, limit=self._limits.max_bytes, timeout=self._limits.fetch_timeout
-        )
+        artifact = fetch_artifact(message, self._limits.fetch_policy(), cancel=self._cancel)
         runtime = load_runtime(
             message.format, artifact, metadata=message.metadata, threads=self._threads
         )
@@ -170,6 +194,10 @@ class ModelRegistry:
                 raise errors.WarmupFailed(
                     f"sample predictions {got[:5]} differ from published labels {expected[:5]}"
                 )
+
+    def cancel_builds(self) -> None:
+        """Make fetches in progress (and later ones) fail fast with ``fetch_cancelled``: on stop."""
+        self._cancel.set()
 
     # --- mutating (event loop only) --------------------------------------------
 

@@ -8,6 +8,9 @@ talk to the same broker and topics.
 from __future__ import annotations
 
 import logging
+import os
+import socket
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator
@@ -44,12 +47,47 @@ class Settings(BaseSettings):
     default_model: str = Field("", description="Model for records with no `model` field.")
     max_record_bytes: int = Field(1_000_000, ge=1, description="Larger records are rejected.")
     max_model_bytes: int = Field(200_000_000, ge=1, description="Larger artifacts are rejected.")
-    fetch_timeout: float = Field(30.0, gt=0, description="Seconds to fetch a model location.")
+    max_request_bytes: int = Field(
+        16 * 1024 * 1024, ge=1024, description="Larger HTTP request bodies get 413."
+    )
+    fetch_timeout: float = Field(
+        15.0, gt=0, description="Deadline (s) of a whole model-location fetch, retries included."
+    )
+    fetch_attempts: int = Field(
+        4, ge=1, description="Tries of a location that fails transiently (5xx, refused, stalled)."
+    )
+    fetch_backoff: float = Field(
+        0.5, gt=0, description="Seconds before the first retry; doubles per retry, at most 8 s."
+    )
+    model_roots: str = Field(
+        "",
+        description="Directories file:// locations may be in (os.pathsep-separated); "
+        "empty: DATA_DIR/models.",
+    )
     session_timeout: float = Field(
         10.0, gt=0, description="Seconds before the group gives a silent worker's partitions away."
     )
     producer_linger_ms: int = Field(5, ge=0, description="Producer batching delay.")
-    producer_compression: Literal["none", "gzip", "lz4", "zstd", "snappy"] = "none"
+    producer_compression: Literal["none", "gzip", "lz4", "zstd", "snappy"] = Field(
+        "none", description="Codec of what the worker writes (records of any codec are read)."
+    )
+    processing_guarantee: Literal["at_least_once", "exactly_once"] = Field(
+        "at_least_once",
+        description="exactly_once: outputs and input offsets commit in one transaction per batch.",
+    )
+    instance_id: str = Field(
+        "",
+        description="Stable id of this worker (transactional id); default: host name and port.",
+    )
+    transaction_timeout: float = Field(
+        10.0, gt=0, description="Seconds before the broker aborts a dead worker's transaction."
+    )
+    stall_timeout: float = Field(
+        30.0, gt=0, description="Seconds without progress on a pending batch before /ready fails."
+    )
+    stop_timeout: float = Field(
+        5.0, gt=0, description="Seconds a stop waits for the in-flight batch to commit."
+    )
     data_dir: str = Field(".hotswap", description="Scratch directory of the worker.")
     log_level: str = Field("INFO", description="Logging level.")
 
@@ -71,6 +109,12 @@ class Settings(BaseSettings):
         return value
 
     @property
+    def model_root_paths(self) -> tuple[Path, ...]:
+        """Where ``file://`` model locations may point: ``model_roots``, or DATA_DIR/models."""
+        roots = [Path(p.strip()) for p in self.model_roots.split(os.pathsep) if p.strip()]
+        return tuple(roots) if roots else (Path(self.data_dir) / "models",)
+
+    @property
     def bootstrap_servers(self) -> list[str]:
         """Broker list for aiokafka: ``kafka://a:1;b:2`` becomes ``["a:1", "b:2"]``."""
         servers = []
@@ -83,6 +127,6 @@ class Settings(BaseSettings):
         return servers
 
     @property
-    def faust_broker(self) -> str:
-        """Broker URL in Faust's ``kafka://host:port;host:port`` form."""
-        return ";".join(f"kafka://{s}" for s in self.bootstrap_servers)
+    def worker_id(self) -> str:
+        """``instance_id``, or host name and HTTP port: stable across restarts of one worker."""
+        return self.instance_id or f"{socket.gethostname()}-{self.http_port}"

@@ -1,15 +1,21 @@
-"""Ed25519 signatures over a model's identity and checksum.
+"""Ed25519 signatures over the whole model message.
 
-The signed payload binds name, version and artifact sha256 together, so a
-valid signature cannot be replayed onto another model or version, and the
-sha256 check then binds it to the bytes. Keys are PEM files made by
-``hotswap keygen``; all cryptography is the ``cryptography`` package's.
+What is signed is :func:`signed_payload`: the domain tag ``hotswap-model-v2``
+and a newline, then the message's canonical JSON: every field except
+``signature`` (name, version, format, description, data or location, sha256,
+metadata, published_at; fields that are null are left out), keys sorted at
+every level, no whitespace, UTF-8, non-ASCII characters as they are. Any
+change to any field in transit (a feature name in the metadata, the
+description, the location) voids the signature, and the sha256 check then
+binds it to the bytes. Keys are PEM files made by ``hotswap keygen``; all
+cryptography is the ``cryptography`` package's.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import json
 import logging
 from pathlib import Path
 
@@ -21,7 +27,9 @@ from service.core import errors
 from service.core.messages import ModelMessage
 
 __all__ = [
+    "DOMAIN",
     "Verifier",
+    "canonical_json",
     "generate_keypair",
     "load_private_key",
     "load_public_key",
@@ -32,11 +40,30 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
-def signed_payload(name: str, version: str, sha256: str) -> bytes:
-    """The exact bytes that are signed: a domain tag, then name, version and sha256."""
-    return b"\n".join(
-        [b"hotswap-model-v1", name.encode(), version.encode(), sha256.lower().encode()]
+DOMAIN = b"hotswap-model-v2\n"
+
+
+def canonical_json(message: ModelMessage) -> bytes:
+    """The message minus ``signature`` (and null fields): sorted keys, no spaces, UTF-8.
+
+    Values are taken as parsed (pydantic's JSON mode would turn NaN into null,
+    so two different messages would sign alike); ``published_at`` is written
+    as pydantic writes it. Raises ValueError for what has no canonical form
+    (NaN, infinities, lone surrogates).
+    """
+    doc = message.model_dump(exclude={"signature"})
+    if message.published_at is not None:
+        doc.update(message.model_dump(mode="json", include={"published_at"}))
+    doc = {key: value for key, value in doc.items() if value is not None}
+    text = json.dumps(
+        doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
     )
+    return text.encode("utf-8")  # UnicodeEncodeError (a ValueError) on a lone surrogate
+
+
+def signed_payload(message: ModelMessage) -> bytes:
+    """The exact bytes that are signed: the domain tag, then the canonical JSON."""
+    return DOMAIN + canonical_json(message)
 
 
 def generate_keypair(private_path: Path) -> Path:
@@ -76,7 +103,7 @@ def load_public_key(text_or_path: str) -> Ed25519PublicKey:
 
 def sign_message(message: ModelMessage, key: Ed25519PrivateKey) -> ModelMessage:
     """A copy of ``message`` carrying a base64 signature of its payload."""
-    signature = key.sign(signed_payload(message.name, message.version, message.sha256))
+    signature = key.sign(signed_payload(message))
     return message.model_copy(update={"signature": base64.b64encode(signature).decode()})
 
 
@@ -91,10 +118,9 @@ class Verifier:
             raise errors.SignatureInvalid("model is unsigned and HOTSWAP_VERIFY_KEY is set")
         try:
             signature = base64.b64decode(message.signature, validate=True)
-            self._key.verify(
-                signature, signed_payload(message.name, message.version, message.sha256)
-            )
+            self._key.verify(signature, signed_payload(message))
         except (InvalidSignature, binascii.Error, ValueError):
             raise errors.SignatureInvalid(
-                f"signature does not match {message.name} {message.version} and its sha256"
+                f"signature of {message.name} {message.version} does not match the message "
+                "(it covers every field but `signature`: one was changed, or another key signed)"
             ) from None

@@ -1,8 +1,9 @@
 """The HTTP API (FastAPI), served by uvicorn inside the worker process.
 
 Read-only views of the registry and the worker's health, plus Prometheus
-metrics. It reads the same in-memory objects the scoring agent uses, so what
-it reports is what is serving.
+metrics and OIP v2 inference. It reads the same in-memory objects the scoring
+agent uses, so what it reports is what is serving. Every request body is capped
+at ``max_request_bytes`` (413 beyond it, before the body is buffered).
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from pydantic import BaseModel, Field
 from service import __version__
 from service.core.metrics import Metrics
 from service.core.registry import ModelRegistry
-from service.http.oip import JsonByDefault, create_oip_router
+from service.http.limits import DEFAULT_MAX_REQUEST_BYTES, BodyLimit
+from service.http.oip import create_oip_router
 
 __all__ = ["Readiness", "create_api"]
 
@@ -34,6 +36,7 @@ class Readiness(BaseModel):
     models_replayed: bool
     models: int
     assigned_partitions: int = Field(description="Data-topic partitions this worker consumes.")
+    reason: str = Field("", description="Why the worker is not ready (empty when it is).")
 
 
 class Latency(BaseModel):
@@ -75,17 +78,35 @@ class HistoryView(BaseModel):
 
 
 def create_api(
-    registry: ModelRegistry, metrics: Metrics, readiness: Callable[[], Readiness]
+    registry: ModelRegistry,
+    metrics: Metrics,
+    readiness: Callable[[], Readiness],
+    *,
+    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
+    inference_threads: int = 2,
 ) -> FastAPI:
-    """Build the FastAPI app over ``registry``; ``readiness`` is asked on every /ready."""
+    """Build the FastAPI app over ``registry``; ``readiness`` is asked on every /ready.
+
+    ``max_request_bytes`` is ``Settings.max_request_bytes`` (``HOTSWAP_MAX_REQUEST_BYTES``);
+    OIP v2 inference runs on at most ``inference_threads`` threads, off the event loop.
+    """
     api = FastAPI(
         title="hotswap",
         version=__version__,
         description="Models served from Kafka, hot-swapped while running.",
     )
 
-    api.include_router(create_oip_router(registry, metrics, lambda: readiness().ready))
-    api.add_middleware(JsonByDefault)
+    api.include_router(
+        create_oip_router(
+            registry,
+            metrics,
+            lambda: readiness().ready,
+            max_request_bytes=max_request_bytes,
+            threads=inference_threads,
+            max_pending=4 * inference_threads,
+        )
+    )
+    api.add_middleware(BodyLimit, max_bytes=max_request_bytes)
 
     @api.get("/health", tags=["health"])
     async def health() -> dict[str, str]:

@@ -1,65 +1,51 @@
 """Open Inference Protocol v2 (KServe / Triton) over HTTP: direct, low-latency scoring.
 
 The "call it directly" side of the Kafka-versus-direct trade-off, answered by
-the same in-memory model that scores the stream. JSON tensors only (the
-binary-data extension is not implemented; clients send ``binary_data=False``).
-Inference runs on the event loop, like the stream's batches, so a swap never
-happens in the middle of a call; requests are capped in rows to keep the loop
-responsive.
+the same in-memory model that scores the stream. Tensors come as JSON or with
+the binary tensor extension (see :mod:`service.http.oip_binary`), so
+``tritonclient.http`` works with its defaults. Decoding, scoring and encoding
+run in a bounded thread pool, off the event loop, so ``/health`` and the stream
+keep their pace while a large request is handled; at most ``max_pending``
+inference requests are held at once (the rest get 503), which with the body
+limit bounds the memory they can take.
 """
 
 from __future__ import annotations
 
+import gzip
 import logging
 import time
+import zlib
 from collections.abc import Callable
 from typing import Any
 
-import numpy as np
-from fastapi import APIRouter
+import anyio
+import anyio.to_thread
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
 
 from service import __version__
 from service.core.metrics import Metrics
 from service.core.registry import ModelRegistry, ServingModel
 from service.core.runtime import TensorSpec
+from service.core.runtime.base import Outputs
+from service.http import oip_binary as codec
+from service.http.oip_infer import (
+    BadRequest,
+    Decoded,
+    InferRequest,
+    decode_request,
+    encode_response,
+    oip_datatype,
+    predict,
+)
 
-__all__ = ["InferRequest", "JsonByDefault", "create_oip_router"]
+__all__ = ["EXTENSIONS", "create_oip_router"]
 
 logger = logging.getLogger(__name__)
 
-MAX_ROWS = 10_000
-_ONNX_TO_OIP = {
-    "tensor(float)": "FP32",
-    "tensor(double)": "FP64",
-    "tensor(int64)": "INT64",
-    "tensor(int32)": "INT32",
-    "tensor(string)": "BYTES",
-}
-_NUMERIC = {"FP16", "FP32", "FP64"} | {f"{s}INT{n}" for s in ("", "U") for n in (8, 16, 32, 64)}
-
-
-class InferInput(BaseModel):
-    name: str = Field(examples=["X"])
-    shape: list[int] = Field(examples=[[1, 13]])
-    datatype: str = Field(examples=["FP32"])
-    data: list[Any] = Field(
-        examples=[[13.2, 1.78, 2.14, 11.2, 100, 2.65, 2.76, 0.26, 1.28, 4.38, 1.05, 3.4, 1050]]
-    )
-    parameters: dict[str, Any] | None = None
-
-
-class RequestedOutput(BaseModel):
-    name: str
-    parameters: dict[str, Any] | None = None
-
-
-class InferRequest(BaseModel):
-    id: str | None = None
-    inputs: list[InferInput] = Field(min_length=1, max_length=1)
-    outputs: list[RequestedOutput] | None = None
-    parameters: dict[str, Any] | None = None
+EXTENSIONS = ["binary_tensor_data"]
+_COMPRESS_FROM = 1024  # bytes: smaller responses are not worth compressing
 
 
 def _error(status: int, message: str) -> JSONResponse:
@@ -68,58 +54,66 @@ def _error(status: int, message: str) -> JSONResponse:
 
 def _tensor_meta(spec: TensorSpec) -> dict[str, Any]:
     shape = [d if d is not None else -1 for d in spec.shape]
-    return {"name": spec.name, "datatype": _ONNX_TO_OIP.get(spec.dtype, "BYTES"), "shape": shape}
+    return {"name": spec.name, "datatype": oip_datatype(spec), "shape": shape}
 
 
-def _batch(model: ServingModel, tensor: InferInput) -> np.ndarray | str:
-    """The request's input as a float32 ``(rows, width)`` array, or why it cannot be."""
-    width = model.runtime.signature.width
-    if tensor.datatype not in _NUMERIC:
-        return f"datatype {tensor.datatype} is not numeric"
-    if len(tensor.shape) != 2 or tensor.shape[1] != width or tensor.shape[0] < 1:
-        return f"shape {tensor.shape} does not fit [rows, {width}]"
-    if tensor.shape[0] > MAX_ROWS:
-        return f"{tensor.shape[0]} rows is over the limit of {MAX_ROWS}"
-    try:
-        array = np.asarray(tensor.data, dtype=np.float32).reshape(tensor.shape)
-    except (ValueError, TypeError):
-        return f"data does not hold {tensor.shape[0] * tensor.shape[1]} numbers"
-    if not np.isfinite(array).all():
-        return "data holds NaN or infinity"
-    return array
+def _inline(schema: dict[str, Any]) -> dict[str, Any]:
+    """``schema`` with its ``$defs`` references inlined (OpenAPI cannot resolve them)."""
+    defs = schema.pop("$defs", {})
+
+    def resolve(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#/$defs/"):
+                return resolve(defs[ref.removeprefix("#/$defs/")])
+            return {k: resolve(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [resolve(v) for v in node]
+        return node
+
+    return dict(resolve(schema))
 
 
-class JsonByDefault:
-    """ASGI middleware: an ``/infer`` POST without a content type is JSON.
+_INFER_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": _inline(InferRequest.model_json_schema())},
+            "application/octet-stream": {
+                "schema": {"type": "string", "format": "binary"},
+                "description": "JSON header of Inference-Header-Content-Length bytes, then "
+                "the tensors whose inputs carry parameters.binary_data_size.",
+            },
+        },
+    }
+}
 
-    Triton's HTTP client sends its JSON body with no ``Content-Type``; FastAPI
-    would then refuse it. Requests that use the binary-data extension (not
-    supported) are told so instead of failing obscurely.
-    """
 
-    def __init__(self, app: Any) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] == "http" and scope["path"].endswith("/infer"):
-            headers = dict(scope["headers"])
-            if b"inference-header-content-length" in headers:
-                response = _error(400, "the binary-data extension is not supported; send JSON")
-                await response(scope, receive, send)
-                return
-            if b"content-type" not in headers:
-                scope = {
-                    **scope,
-                    "headers": [*scope["headers"], (b"content-type", b"application/json")],
-                }
-        await self.app(scope, receive, send)
+def _compress(body: bytes, accept: str) -> tuple[bytes, str | None]:
+    """``body`` compressed as the client accepts (gzip, deflate), or as is."""
+    if len(body) < _COMPRESS_FROM:
+        return body, None
+    offered = {part.split(";")[0].strip().lower() for part in accept.split(",")}
+    if "gzip" in offered:
+        return gzip.compress(body, compresslevel=1), "gzip"
+    if "deflate" in offered:
+        return zlib.compress(body, 1), "deflate"
+    return body, None
 
 
 def create_oip_router(
-    registry: ModelRegistry, metrics: Metrics, is_ready: Callable[[], bool]
+    registry: ModelRegistry,
+    metrics: Metrics,
+    is_ready: Callable[[], bool],
+    *,
+    max_request_bytes: int,
+    threads: int = 2,
+    max_pending: int = 8,
 ) -> APIRouter:
-    """The ``/v2`` routes over ``registry``."""
+    """The ``/v2`` routes over ``registry``; inference uses at most ``threads`` threads."""
     router = APIRouter(prefix="/v2", tags=["open inference protocol v2"])
+    limiter = anyio.CapacityLimiter(threads)
+    pending = 0
 
     def serving(name: str, version: str | None) -> ServingModel | JSONResponse:
         model = registry.get(name)
@@ -131,8 +125,8 @@ def create_oip_router(
 
     @router.get("")
     async def server_metadata() -> dict[str, Any]:
-        """Server name, version and protocol extensions (none)."""
-        return {"name": "hotswap", "version": __version__, "extensions": []}
+        """Server name, version and protocol extensions."""
+        return {"name": "hotswap", "version": __version__, "extensions": EXTENSIONS}
 
     @router.get("/health/live")
     async def live() -> dict[str, bool]:
@@ -164,44 +158,88 @@ def create_oip_router(
             return model
         return JSONResponse({"name": name, "ready": True})
 
-    async def infer(name: str, request: InferRequest, version: str | None = None) -> JSONResponse:
+    def decode(request: Request, body: bytes) -> Decoded:
+        encoding = request.headers.get("content-encoding", "")
+        plain = codec.decompress(body, encoding, max_request_bytes)
+        return decode_request(plain, request.headers.get("inference-header-content-length"))
+
+    def encode(
+        model: ServingModel, decoded: Decoded, outputs: Outputs, accept: str
+    ) -> tuple[bytes, int | None, str | None]:
+        body, header = encode_response(model, decoded.request, outputs)
+        content, encoding = _compress(body, accept)
+        return content, header, encoding
+
+    async def score(
+        name: str, version: str | None, decoded: Decoded
+    ) -> tuple[ServingModel, Outputs, int] | JSONResponse:
+        for _ in range(2):  # once more if the model was swapped out during the call
+            model = serving(name, version)
+            if isinstance(model, JSONResponse):
+                return model
+            started = time.perf_counter()
+            try:
+                outputs, rows = await anyio.to_thread.run_sync(
+                    predict, model, decoded, limiter=limiter
+                )
+            except BadRequest as exc:
+                return _error(400, str(exc))
+            except Exception as exc:
+                if registry.get(name) is not model:
+                    continue  # released by a swap while it ran: score with the new version
+                logger.exception("OIP inference on %s %s failed", model.name, model.version)
+                return _error(500, f"scoring failed: {type(exc).__name__}: {exc}")
+            model.stats.observe((time.perf_counter() - started) * 1000, rows)
+            metrics.http_inferences.labels(
+                metrics.model_label(model.name), metrics.version_label(model.name, model.version)
+            ).inc(rows)
+            return model, outputs, rows
+        return _error(503, f"model {name!r} was swapped twice during the call; retry")
+
+    async def run_inference(request: Request, name: str, version: str | None) -> Response:
+        body = await request.body()
+        try:
+            decoded = await anyio.to_thread.run_sync(decode, request, body, limiter=limiter)
+        except (BadRequest, codec.BinaryFormatError) as exc:
+            return _error(400, str(exc))
+        except codec.BodyTooLarge as exc:
+            return _error(413, str(exc))
+        scored = await score(name, version, decoded)
+        if isinstance(scored, JSONResponse):
+            return scored
+        model, outputs, _ = scored
+        accept = request.headers.get("accept-encoding", "")
+        content, header, encoding = await anyio.to_thread.run_sync(
+            encode, model, decoded, outputs, accept, limiter=limiter
+        )
+        headers = {}
+        if header is not None:
+            headers["Inference-Header-Content-Length"] = str(header)
+        if encoding is not None:
+            headers["Content-Encoding"] = encoding
+        media = "application/json" if header is None else "application/octet-stream"
+        return Response(content, media_type=media, headers=headers)
+
+    async def infer(request: Request, name: str, version: str | None = None) -> Response:
+        nonlocal pending
         model = serving(name, version)
         if isinstance(model, JSONResponse):
             return model
-        batch = _batch(model, request.inputs[0])
-        if isinstance(batch, str):
-            return _error(400, batch)
-        wanted = {o.name for o in request.outputs} if request.outputs else None
-        known = {s.name for s in model.runtime.signature.outputs}
-        if wanted is not None and not wanted <= known:
-            return _error(
-                400, f"unknown outputs {sorted(wanted - known)}; model has {sorted(known)}"
-            )
-        started = time.perf_counter()
-        outputs = model.runtime.predict(batch)
-        seconds = time.perf_counter() - started
-        model.stats.observe(seconds * 1000, len(batch))
-        metrics.http_inferences.labels(model.name, model.version).inc(len(batch))
-        specs = {s.name: s for s in model.runtime.signature.outputs}
-        body = {
-            "model_name": model.name,
-            "model_version": model.version,
-            "id": request.id or "",
-            "outputs": [
-                {
-                    "name": out,
-                    "datatype": _ONNX_TO_OIP.get(specs[out].dtype, "BYTES"),
-                    "shape": list(value.shape),
-                    "data": value.reshape(-1).tolist(),
-                }
-                for out, value in outputs.items()
-                if wanted is None or out in wanted
-            ],
-        }
-        return JSONResponse(body)
+        if pending >= max_pending:
+            return _error(503, f"{pending} inference requests are in progress; retry shortly")
+        pending += 1
+        try:
+            return await run_inference(request, name, version)
+        finally:
+            pending -= 1
 
     not_found: dict[int | str, dict[str, Any]] = {404: {"description": "No such model/version"}}
-    bad: dict[int | str, dict[str, Any]] = {400: {"description": "Input does not fit"}, **not_found}
+    bad: dict[int | str, dict[str, Any]] = {
+        400: {"description": "Input does not fit, or a malformed binary tensor"},
+        413: {"description": "Body over HOTSWAP_MAX_REQUEST_BYTES"},
+        503: {"description": "Too many inference requests in progress"},
+        **not_found,
+    }
     router.add_api_route("/models/{name}", metadata, methods=["GET"], responses=not_found)
     router.add_api_route(
         "/models/{name}/versions/{version}", metadata, methods=["GET"], responses=not_found
@@ -213,8 +251,8 @@ def create_oip_router(
         methods=["GET"],
         responses=not_found,
     )
-    router.add_api_route("/models/{name}/infer", infer, methods=["POST"], responses=bad)
-    router.add_api_route(
-        "/models/{name}/versions/{version}/infer", infer, methods=["POST"], responses=bad
-    )
+    for path in ("/models/{name}/infer", "/models/{name}/versions/{version}/infer"):
+        router.add_api_route(
+            path, infer, methods=["POST"], responses=bad, openapi_extra=_INFER_BODY
+        )
     return router

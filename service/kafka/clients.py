@@ -1,8 +1,9 @@
-"""Plain aiokafka clients built from :class:`Settings`, and topic creation.
+"""Kafka clients built from :class:`Settings`: one security builder, two renderings.
 
-The Faust app covers the scoring stream; these cover everything else (the
-model feed, the publisher, the demo producer, the tests), with the same
-broker list and security options.
+The worker's data path and model feed run on confluent-kafka (librdkafka:
+every codec, KIP-447 transactions), configured by :func:`rdkafka_config`; the
+command-line tools and tests use aiokafka through :func:`client_options`. Both
+read the same :class:`Security`, so one environment reaches one cluster.
 """
 
 from __future__ import annotations
@@ -10,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+import time
+from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -17,26 +20,126 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from service.core.settings import Settings
 
-__all__ = ["client_options", "consumer", "ensure_topics", "partitions_of", "producer"]
+__all__ = [
+    "Security",
+    "client_options",
+    "consumer",
+    "ensure_topics",
+    "group_consumer_config",
+    "partitions_of",
+    "producer",
+    "rdkafka_config",
+]
 
 logger = logging.getLogger(__name__)
 
 _TOPIC_ALREADY_EXISTS = 36
 
 
+class _OncePerMinute(logging.Filter):
+    """librdkafka repeats a connection failure for every broker and retry: log it once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._seen: dict[str, float] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        key = text.split("]: ", 1)[-1][:120]
+        now = time.monotonic()
+        if now - self._seen.get(key, -60.0) < 60.0:
+            return False
+        if len(self._seen) > 1000:
+            self._seen.clear()
+        self._seen[key] = now
+        return True
+
+
+_RDKAFKA_LOG = logging.getLogger("librdkafka")
+_RDKAFKA_LOG.addFilter(_OncePerMinute())
+
+
+@dataclass(frozen=True, slots=True)
+class Security:
+    """Connection security, read once from settings and rendered for each client library."""
+
+    protocol: str
+    mechanism: str
+    username: str
+    password: str
+    cafile: str
+
+    @classmethod
+    def of(cls, settings: Settings) -> Security:
+        return cls(
+            settings.security_protocol,
+            settings.sasl_mechanism,
+            settings.sasl_username,
+            settings.sasl_password.get_secret_value(),
+            settings.ssl_cafile,
+        )
+
+    @property
+    def tls(self) -> bool:
+        return self.protocol in {"SSL", "SASL_SSL"}
+
+    @property
+    def sasl(self) -> bool:
+        return self.protocol.startswith("SASL")
+
+
 def client_options(settings: Settings) -> dict[str, Any]:
-    """Connection and security options shared by every aiokafka client."""
+    """Connection and security options for aiokafka clients (tools, tests)."""
+    sec = Security.of(settings)
     options: dict[str, Any] = {
         "bootstrap_servers": settings.bootstrap_servers,
-        "security_protocol": settings.security_protocol,
+        "security_protocol": sec.protocol,
     }
-    if settings.security_protocol in {"SSL", "SASL_SSL"}:
-        options["ssl_context"] = ssl.create_default_context(cafile=settings.ssl_cafile or None)
-    if settings.security_protocol.startswith("SASL"):
-        options["sasl_mechanism"] = settings.sasl_mechanism
-        options["sasl_plain_username"] = settings.sasl_username
-        options["sasl_plain_password"] = settings.sasl_password.get_secret_value()
+    if sec.tls:
+        options["ssl_context"] = ssl.create_default_context(cafile=sec.cafile or None)
+    if sec.sasl:
+        options["sasl_mechanism"] = sec.mechanism
+        options["sasl_plain_username"] = sec.username
+        options["sasl_plain_password"] = sec.password
     return options
+
+
+def rdkafka_config(settings: Settings, **extra: Any) -> dict[str, Any]:
+    """The same connection and security, as librdkafka (confluent-kafka) configuration."""
+    sec = Security.of(settings)
+    config: dict[str, Any] = {
+        "bootstrap.servers": ",".join(settings.bootstrap_servers),
+        "security.protocol": sec.protocol.lower(),
+        "client.id": f"hotswap-{settings.worker_id}",
+        "logger": _RDKAFKA_LOG,  # librdkafka's own log lines join the worker's log
+    }
+    if sec.tls and sec.cafile:
+        config["ssl.ca.location"] = sec.cafile
+    if sec.sasl:
+        config["sasl.mechanisms"] = sec.mechanism
+        config["sasl.username"] = sec.username
+        config["sasl.password"] = sec.password
+    config.update(extra)
+    return config
+
+
+def group_consumer_config(settings: Settings) -> dict[str, Any]:
+    """The data consumer: the worker group, manual commits, committed records only."""
+    s = settings
+    return rdkafka_config(
+        s,
+        **{
+            "group.id": s.app_id,
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "auto.offset.reset": "earliest",
+            "isolation.level": "read_committed",
+            "session.timeout.ms": int(s.session_timeout * 1000),
+            "heartbeat.interval.ms": int(min(3.0, s.session_timeout / 3) * 1000),
+            "fetch.message.max.bytes": 16 * 1024 * 1024,
+            "receive.message.max.bytes": 130 * 1024 * 1024,
+        },
+    )
 
 
 def producer(settings: Settings, **overrides: Any) -> AIOKafkaProducer:

@@ -1,17 +1,25 @@
-"""The data feed: records come off Kafka a batch at a time, not an event at a time.
+"""The data path: fetch a batch, hand it to the scoring agent, deliver, commit.
 
-Faust's stream machinery costs tens of microseconds per record (a task and a
-queue hop per message, an ack per event), several times the cost of scoring
-it. This service reads the data topic with one aiokafka consumer in the
-``HOTSWAP_APP_ID`` group, hands each fetched batch to the Faust scoring agent
-as a single event over an in-memory channel, waits until the agent has scored
-it and the broker has acknowledged every output, and only then commits the
-batch's offsets: at-least-once, one Faust event per batch.
+Records come off Kafka a batch at a time on one confluent-kafka consumer in
+the ``HOTSWAP_APP_ID`` group (Faust's per-event stream costs tens of
+microseconds a record, several times the cost of scoring it). Each batch goes
+to the Faust scoring agent as one event; the agent scores it and queues the
+outputs on the :class:`~service.kafka.publisher.Publisher`. This feed then
+waits for the broker's answer for every output and commits:
 
-Rebalances wait for the in-flight batch (the lock), so a revoked partition's
-last batch is committed before another worker takes it over; a stop
-(SIGTERM) finishes the batch, commits and leaves the group, so a restart
-re-scores nothing.
+* ``at_least_once``: offsets are committed after every output is
+  acknowledged; a crash before the commit re-scores the batch (duplicates,
+  never a loss).
+* ``exactly_once``: one transaction per batch holds the outputs and the input
+  offsets, committed with the consumer's group metadata (KIP-447), so a
+  zombie whose partitions moved on is fenced. Any failed send aborts it and
+  the batch is sent again; readers with ``isolation.level=read_committed``
+  see each output once.
+
+The consumer is polled only between batches, so a rebalance (its callbacks
+run inside ``consume``) never finds a batch half done. Every blocking call
+runs on this feed's own thread with a bounded timeout, so a stop finishes the
+batch in flight (or gives it up after ``HOTSWAP_STOP_TIMEOUT``) and returns.
 """
 
 from __future__ import annotations
@@ -19,170 +27,267 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
+import time
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
 
-from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 from mode import Service
 
+from service.core.metrics import Metrics
 from service.core.scoring import InputRecord
 from service.core.settings import Settings
-from service.kafka.clients import consumer as make_consumer
-from service.kafka.model_feed import ModelFeed
+from service.kafka.batch import Batch, BatchState, account, records_of, rewind
+from service.kafka.clients import group_consumer_config
+from service.kafka.publisher import Output, Publisher, permanent, reroute
+from service.kafka.threads import bounded
 
-__all__ = ["Batch", "DataFeed"]
+__all__ = ["DataFeed"]
 
 logger = logging.getLogger(__name__)
 
-
-@dataclass(eq=False)
-class Batch:
-    """Records for the agent, and the future it resolves once they are safely out."""
-
-    records: list[InputRecord]
-    done: asyncio.Future[None] = field(
-        default_factory=lambda: asyncio.get_running_loop().create_future()
-    )
-    taken: bool = False  # set by the agent; a second delivery of the same batch is ignored
-
-
-class _WaitForBatch(ConsumerRebalanceListener):  # type: ignore[misc]
-    def __init__(self, lock: asyncio.Lock) -> None:
-        self._lock = lock
-
-    async def on_partitions_revoked(self, revoked: Any) -> None:
-        async with self._lock:  # the in-flight batch finishes and commits first
-            pass
-
-    async def on_partitions_assigned(self, assigned: Any) -> None:
-        logger.info("data partitions assigned: %s", sorted(tp.partition for tp in assigned))
+T = TypeVar("T")
+HandOver = Callable[[Batch], Awaitable[None]]
 
 
 class DataFeed(Service):
-    """Fetches batches of data records and feeds them to the scoring agent."""
+    """Consumes the data topic batch by batch and commits what was delivered."""
 
     def __init__(
         self,
         settings: Settings,
-        models: ModelFeed,
-        channel: Any,
-        agent_listening: asyncio.Event,
-        flow_active: Callable[[], bool],
+        *,
+        models_replayed: asyncio.Event,
+        hand_over: HandOver,
+        publisher: Publisher,
+        metrics: Metrics,
+        on_fenced: Callable[[], None],
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        self._flow_active = flow_active
-        self._agent_listening = agent_listening
         self._settings = settings
-        self._models = models
-        self._channel = channel
-        self._lock = asyncio.Lock()
-        self._consumer: AIOKafkaConsumer | None = None
+        self._replayed = models_replayed
+        self._hand_over = hand_over
+        self._publisher = publisher
+        self._metrics = metrics
+        self._on_fenced = on_fenced
+        self._eos = settings.processing_guarantee == "exactly_once"
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="data-feed")
+        self._consumer: Consumer | None = None
+        self._assigned: set[tuple[str, int]] = set()
         self._finished = asyncio.Event()
+        self._deadline: float | None = None  # set by a stop: give up the batch after it
+        self.progress = BatchState(stall_after=settings.stall_timeout)
+
+    async def _call(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._thread, fn, *args)
 
     def assigned_partitions(self) -> int:
-        return len(self._consumer.assignment()) if self._consumer is not None else 0
+        return len(self._assigned)
+
+    # --- lifecycle -----------------------------------------------------------------
 
     @Service.task
     async def _run(self) -> None:
         try:
-            if not self._models.replayed.is_set():
+            if not self._replayed.is_set():
                 logger.info("scoring waits for the model topic to be replayed")
-                await self._models.replayed.wait()
-            await self._agent_listening.wait()
-            # Everything built at start-up lives until exit: move it out of the collector's
-            # reach, so full collections stop walking it (measured: ~120 ms of GC per 50k
-            # records down to ~1 ms, ~8 % more throughput).
+                await self._wait_or_stop(self._replayed.wait())
+            # Start-up objects live until exit: keep full collections from walking them.
             gc.collect()
             gc.freeze()
             if not self.should_stop:
-                await self._consume()
+                await self._start_clients()
+            while not self.should_stop:
+                await self._step()
+        except Exception as exc:
+            logger.exception("the data feed failed: %s", exc)
+            raise
         finally:
             self._finished.set()
 
-    async def _consume(self) -> None:
-        settings = self._settings
-        consumer = make_consumer(
-            settings,
-            group_id=settings.app_id,
-            max_poll_records=settings.batch_size,
-            session_timeout_ms=int(settings.session_timeout * 1000),
-            heartbeat_interval_ms=int(min(3.0, settings.session_timeout / 3) * 1000),
+    async def _wait_or_stop(self, waiting: Awaitable[Any]) -> None:
+        task = asyncio.ensure_future(waiting)
+        while not task.done() and not self.should_stop:
+            await asyncio.wait({task}, timeout=0.2)
+        task.cancel()
+
+    async def _start_clients(self) -> None:
+        delay = 0.5
+        while not self.should_stop:
+            try:
+                await self._call(self._publisher.start, 5.0)
+                break
+            except KafkaException as exc:
+                if exc.args and exc.args[0].fatal():
+                    raise
+                logger.warning("output producer cannot start (%s); retry in %.1fs", exc, delay)
+                await self.sleep(delay)
+                delay = min(delay * 2, 5.0)
+        if self.should_stop:
+            return
+        self._consumer = await self._call(self._make_consumer)
+
+    def _make_consumer(self) -> Consumer:
+        consumer = Consumer(group_consumer_config(self._settings))
+        consumer.subscribe(
+            [self._settings.data_topic], on_assign=self._on_assign, on_revoke=self._on_revoke
         )
-        consumer.subscribe([settings.data_topic], listener=_WaitForBatch(self._lock))
-        self._consumer = consumer
-        await consumer.start()
-        try:
-            while not self.should_stop:
-                fetched = await consumer.getmany(
-                    timeout_ms=int(settings.batch_timeout * 1000), max_records=settings.batch_size
-                )
-                if fetched:
-                    async with self._lock:
-                        await self._process(consumer, fetched)
-        finally:
-            await self._leave(consumer)
+        return consumer
 
-    async def _process(
-        self, consumer: AIOKafkaConsumer, fetched: dict[TopicPartition, Any]
-    ) -> None:
-        assigned = consumer.assignment()
-        fetched = {tp: messages for tp, messages in fetched.items() if tp in assigned}
-        records = [
-            InputRecord(m.key, m.value, tp.topic, tp.partition, m.offset, m.timestamp / 1000)
-            for tp, messages in fetched.items()
-            for m in messages
-        ]
-        if not records:
-            return
-        batch = Batch(records)
-        try:
-            await self._hand_over(batch)
-        except Exception as exc:  # the agent could not finish: read the batch again
-            logger.error("batch of %d failed (%s); it will be read again", len(records), exc)
-            for tp, messages in fetched.items():
-                consumer.seek(tp, messages[0].offset)
-            await asyncio.sleep(1.0)
-            return
-        offsets = {tp: messages[-1].offset + 1 for tp, messages in fetched.items()}
-        try:
-            await consumer.commit(offsets)
-        except (CommitFailedError, IllegalStateError, KafkaError) as exc:
-            # The partitions moved on (rebalance): their new owner re-reads from the last
-            # commit, which makes duplicates, never a loss.
-            logger.warning("commit of a scored batch failed (%s); expect duplicates", exc)
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._assigned |= {(tp.topic, tp.partition) for tp in partitions}
+        logger.info("data partitions assigned: %s", sorted(tp.partition for tp in partitions))
 
-    async def _hand_over(self, batch: Batch) -> None:
-        """Send ``batch`` to the agent and wait until it is done.
-
-        Faust empties its channel queues when its flow control resumes after a
-        rebalance of the app's own group; a batch dropped that way (never taken
-        by the agent) is sent again.
-        """
-        while not self._flow_active():  # noqa: ASYNC110 (Faust exposes a predicate, no event)
-            await asyncio.sleep(0.05)
-        await self._channel.send(value=batch)
-        while True:
-            done, _ = await asyncio.wait({batch.done}, timeout=0.5)
-            if done:
-                batch.done.result()
-                return
-            if not batch.taken and self._flow_active():
-                logger.info("a batch was dropped by Faust's flow control; sending it again")
-                await self._channel.send(value=batch)
-
-    async def _leave(self, consumer: AIOKafkaConsumer) -> None:
-        try:
-            await consumer.stop()  # leaves the group at once: the partitions move now
-        except Exception as exc:
-            logger.debug("stopping the data consumer: %s", exc)
-        self._consumer = None
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # Called inside consume(), between batches: nothing is in flight to finish.
+        self._assigned -= {(tp.topic, tp.partition) for tp in partitions}
+        logger.info("data partitions revoked: %s", sorted(tp.partition for tp in partitions))
 
     async def on_stop(self) -> None:
-        """Let the in-flight batch finish and commit before the task is cancelled."""
+        """Let the in-flight batch finish and commit, then leave the group."""
+        budget = self._settings.stop_timeout
+        self._deadline = time.monotonic() + budget
         try:
-            await asyncio.wait_for(self._finished.wait(), timeout=30)
+            await asyncio.wait_for(self._finished.wait(), timeout=budget)
         except TimeoutError:
-            logger.warning("the in-flight batch did not finish within 30 s")
+            logger.warning("the in-flight batch did not finish within %.1f s", budget)
+        # On a thread of its own: the feed's thread may still be blocked on a silent broker.
+        if not await bounded(self._close, 2.0):
+            logger.warning("the data consumer did not leave its group within 2 s")
+        self._thread.shutdown(wait=False, cancel_futures=True)
+
+    def _close(self) -> None:
+        if self._consumer is not None:
+            consumer, self._consumer = self._consumer, None
+            consumer.close()  # leaves the group at once: the partitions move now
+        self._publisher.close(0.5)
+
+    # --- one batch ---------------------------------------------------------------------
+
+    async def _step(self) -> None:
+        consumer = self._consumer
+        assert consumer is not None
+        s = self._settings
+        messages = await self._call(consumer.consume, s.batch_size, s.batch_timeout)
+        if not messages:
+            self.progress.idle()
+            return
+        records, letters, offsets = records_of(messages)
+        self.progress.started(offsets)
+        try:
+            await self._call(self._publisher.begin)
+            outputs = await self._score(records)  # the agent queues them on the publisher
+            self._publisher.send(letters)
+            outputs += letters
+        except Exception as exc:  # the agent could not score: read the batch again
+            logger.exception(
+                "scoring a batch of %d failed (%s); reading it again", len(records), exc
+            )
+            await self._call(self._publisher.abort, 5.0)
+            await self._call(rewind, consumer, offsets)
+            await self.sleep(1.0)
+            return
+        await self._deliver(consumer, offsets, outputs)
+
+    async def _score(self, records: list[InputRecord]) -> list[Output]:
+        if not records:
+            return []
+        batch = Batch(records)
+        await self._hand_over(batch)
+        return await batch.done
+
+    async def _deliver(
+        self, consumer: Consumer, offsets: list[TopicPartition], outputs: list[Output]
+    ) -> None:
+        """Send ``outputs`` until every one is acknowledged (or rerouted), then commit."""
+        pending: list[Output] = []  # the agent sent them all once already
+        while True:
+            if self._gave_up():
+                await self._call(self._abandon)
+                return
+            if pending:
+                self._publisher.send(pending)
+            left, failures = await self._call(self._publisher.wait, 1.0)
+            while left and not self._gave_up():
+                left, failures = await self._call(self._publisher.wait, 1.0)
+            self.progress.failed(failures, left)
+            hard = [f for f in failures if permanent(f.error)]
+            letters: list[Output] = list(reroute(hard))
+            if hard:
+                self._metrics.outputs_rerouted.inc(len(hard))
+                refused = {id(f.output) for f in hard}
+                outputs = [o for o in outputs if id(o) not in refused] + letters
+            if self._eos:
+                if failures or left:
+                    await self._call(self._publisher.abort, 5.0)
+                    await self._call(self._publisher.begin)
+                    pending = outputs
+                    continue
+                if await self._commit_transaction(consumer, offsets):
+                    break
+                return  # aborted: the records are read again from the committed offsets
+            pending = [f.output for f in failures if not permanent(f.error)] + letters
+            if not pending and not left:
+                await self._commit_offsets(consumer, offsets)
+                break
+            await asyncio.sleep(0.2)
+        self.progress.committed()
+        account(self._metrics, outputs)
+
+    def _gave_up(self) -> bool:
+        return self._deadline is not None and time.monotonic() > self._deadline
+
+    def _abandon(self) -> None:
+        """A stop ran out of time: nothing of this batch is committed; it is read again."""
+        logger.warning("stopping with a batch undelivered; it will be scored again")
+        if self._eos:
+            try:
+                self._publisher.abort(1.0)
+            except KafkaException as exc:
+                logger.debug("abort on stop: %s", exc)
+
+    async def _commit_transaction(self, consumer: Consumer, offsets: list[TopicPartition]) -> bool:
+        try:
+            metadata = consumer.consumer_group_metadata()
+            await self._call(self._publisher.commit, offsets, metadata, 10.0)
+            self._metrics.transactions.labels("committed").inc()
+            return True
+        except KafkaException as exc:
+            error = exc.args[0]
+            self._metrics.transactions.labels("aborted").inc()
+            if error.fatal():
+                logger.error("producer fenced (%s): another instance took over; stopping", error)
+                self._on_fenced()
+                self._deadline = time.monotonic()
+                return False
+            logger.warning("transaction failed (%s); aborting and reading the batch again", error)
+            try:
+                await self._call(self._publisher.abort, 10.0)
+            except KafkaException as abort_error:
+                logger.warning("abort failed: %s", abort_error)
+            await self._call(rewind, consumer, offsets)
+            return False
+
+    async def _commit_offsets(self, consumer: Consumer, offsets: list[TopicPartition]) -> None:
+        """Commit synchronously, on a thread of its own, for as long as the stop allows.
+
+        librdkafka's synchronous commit has no timeout and waits for a coordinator
+        that may be gone; a commit still pending when the wait ends may land later
+        or not (then the batch is scored again: a duplicate, never a loss).
+        """
+
+        def commit() -> None:
+            consumer.commit(offsets=offsets, asynchronous=False)
+
+        limit = self._settings.session_timeout
+        if self._deadline is not None:
+            limit = max(0.1, self._deadline - time.monotonic())
+        try:
+            if not await bounded(commit, limit):
+                logger.warning("offset commit unanswered for %.1fs; expect duplicates", limit)
+        except KafkaException as exc:
+            # The partitions moved on (rebalance): their new owner re-reads from the last
+            # commit, which makes duplicates, never a loss.
+            logger.warning("commit of a delivered batch failed (%s); expect duplicates", exc)

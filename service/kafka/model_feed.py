@@ -1,241 +1,170 @@
 """The model feed: every worker reads the whole model topic, like a GlobalKTable.
 
 A consumer-group consumer would split the model topic's partitions across
-workers, so most workers would never see most models. This one has no group:
-it is assigned every partition, replays from the beginning to the end offsets
-seen at start (restoring the newest good version per name), flags
-``replayed`` so scoring may begin, then tails new messages and hot-swaps.
+workers, so most workers would never see most models. This one joins no
+group: it is assigned every partition, replays from the beginning to the end
+offsets seen at start, flags ``replayed`` so scoring may begin, then tails.
+Each message goes, in log order, to the Faust model agent (``hand_over``),
+which validates and swaps (in order per model name); at the end of the
+replay a barrier waits until every message is applied, so "replayed" means
+"applied", and only then does scoring start.
+
+confluent-kafka (librdkafka) reads every codec a producer may use; its calls
+block, so they run on one thread of their own, each bounded by a short
+timeout so a stop is never held up by a silent broker.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
-import orjson
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.errors import KafkaError
+from confluent_kafka import Consumer, KafkaException, Message
 from mode import Service
 
-from service.core import errors
-from service.core.messages import ModelMessage, parse_model_message
-from service.core.metrics import Metrics
-from service.core.registry import ModelRegistry
 from service.core.settings import Settings
-from service.kafka.clients import consumer as make_consumer
-from service.kafka.clients import ensure_topics, partitions_of
+from service.kafka.clients import ensure_topics
+from service.kafka.readtoend import assign_all, drain, standalone_consumer
 
-__all__ = ["ModelFeed"]
+__all__ = ["ModelFeed", "ModelUpdate"]
 
 logger = logging.getLogger(__name__)
 
-Raw = tuple[bytes | None, bytes | None]  # (key, value) of one model-topic message
+T = TypeVar("T")
 
 
-def _guess_version(value: bytes) -> str | None:
-    """Best-effort version of a message that failed validation, for its history entry."""
-    try:
-        doc = orjson.loads(value)
-    except orjson.JSONDecodeError:
-        return None
-    version = doc.get("version") if isinstance(doc, dict) else None
-    return str(version)[:200] if version is not None else None
+@dataclass(eq=False)
+class ModelUpdate:
+    """One model-topic message for the model agent, and the future it resolves."""
+
+    key: bytes | None
+    value: bytes | None
+    offset: int
+    replay: bool
+    barrier: bool = False  # no message: "done" once every earlier message is applied
+    done: asyncio.Future[None] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+
+
+HandOver = Callable[[ModelUpdate], Awaitable[None]]
 
 
 class ModelFeed(Service):
-    """Replays then tails the model topic into the registry."""
+    """Replays then tails the model topic, handing each message to the model agent."""
 
-    def __init__(
-        self,
-        settings: Settings,
-        registry: ModelRegistry,
-        metrics: Metrics,
-        *,
-        on_change: Callable[[], None] | None = None,
-        **kwargs: Any,
-    ) -> None:
+    def __init__(self, settings: Settings, hand_over: HandOver, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._settings = settings
-        self._registry = registry
-        self._metrics = metrics
-        self._on_change = on_change
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model-load")
-        self._consumer: AIOKafkaConsumer | None = None
-        self._positions: dict[TopicPartition, int] = {}
+        self._hand_over = hand_over
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model-feed")
+        self._consumer: Consumer | None = None
+        self._positions: dict[int, int] = {}
         self.replayed = asyncio.Event()
         self.broker_reachable = False
 
-    # --- lifecycle -------------------------------------------------------------
+    async def _call(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._thread, fn, *args)
 
     @Service.task
     async def _feed(self) -> None:
         backoff = 0.5
         while not self.should_stop:
             try:
-                await self._connect()
+                await asyncio.wait_for(ensure_topics(self._settings, timeout=5.0), 6.0)
+                ends = await self._call(self._connect)
+                self.broker_reachable = True
                 backoff = 0.5
                 if not self.replayed.is_set():
-                    await self._replay()
+                    await self._replay(ends)
                 await self._tail()
-            except (KafkaError, OSError, TimeoutError) as exc:
+            except (KafkaException, OSError, TimeoutError, Exception) as exc:
+                if self.should_stop:
+                    break
                 self.broker_reachable = False
                 logger.warning("model feed lost the broker (%s); retrying in %.1fs", exc, backoff)
-                await self._close()
+                await self._call(self._close)
                 await self.sleep(backoff)
                 backoff = min(backoff * 2, 10.0)
 
     @Service.timer(2.0)
     async def _probe(self) -> None:
         """Keep ``broker_reachable`` current for ``/ready``."""
-        client = self._consumer._client if self._consumer is not None else None
-        if client is None:
-            self.broker_reachable = False
+        if self._consumer is None:
             return
         try:
-            await asyncio.wait_for(client.fetch_all_metadata(), timeout=2.0)
+            await self._call(self._list_topics)
             self.broker_reachable = True
-        except (KafkaError, OSError, TimeoutError):
+        except KafkaException:
             self.broker_reachable = False
 
-    async def on_stop(self) -> None:
-        await self._close()
-        self._executor.shutdown(wait=False, cancel_futures=True)
+    def _list_topics(self) -> None:
+        if self._consumer is not None:
+            self._consumer.list_topics(self._settings.model_topic, timeout=1.5)
 
-    async def _close(self) -> None:
+    def _connect(self) -> dict[int, int]:
+        self._close()
+        consumer = standalone_consumer(self._settings)
+        self._consumer = consumer
+        return assign_all(consumer, self._settings.model_topic, self._positions, timeout=5.0)
+
+    def _close(self) -> None:
         if self._consumer is not None:
             consumer, self._consumer = self._consumer, None
             try:
-                await consumer.stop()
-            except Exception as exc:  # closing a broken client must not mask the cause
-                logger.debug("closing model consumer: %s", exc)
+                consumer.close()
+            except (KafkaException, RuntimeError) as exc:
+                logger.debug("closing the model consumer: %s", exc)
 
-    async def _connect(self) -> None:
-        settings = self._settings
-        await ensure_topics(settings, timeout=10.0)
-        consumer = make_consumer(settings, group_id=None)
-        self._consumer = consumer
-        await asyncio.wait_for(consumer.start(), timeout=15.0)
-        partitions = await partitions_of(consumer, settings.model_topic) or {0}
-        tps = [TopicPartition(settings.model_topic, p) for p in sorted(partitions)]
-        consumer.assign(tps)
-        for tp in tps:
-            if tp in self._positions:
-                consumer.seek(tp, self._positions[tp])
-            else:
-                await consumer.seek_to_beginning(tp)
-        self.broker_reachable = True
+    async def on_stop(self) -> None:
+        try:
+            await asyncio.wait_for(self._call(self._close), timeout=2.0)
+        except TimeoutError:
+            logger.warning("the model consumer did not close within 2 s")
+        self._thread.shutdown(wait=False, cancel_futures=True)
 
-    # --- replay and tail ---------------------------------------------------------
+    # --- replay and tail ----------------------------------------------------------
 
-    async def _replay(self) -> None:
-        """Read to the end offsets seen now, then restore the newest good version per name."""
+    async def _replay(self, ends: dict[int, int]) -> None:
+        """Apply every message up to the end offsets seen at start, in log order."""
         consumer = self._consumer
         assert consumer is not None
-        tps = list(consumer.assignment())
-        end = await consumer.end_offsets(tps)
-        pending: dict[str, list[Raw]] = {}
-        while await self._behind(consumer, end):
-            for tp, messages in (await consumer.getmany(timeout_ms=500)).items():
-                for m in messages:
-                    name = m.key.decode("utf-8", "replace") if m.key else "?"
-                    if m.value is None:
-                        pending[name] = []  # a tombstone erases what came before
-                    else:
-                        pending.setdefault(name, []).append((m.key, m.value))
-                    self._positions[tp] = m.offset + 1
-        for name, raws in pending.items():
-            await self._restore(name, raws)
-        logger.info(
-            "model topic replayed: %d models serving (%s)",
-            len(self._registry.models()),
-            ", ".join(f"{m.name}={m.version}" for m in self._registry.models()) or "none",
-        )
-        self.replayed.set()
-        self._changed()
-
-    @staticmethod
-    async def _behind(consumer: AIOKafkaConsumer, end: dict[TopicPartition, int]) -> bool:
-        for tp, offset in end.items():
-            if await consumer.position(tp) < offset:
-                return True
-        return False
-
-    async def _restore(self, name: str, raws: list[Raw]) -> None:
-        """Install the newest version that loads; record why the newer ones failed."""
-        failures: list[tuple[str | None, errors.ModelRejected]] = []
-        for key, value in reversed(raws):
-            assert value is not None
-            try:
-                message = parse_model_message(key, value)
-                await self._install(message)
+        topic = self._settings.model_topic
+        stream = drain(consumer, topic, ends, should_stop=lambda: self.should_stop)
+        count = 0
+        while True:
+            message = await self._call(next, stream, None)
+            if message is None:
                 break
-            except errors.ModelRejected as exc:
-                failures.append((_guess_version(value), exc))
-        for version, failure in reversed(failures):
-            self._rejected(name, version, failure)
+            await self._apply(message, replay=True)
+            count += 1
+        if self.should_stop:
+            return
+        barrier = ModelUpdate(None, None, -1, replay=True, barrier=True)
+        await self._hand_over(barrier)
+        await barrier.done
+        logger.info("model topic replayed (%d messages)", count)
+        self.replayed.set()
 
     async def _tail(self) -> None:
-        consumer = self._consumer
-        assert consumer is not None
-        while not self.should_stop:
-            batch = await consumer.getmany(timeout_ms=1000)
-            for tp, messages in batch.items():
-                for m in messages:
-                    await self._apply(m.key, m.value)
-                    self._positions[tp] = m.offset + 1
+        while not self.should_stop and self._consumer is not None:
+            consumer = self._consumer
+            messages = await self._call(consumer.consume, 100, 0.5)
+            for message in messages:
+                error = message.error()
+                if error is not None:
+                    if error.fatal() or (error.code() < 0 and not error.retriable()):
+                        logger.warning("model feed: %s", error)
+                    continue
+                await self._apply(message, replay=False)
 
-    async def _apply(self, key: bytes | None, value: bytes | None) -> None:
-        name = key.decode("utf-8", "replace") if key else "?"
-        if value is None:
-            old = self._registry.remove(name)
-            if old is not None:
-                self._metrics.removed(name, old.version)
-                logger.info("model %s unloaded by a tombstone (was version %s)", name, old.version)
-            self._changed()
-            return
-        try:
-            await self._install(parse_model_message(key, value))
-        except errors.ModelRejected as exc:
-            self._rejected(name, _guess_version(value), exc)
-
-    async def _install(self, message: ModelMessage) -> None:
-        loop = asyncio.get_running_loop()
-        try:
-            model = await loop.run_in_executor(self._executor, self._registry.build, message)
-        except errors.ModelRejected:
-            raise
-        except Exception as exc:  # an unexpected failure is still a rejection, not a crash
-            logger.exception("unexpected error loading %s %s", message.name, message.version)
-            raise errors.InvalidModel(f"{type(exc).__name__}: {exc}") from None
-        old = self._registry.install(model)
-        self._metrics.swapped(model.name, model.version, old.version if old else None)
-        self._metrics.model_load_seconds.labels(model.name).observe(model.load_ms / 1000)
-        logger.info(
-            "model %s: now serving version %s (was %s), built in %.1f ms",
-            model.name,
-            model.version,
-            old.version if old else "none",
-            model.load_ms,
-        )
-        self._changed()
-
-    def _rejected(self, name: str, version: str | None, exc: errors.ModelRejected) -> None:
-        self._registry.reject(name, version, exc)
-        self._metrics.model_rejections.labels(name, exc.reason).inc()
-        current = self._registry.get(name)
-        logger.warning(
-            "model %s: version %s rejected (%s: %s); still serving %s",
-            name,
-            version or "?",
-            exc.reason,
-            exc.detail,
-            current.version if current else "nothing",
-        )
-        self._changed()
-
-    def _changed(self) -> None:
-        if self._on_change is not None:
-            self._on_change()
+    async def _apply(self, message: Message, *, replay: bool) -> None:
+        offset, partition = message.offset() or 0, message.partition() or 0
+        update = ModelUpdate(message.key(), message.value(), offset, replay)
+        await self._hand_over(update)
+        await update.done
+        self._positions[partition] = offset + 1

@@ -1,142 +1,218 @@
-"""Sending a micro-batch's outputs: one producer batch per partition, all acknowledged.
+"""Writing a batch's outputs: scored records and dead letters, acknowledged or named.
 
-Building one Kafka batch per partition (aiokafka's ``create_batch``) costs far
-less than one ``send`` per record, which is where a per-record design spends
-its time. Keys are partitioned like every Kafka client does (murmur2), so a
-scored record lands where a consumer keyed on the input would expect it;
-records without a key follow their source partition, keeping their order.
-The batch is done only when the broker acknowledged every output (``acks=all``);
-failed sends are retried, never dropped, because the offsets are committed
-right after.
+One confluent-kafka producer per worker (transactional in exactly_once mode).
+``produce`` only queues a record in librdkafka; :meth:`Publisher.wait` blocks
+(in a thread) until the broker has answered for every record of the batch.
+Delivery reports come back only for failures (``delivery.report.only.error``),
+so a clean batch costs no Python callback per record.
+
+A record the broker refuses for good (too large, invalid, not authorized) is
+not retried: the caller routes it to the dead-letter topic with the reason,
+and when even the dead-letter copy cannot be written, a small entry that names
+the source topic, partition, offset and size (:func:`tombstone_letter`).
+Keys are partitioned like Java clients do (murmur2); records without a key
+follow their source partition, keeping their order.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
+import threading
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
-from aiokafka import AIOKafkaProducer
-from aiokafka.partitioner import murmur2
-from mode import Service
+from confluent_kafka import KafkaError, KafkaException, Producer
 
-from service.core.metrics import Metrics
-from service.core.scoring import DeadLetter, Scored
+from service.core import errors
+from service.core.scoring import DeadLetter, InputRecord, Scored, dead_letter
 from service.core.settings import Settings
-from service.kafka.clients import producer as make_producer
+from service.kafka.clients import rdkafka_config
 
-__all__ = ["Publisher"]
+__all__ = ["Failure", "Output", "Publisher", "permanent", "reroute", "tombstone_letter"]
 
 logger = logging.getLogger(__name__)
 
 Output = Scored | DeadLetter
 
+#: Broker answers that no retry will change: the record itself is the problem.
+_PERMANENT = {
+    KafkaError.MSG_SIZE_TOO_LARGE,
+    KafkaError.INVALID_RECORD,
+    KafkaError.RECORD_LIST_TOO_LARGE,
+    KafkaError.TOPIC_AUTHORIZATION_FAILED,
+    KafkaError.INVALID_MSG,
+    KafkaError.INVALID_MSG_SIZE,
+}
+HEADER_ORIGINAL_SIZE = "hotswap-original-size"
 
-def _append(batch: Any, out: Output) -> bool:
-    """Add ``out`` to a producer batch; False when the batch is full."""
-    return (
-        batch.append(key=out.key, value=out.value, timestamp=None, headers=out.headers) is not None
-    )
+
+def permanent(error: KafkaError) -> bool:
+    return error.code() in _PERMANENT
 
 
-class Publisher(Service):
-    """Owns the producer of scored and dead-letter records."""
+@dataclass(slots=True)
+class Failure:
+    output: Output
+    error: KafkaError
 
-    def __init__(self, settings: Settings, metrics: Metrics, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+    def as_rejection(self) -> errors.RecordRejected:
+        if self.error.code() in {KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.RECORD_LIST_TOO_LARGE}:
+            return errors.OutputTooLarge(f"{self.error.name()}: {self.error.str()}"[:500])
+        return errors.OutputRefused(f"{self.error.name()}: {self.error.str()}"[:500])
+
+
+def tombstone_letter(source: InputRecord, rejection: errors.RecordRejected) -> DeadLetter:
+    """A dead letter without the record's value: where it was, how big, and why."""
+    where = InputRecord(source.key, None, source.topic, source.partition, source.offset)
+    letter = dead_letter(where, rejection)
+    size = len(source.value or b"") + len(source.key or b"")
+    letter.headers.append((HEADER_ORIGINAL_SIZE, str(size).encode()))
+    return letter
+
+
+@dataclass
+class _Report:
+    """Failures of one batch, filled by librdkafka's callbacks (any thread)."""
+
+    failures: list[Failure] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def add(self, output: Output, error: KafkaError) -> None:
+        with self.lock:
+            self.failures.append(Failure(output, error))
+
+
+class Publisher:
+    """The producer of scored records and dead letters."""
+
+    def __init__(self, settings: Settings, *, transactional: bool) -> None:
         self._settings = settings
-        self._metrics = metrics
-        self._producer: AIOKafkaProducer | None = None
-        self._partitions: dict[str, list[int]] = {}
+        self.transactional = transactional
+        config: dict[str, Any] = {
+            "acks": "all",
+            "enable.idempotence": True,
+            "linger.ms": settings.producer_linger_ms,
+            "compression.type": settings.producer_compression,
+            "partitioner": "murmur2_random",
+            "message.max.bytes": 64 * 1024 * 1024,
+            "delivery.report.only.error": True,
+            # librdkafka's own retries of one record; a transaction must outlive them.
+            "message.timeout.ms": int(max(settings.stall_timeout, 5.0) * 1000),
+            "queue.buffering.max.messages": 1_000_000,
+        }
+        if transactional:
+            config["transactional.id"] = f"{settings.app_id}-{settings.worker_id}"
+            config["transaction.timeout.ms"] = int(settings.transaction_timeout * 1000)
+            config["message.timeout.ms"] = min(
+                config["message.timeout.ms"], config["transaction.timeout.ms"]
+            )
+        self._config = rdkafka_config(settings, **config)
+        self._producer: Producer = None  # type: ignore[assignment]  # made by start()
+        self._partitions: dict[str, int] = {}
+        self._report = _Report()
+        self.started = False
 
-    async def on_start(self) -> None:
-        self._producer = make_producer(self._settings)
-        await self._producer.start()
+    # --- lifecycle (blocking: call from a thread) ------------------------------------
 
-    async def on_stop(self) -> None:
-        if self._producer is not None:
-            await self._producer.flush()
-            await self._producer.stop()
+    def start(self, timeout: float) -> None:
+        """Fetch partition counts; in exactly_once, fence older instances of this id."""
+        if self._producer is None:
+            self._producer = Producer(self._config)
+        for topic in (self._settings.scored_topic, self._settings.dead_letter_topic):
+            self._partitions[topic] = self._count(topic, timeout)
+        if self.transactional:
+            self._producer.init_transactions(timeout)
+        self.started = True
 
-    async def _partitions_of(self, topic: str) -> list[int]:
-        if topic not in self._partitions:
-            assert self._producer is not None
-            self._partitions[topic] = sorted(await self._producer.partitions_for(topic))
-        return self._partitions[topic]
+    def _count(self, topic: str, timeout: float) -> int:
+        info = self._producer.list_topics(topic, timeout=timeout).topics.get(topic)
+        if info is None or info.error is not None or not info.partitions:
+            raise KafkaException(KafkaError(KafkaError.UNKNOWN_TOPIC_OR_PART, f"no topic {topic}"))
+        return len(info.partitions)
 
-    async def _route(self, outputs: Sequence[Output]) -> dict[tuple[str, int], list[Output]]:
-        """Group outputs by (topic, partition); partition lists are looked up once per call."""
-        scored_topic, dead_topic = self._settings.scored_topic, self._settings.dead_letter_topic
-        partitions = {t: await self._partitions_of(t) for t in (scored_topic, dead_topic)}
-        routes: dict[tuple[str, int], list[Output]] = {}
+    def close(self, timeout: float) -> int:
+        """Deliver what is queued, within ``timeout``; return what is left."""
+        return int(self._producer.flush(timeout)) if self._producer is not None else 0
+
+    # --- one batch ---------------------------------------------------------------------
+
+    def begin(self) -> None:
+        self._report = _Report()
+        if self.transactional:
+            self._producer.begin_transaction()
+
+    def send(self, outputs: Sequence[Output]) -> None:
+        """Queue every output (event loop thread; never blocks for long)."""
+        scored_topic = self._settings.scored_topic
+        dead_topic = self._settings.dead_letter_topic
+        counts = self._partitions
+        produce = self._producer.produce
+        report = self._report
         for out in outputs:
-            topic = scored_topic if isinstance(out, Scored) else dead_topic
-            parts = partitions[topic]
+            topic = scored_topic if type(out) is Scored else dead_topic
+            kwargs: dict[str, Any] = {"key": out.key, "value": out.value, "headers": out.headers}
             if out.key is None:
-                index = max(out.source.partition, 0) % len(parts)
-            else:
-                index = (murmur2(out.key) & 0x7FFFFFFF) % len(parts)
-            routes.setdefault((topic, parts[index]), []).append(out)
-        return routes
+                kwargs["partition"] = max(out.source.partition, 0) % counts[topic]
+            callback = _Callback(report, out)
+            while True:
+                try:
+                    produce(topic, on_delivery=callback, **kwargs)
+                    break
+                except BufferError:  # the local queue is full: let librdkafka drain it
+                    self._producer.poll(0.05)
+                except KafkaException as exc:
+                    report.add(out, exc.args[0])
+                    break
 
-    async def publish(self, outputs: Sequence[Output]) -> None:
-        """Send ``outputs`` and return once the broker has acknowledged all of them."""
-        producer = self._producer
-        assert producer is not None
-        pending: Sequence[Output] = outputs
-        delay = 0.2
-        while pending:
-            sent: list[tuple[list[Output], asyncio.Future[Any]]] = []
-            for (topic, partition), outs in (await self._route(pending)).items():
-                batch, members = producer.create_batch(), list[Output]()
-                for out in outs:
-                    if not _append(batch, out):
-                        batch.close()  # complete: send now instead of lingering for more
-                        future = await producer.send_batch(batch, topic, partition=partition)
-                        sent.append((members, future))
-                        batch, members = producer.create_batch(), list[Output]()
-                        _append(batch, out)
-                    members.append(out)
-                batch.close()  # nothing else will join it: do not wait out linger_ms
-                future = await producer.send_batch(batch, topic, partition=partition)
-                sent.append((members, future))
-            results = await asyncio.gather(*(fut for _, fut in sent), return_exceptions=True)
-            failed = [
-                out
-                for (members, _), result in zip(sent, results)
-                if isinstance(result, BaseException)
-                for out in members
-            ]
-            if failed:
-                errors = {type(r).__name__ for r in results if isinstance(r, BaseException)}
-                logger.warning(
-                    "%d sends failed (%s); retrying in %.1fs", len(failed), errors, delay
-                )
-                self._partitions.clear()
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
-            pending = failed
+    def wait(self, timeout: float) -> tuple[int, list[Failure]]:
+        """Block until every queued record is answered or ``timeout``; (left, failures)."""
+        left = int(self._producer.flush(timeout))
+        return left, list(self._report.failures)
 
-    def account(self, outputs: Sequence[Output]) -> None:
-        """Update counters and end-to-end latency once outputs are acknowledged."""
-        now = time.time()
-        scored: dict[tuple[str, str], int] = {}
-        dead: dict[str, int] = {}
-        latencies: dict[str, list[float]] = {}
-        for out in outputs:
-            if isinstance(out, Scored):
-                scored[(out.model, out.version)] = scored.get((out.model, out.version), 0) + 1
-                if out.source.timestamp:
-                    latencies.setdefault(out.model, []).append(now - out.source.timestamp)
-            else:
-                dead[out.reason] = dead.get(out.reason, 0) + 1
-        for (model, version), n in scored.items():
-            self._metrics.records_scored.labels(model, version).inc(n)
-        for reason, n in dead.items():
-            self._metrics.records_dead_lettered.labels(reason).inc(n)
-        for model, values in latencies.items():
-            histogram = self._metrics.end_to_end_latency.labels(model)
-            for value in values:
-                histogram.observe(max(0.0, value))
+    def commit(self, offsets: list[Any], group_metadata: Any, timeout: float) -> None:
+        """exactly_once: the batch's outputs and input offsets become visible together."""
+        self._producer.send_offsets_to_transaction(offsets, group_metadata, timeout)
+        self._producer.commit_transaction(timeout)
+
+    def abort(self, timeout: float) -> None:
+        if self.transactional:
+            self._producer.abort_transaction(timeout)
+
+    def poll(self) -> None:
+        self._producer.poll(0)
+
+
+class _Callback:
+    """Delivery callback of one output; librdkafka calls it only when delivery failed."""
+
+    __slots__ = ("out", "report")
+
+    def __init__(self, report: _Report, out: Output) -> None:
+        self.report = report
+        self.out = out
+
+    def __call__(self, error: KafkaError | None, message: Any) -> None:
+        if error is not None:
+            self.report.add(self.out, error)
+
+
+def reroute(failures: Sequence[Failure]) -> list[DeadLetter]:
+    """Dead letters for outputs the broker refused for good."""
+    letters: list[DeadLetter] = []
+    for failure in failures:
+        rejection = failure.as_rejection()
+        source = failure.output.source
+        if isinstance(failure.output, Scored):
+            letters.append(dead_letter(source, rejection))
+        elif not any(h == HEADER_ORIGINAL_SIZE for h, _ in failure.output.headers):
+            letters.append(tombstone_letter(source, rejection))
+        else:
+            logger.error(
+                "cannot write even a dead-letter entry for %s[%d]@%d: %s",
+                source.topic,
+                source.partition,
+                source.offset,
+                failure.error,
+            )
+    return letters

@@ -44,10 +44,10 @@ async def produce_records(
         names = list(load_wine().feature_names)
     prefix = id_prefix or uuid.uuid4().hex[:8]
     kafka = producer(settings, linger_ms=max(settings.producer_linger_ms, 10))
-    await kafka.start()
     sent = 0
-    started = time.monotonic()
     try:
+        await kafka.start()
+        started = time.monotonic()
         while count == 0 or sent < count:
             row = rows[sent % len(rows)]
             record_id = f"{prefix}-{sent}"

@@ -1,7 +1,9 @@
 """Publishing a model version to the model topic.
 
-Accepts an ``.onnx`` file as is, or a pickled scikit-learn estimator that is
-converted to ONNX here (see :mod:`service.core.convert`). The message carries the
+Accepts an ``.onnx`` file as is, or a model that is converted to ONNX here
+and checked for parity (see :mod:`service.core.convert`): a pickled
+scikit-learn API estimator (XGBoost and LightGBM ones included), a native
+XGBoost/LightGBM model file, or a PMML document. The message carries the
 artifact inline (base64) or, with ``store_dir``, by reference (a ``file://``
 location, or an ``http(s)://`` one when ``base_url`` says where that directory
 is served); either way with its sha256, which the worker verifies.
@@ -19,7 +21,7 @@ from typing import Any
 import orjson
 
 from service.core.artifacts import sha256_hex
-from service.core.convert import load_estimator, sklearn_to_onnx
+from service.core.convert import convert_file
 from service.core.messages import ModelMessage, encode_model_message
 from service.core.settings import Settings
 from service.kafka.clients import ensure_topics, producer
@@ -58,10 +60,16 @@ def build_message(request: PublishRequest) -> ModelMessage:
     if request.path.suffix == ".onnx":
         artifact = request.path.read_bytes()
     else:
-        estimator = load_estimator(request.path)
-        converted = sklearn_to_onnx(estimator, sample_rows)
+        names = metadata.get("feature_names")
+        converted = convert_file(
+            request.path, sample_rows, feature_names=names if isinstance(names, list) else None
+        )
+        for note in converted.notes:
+            logger.warning("%s: %s", request.path.name, note)
         artifact = converted.onnx
-        metadata.setdefault("converted_from", type(estimator).__name__)
+        metadata.setdefault("converted_from", converted.source)
+        if converted.feature_names is not None:
+            metadata["feature_names"] = converted.feature_names
         metadata["parity_max_abs_diff"] = converted.max_abs_diff
         if converted.classes is not None:
             metadata["classes"] = converted.classes

@@ -37,9 +37,9 @@ async def replay_dead_letters(
     source = consumer(settings, group_id=group)
     sink = producer(settings)
     report = ReplayReport()
-    await source.start()
-    await sink.start()
     try:
+        await source.start()
+        await sink.start()
         partitions = await partitions_of(source, settings.dead_letter_topic) or {0}
         tps = [TopicPartition(settings.dead_letter_topic, p) for p in sorted(partitions)]
         source.assign(tps)

@@ -14,7 +14,7 @@ from sklearn.linear_model import LinearRegression, LogisticRegression
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from service.core.artifacts import fetch_artifact, sha256_hex
+from service.core.artifacts import FetchPolicy, fetch_artifact, sha256_hex
 from service.core.convert import PARITY_TOLERANCE, ConversionError, sklearn_to_onnx
 from service.core.messages import encode_model_message, parse_model_message
 from service.core.registry import ModelRegistry
@@ -163,7 +163,8 @@ def test_build_message_by_reference(trained_logreg: Path, tmp_path: Path) -> Non
     [stored] = list(store.iterdir())
     assert stored.as_uri() == message.location
     assert sha256_hex(stored.read_bytes()) == message.sha256
-    assert fetch_artifact(message, limit=10_000_000, timeout=1) == stored.read_bytes()
+    policy = FetchPolicy(max_bytes=10_000_000, timeout=1, roots=(store.resolve(),))
+    assert fetch_artifact(message, policy) == stored.read_bytes()
 
 
 def test_build_message_from_onnx_file(

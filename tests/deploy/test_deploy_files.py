@@ -32,9 +32,9 @@ from typing import Any, ClassVar
 import pytest
 import yaml
 
-from service.kafka import clients as kafka_clients
 from service.core.metrics import Metrics
 from service.core.settings import Settings
+from service.kafka import clients as kafka_clients
 
 REPO = Path(__file__).resolve().parents[2]
 DOCKERFILE = REPO / "Dockerfile"

@@ -23,9 +23,21 @@ def own_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalKafka]:
         yield broker
 
 
-@pytest.fixture
-def run(own_kafka: LocalKafka, tmp_path: Path, trained: dict[str, Path]) -> Iterator[FaultRun]:
-    yield FaultRun(own_kafka, tmp_path, trained["wine-logreg"], records=4000, rate=1500)
+@pytest.fixture(params=["at_least_once", "exactly_once"])
+def run(
+    request: pytest.FixtureRequest,
+    own_kafka: LocalKafka,
+    tmp_path: Path,
+    trained: dict[str, Path],
+) -> Iterator[FaultRun]:
+    yield FaultRun(
+        own_kafka,
+        tmp_path,
+        trained["wine-logreg"],
+        records=3000,
+        rate=1500,
+        guarantee=request.param,
+    )
     if not own_kafka.is_running():
         own_kafka.start()
 
@@ -37,6 +49,8 @@ def test_no_record_is_lost(run: FaultRun, scenario: str) -> None:
     assert result.lost == 0, result.row()
     assert result.scored + result.dead_lettered == result.sent
     assert all(result.checks.values()), result.row()
+    if run.guarantee == "exactly_once":
+        assert result.duplicates == 0, f"exactly_once duplicated records: {result.row()}"
     if scenario == "sigterm":
         assert result.duplicates == 0, f"a graceful stop rescored records: {result.row()}"
         assert result.checks == {"exit code 0": True}

@@ -27,8 +27,8 @@ def test_rollback_after_restart_and_by_reference_publish(
     trained: dict[str, Path],
     tmp_path: Path,
 ) -> None:
-    settings = make_settings()
     store = tmp_path / "artifacts"
+    settings = make_settings(model_roots=str(store))  # by-reference artifacts live there
     run_cli(settings, "publish", str(trained["wine-logreg"]), "--name", "wine", "--version", "1")
     out = run_cli(
         settings, "publish", str(trained["wine-forest"]), "--name", "wine", "--version", "2",

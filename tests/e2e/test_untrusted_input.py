@@ -135,6 +135,7 @@ def test_every_bad_model_is_rejected_with_its_reason_and_v1_keeps_serving(
     slow_server: str,
 ) -> None:
     settings, worker = wine_worker(max_model_bytes=100_000, fetch_timeout=1.0)
+    [root] = settings.model_root_paths  # file:// locations are allowed only under it
 
     from sklearn.linear_model import LogisticRegression
 
@@ -167,9 +168,9 @@ def test_every_bad_model_is_rejected_with_its_reason_and_v1_keeps_serving(
         (
             "fetch_failed",
             "14",
-            _message("14", good_onnx, data=None, location=(tmp_path / "nope.onnx").as_uri()),
+            _message("14", good_onnx, data=None, location=(root / "nope.onnx").resolve().as_uri()),
         ),
-        ("fetch_failed", "15", _message("15", good_onnx, data=None, location=slow_server)),
+        ("fetch_timeout", "15", _message("15", good_onnx, data=None, location=slow_server)),
     ]
     send_raw(settings, settings.model_topic, [(b"wine", value) for _, _, value in cases])
 

@@ -1,0 +1,145 @@
+"""What travels between the data feed and the scoring agent, and how a batch fares.
+
+:class:`Batch` is the one event the scoring agent gets per fetched batch; its
+future carries the outputs back. :class:`BatchState` remembers whether the
+batch in flight makes progress, so ``/ready`` can say "stalled" (with the
+partitions and the error) instead of answering 200 while nothing moves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
+
+from service.core import errors
+from service.core.metrics import Metrics
+from service.core.scoring import InputRecord, Scored
+from service.kafka.publisher import Failure, Output, tombstone_letter
+
+__all__ = ["Batch", "BatchState", "account", "records_of", "rewind"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(eq=False)
+class Batch:
+    """Records for the scoring agent, and the future of their outputs."""
+
+    records: list[InputRecord]
+    done: asyncio.Future[list[Output]] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+
+
+@dataclass
+class BatchState:
+    """Progress of the data feed: the batch in flight, since when, and its last error."""
+
+    stall_after: float = 30.0
+    since: float | None = None
+    partitions: list[str] = field(default_factory=list)
+    last_error: str = ""
+    batches: int = 0
+
+    def started(self, offsets: Sequence[TopicPartition]) -> None:
+        self.since = time.monotonic()
+        self.partitions = [f"{tp.topic}[{tp.partition}]" for tp in offsets]
+        self.last_error = ""
+
+    def failed(self, failures: Sequence[Failure], left: int) -> None:
+        if failures:
+            first = failures[0].error
+            self.last_error = f"{len(failures)} outputs failed, e.g. {first.name()}: {first.str()}"
+        elif left:
+            self.last_error = f"{left} outputs not acknowledged yet (broker unreachable?)"
+
+    def committed(self) -> None:
+        self.since = None
+        self.batches += 1
+
+    def idle(self) -> None:
+        """Nothing to read: no lag, so nothing can be stalled."""
+        self.since = None
+
+    def stalled(self) -> str | None:
+        """Why the feed is stuck, when the batch in flight is older than ``stall_after``."""
+        if self.since is None:
+            return None
+        age = time.monotonic() - self.since
+        if age < self.stall_after:
+            return None
+        return (
+            f"no progress for {age:.0f}s on {', '.join(self.partitions)}"
+            f"{': ' + self.last_error if self.last_error else ''}"
+        )
+
+
+def account(metrics: Metrics, outputs: Sequence[Output]) -> None:
+    """Update counters and end-to-end latency once outputs are acknowledged."""
+    now = time.time()
+    scored: dict[tuple[str, str], int] = {}
+    dead: dict[str, int] = {}
+    latencies: dict[str, list[float]] = {}
+    for out in outputs:
+        if type(out) is Scored:
+            scored[(out.model, out.version)] = scored.get((out.model, out.version), 0) + 1
+            if out.source.timestamp:
+                latencies.setdefault(out.model, []).append(now - out.source.timestamp)
+        else:
+            reason: Any = getattr(out, "reason", "error")
+            dead[reason] = dead.get(reason, 0) + 1
+    for (model, version), n in scored.items():
+        labels = metrics.model_label(model), metrics.version_label(model, version)
+        metrics.records_scored.labels(*labels).inc(n)
+    for reason, n in dead.items():
+        metrics.records_dead_lettered.labels(reason).inc(n)
+    for model, values in latencies.items():
+        histogram = metrics.end_to_end_latency.labels(metrics.model_label(model))
+        for value in values:
+            histogram.observe(max(0.0, value))
+
+
+def records_of(
+    messages: list[Message],
+) -> tuple[list[InputRecord], list[Output], list[TopicPartition]]:
+    """Input records, dead letters for what the client could not read, offsets to commit."""
+    records: list[InputRecord] = []
+    letters: list[Output] = []
+    ends: dict[tuple[str, int], int] = {}
+    for m in messages:
+        error = m.error()
+        topic, partition, offset = m.topic() or "", m.partition(), m.offset()
+        if partition is None or offset is None or offset < 0:
+            logger.warning("data consumer: %s", error)
+            continue
+        if error is None:
+            records.append(
+                InputRecord(m.key(), m.value(), topic, partition, offset, m.timestamp()[1] / 1000)
+            )
+        else:
+            where = InputRecord(None, None, topic, partition, offset)
+            letters.append(tombstone_letter(where, errors.UndecodableBatch(str(error)[:500])))
+        if offset + 1 > ends.get((topic, partition), -1):
+            ends[(topic, partition)] = offset + 1
+    return records, letters, [TopicPartition(t, p, o) for (t, p), o in ends.items()]
+
+
+def rewind(consumer: Consumer, offsets: list[TopicPartition]) -> None:
+    """Read the batch again from the last committed offsets of its partitions."""
+    try:
+        committed = consumer.committed(offsets, timeout=5.0)
+    except KafkaException as exc:
+        logger.warning("cannot read committed offsets (%s); the group will restore them", exc)
+        return
+    for tp in committed:
+        if tp.offset >= 0:
+            try:
+                consumer.seek(tp)
+            except KafkaException as exc:  # no longer ours: its new owner reads it
+                logger.debug("seek %s: %s", tp, exc)

@@ -1,0 +1,44 @@
+"""Blocking client calls with a bound: a silent broker never holds up the event loop or a stop.
+
+librdkafka's synchronous commit and its close have no timeout; they run on a
+daemon thread of their own, and the caller stops waiting when its time is up
+(the process may exit with such a thread still blocked).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable
+
+__all__ = ["bounded"]
+
+
+async def bounded(fn: Callable[[], None], timeout: float) -> bool:
+    """Run ``fn`` on a daemon thread; False if it is still running after ``timeout``."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[None] = loop.create_future()
+
+    def run() -> None:
+        try:
+            fn()
+        except BaseException as exc:  # handed to the waiting coroutine
+            loop.call_soon_threadsafe(_settle, done, exc)
+        else:
+            loop.call_soon_threadsafe(_settle, done, None)
+
+    threading.Thread(target=run, daemon=True, name="kafka-bounded").start()
+    try:
+        await asyncio.wait_for(asyncio.shield(done), timeout)
+    except TimeoutError:
+        return False
+    return True
+
+
+def _settle(future: asyncio.Future[None], error: BaseException | None) -> None:
+    if future.done():
+        return
+    if error is None:
+        future.set_result(None)
+    else:
+        future.set_exception(error)
