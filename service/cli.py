@@ -20,7 +20,7 @@ from typing import Any, NoReturn
 
 from service.core.settings import Settings
 from service.tools.errors import ToolError, kafka_errors, one_line
-from service.tools.usage import HELP, MAIN_EPILOG
+from service.tools.usage import HELP, MAIN_EPILOG, add_arguments
 
 __all__ = ["main"]
 
@@ -48,6 +48,7 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_publish(settings: Settings, args: argparse.Namespace) -> int:
     from service.tools.publish import PublishRequest
     from service.tools.publishing import describe, parse_metadata, prepare, send
+    from service.tools.rollouts import policy_of
 
     request = PublishRequest(
         path=Path(args.file),
@@ -61,9 +62,57 @@ def cmd_publish(settings: Settings, args: argparse.Namespace) -> int:
     key = Path(args.signing_key) if args.signing_key else None
     with _spinner(f"converting and checking {request.path.name}"):
         message = prepare(request, key)
+    if args.shadow or args.canary is not None:
+        return _start_rollout(settings, args, message)
+    policy_of(args.promote_after, args.min_agreement, args.max_p99_ms, args.max_error_rate, False)
     with _spinner(f"publishing to {settings.model_topic}"):
         send(settings, message)
     print(describe(message, settings.model_topic))
+    return 0
+
+
+def _start_rollout(settings: Settings, args: argparse.Namespace, message: Any) -> int:
+    from service.tools.rollouts import describe_step, policy_of, start_rollout
+
+    policy = policy_of(
+        args.promote_after, args.min_agreement, args.max_p99_ms, args.max_error_rate, True
+    )
+    with _spinner(f"starting the rollout on {settings.control_topic}"):
+        control = start_rollout(settings, message, canary=args.canary, policy=policy, why=args.why)
+    print(describe_step(control, settings))
+    return 0
+
+
+def cmd_end_rollout(settings: Settings, args: argparse.Namespace) -> int:
+    """``promote`` or ``abort``."""
+    from service.tools.rollouts import describe_step, end_rollout
+
+    promote = args.command == "promote"
+    control = end_rollout(settings, args.name, "promoted" if promote else "aborted", args.why)
+    print(describe_step(control, settings))
+    return 0
+
+
+def cmd_backtest(settings: Settings, args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from service.tools.backtest import backtest, parse_time, report_json, report_table
+    from service.tools.publish import PublishRequest
+    from service.tools.publishing import parse_metadata, prepare
+
+    since = parse_time(args.from_time)
+    metadata = parse_metadata(args.metadata)
+    request = PublishRequest(Path(args.file), args.name, args.version, metadata=metadata)
+    with _spinner(f"converting and checking {request.path.name}"):
+        candidate = prepare(request)
+    with _spinner(f"scoring up to {args.count} records of {settings.data_topic}"):
+        report = backtest(
+            settings, candidate, count=args.count, from_offset=args.from_offset, from_time=since
+        )
+    if args.json:
+        print(report_json(report))
+    else:
+        Console().print(report_table(report))
     return 0
 
 
@@ -144,13 +193,19 @@ def cmd_keygen(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from service.tools.status import fetch_status, status_json, status_table
+    from service.tools import status as tool
 
-    status = fetch_status(args.url or f"http://localhost:{settings.http_port}")
-    if args.json:
-        print(status_json(status))
+    url = args.url or f"http://localhost:{settings.http_port}"
+    if args.fleet:
+        fleet = tool.fetch_fleet(url)
+        table, text = tool.fleet_table(fleet), tool.fleet_json(fleet)
     else:
-        Console().print(status_table(status))
+        status = tool.fetch_status(url)
+        table, text = tool.status_table(status), tool.status_json(status)
+    if args.json:
+        print(text)
+    else:
+        Console().print(table)
     return 0
 
 
@@ -163,6 +218,9 @@ COMMANDS = {
     "keygen": cmd_keygen,
     "replay-dlq": cmd_replay_dlq,
     "rollback": cmd_rollback,
+    "promote": cmd_end_rollout,
+    "abort": cmd_end_rollout,
+    "backtest": cmd_backtest,
 }
 
 
@@ -171,49 +229,6 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
-
-
-def _arguments(name: str, p: argparse.ArgumentParser) -> None:
-    if name == "publish":
-        p.add_argument("file", help="a .onnx file, or a joblib/pickle estimator to convert")
-        p.add_argument("--name", required=True, help="model name (records name it in `model`)")
-        p.add_argument("--version", required=True, help="version label, unique per name")
-        p.add_argument("--description", default="")
-        p.add_argument("--metadata", help="JSON object, or @file.json")
-        p.add_argument(
-            "--by-reference", metavar="DIR", help="store the artifact in DIR, send a URL"
-        )
-        p.add_argument(
-            "--base-url", help="with --by-reference: the http(s) URL where DIR is served"
-        )
-        p.add_argument("--signing-key", metavar="KEY", help="Ed25519 private key from `keygen`")
-    elif name == "replay-dlq":
-        p.add_argument("--reason", action="append", help="only this reason code (repeatable)")
-        p.add_argument("--dry-run", action="store_true", help="count, send nothing")
-    elif name == "rollback":
-        p.add_argument("name", help="the model name")
-        p.add_argument(
-            "--to", metavar="VERSION", help="default: the version made current before this one"
-        )
-        p.add_argument(
-            "--url", help="a worker: take the version it serves as current, skip ones it rejected"
-        )
-    elif name == "keygen":
-        p.add_argument("path", help="private key file; the public key is written to PATH.pub")
-        p.add_argument("--force", action="store_true", help="replace existing key files")
-    elif name == "produce":
-        p.add_argument("--count", type=int, default=1000, help="records to send (0 = forever)")
-        p.add_argument("--rate", type=float, default=0.0, help="records per second (0 = flat out)")
-        p.add_argument("--model", default="wine", help="the model records name")
-        p.add_argument("--named", action="store_true", help="send features by name")
-        p.add_argument("--id-prefix", default=None, help="record ids are PREFIX-0, PREFIX-1, ...")
-    elif name == "train":
-        p.add_argument("--out", default="models/trained", help="directory for the models")
-        p.add_argument("--kind", action="append", help="an example kind (repeatable; default all)")
-        p.add_argument("--seed", type=int, default=0)
-    elif name == "status":
-        p.add_argument("--url", help="the worker (default: http://localhost:HOTSWAP_HTTP_PORT)")
-        p.add_argument("--json", action="store_true", help="one JSON document instead of a table")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -238,7 +253,7 @@ def _parser() -> argparse.ArgumentParser:
             formatter_class=argparse.RawDescriptionHelpFormatter,
             parents=[] if name == "worker" else [common],
         )
-        _arguments(name, command)
+        add_arguments(name, command)
     return parser
 
 

@@ -29,6 +29,7 @@ from faust.app.base import BootStrategy
 from faust.contrib.asgi import AsgiService
 from mode.utils.queues import FlowControlEvent, ThrowableQueue
 
+from service.core.control import RolloutControl
 from service.core.metrics import Metrics
 from service.core.registry import BuildLimits, ModelRegistry
 from service.core.scoring import Scorer
@@ -36,8 +37,11 @@ from service.core.settings import Settings
 from service.core.signing import Verifier, load_public_key
 from service.core.swap import Swapper
 from service.http.api import Readiness, create_api
+from service.http.rollouts import create_rollout_router
 from service.kafka.batch import Batch
 from service.kafka.data_feed import DataFeed
+from service.kafka.decider import Decider
+from service.kafka.fleet import Fleet
 from service.kafka.model_feed import ModelFeed, ModelUpdate
 from service.kafka.publisher import Publisher
 
@@ -103,7 +107,10 @@ class WorkerParts:
     registry: ModelRegistry
     metrics: Metrics
     models: ModelFeed
+    control: ModelFeed  # the control topic of rollouts, read like the model topic
     data: DataFeed
+    fleet: Fleet
+    decider: Decider
     publisher: Publisher
     api: FastAPI
     http: AsgiService
@@ -119,11 +126,13 @@ def build_worker(settings: Settings) -> WorkerParts:
         verifier=Verifier(load_public_key(settings.verify_key)) if settings.verify_key else None,
     )
     swapper = Swapper(registry, metrics)
+    rollouts = RolloutControl(registry, metrics, swapper.build)
     scorer = Scorer(
         registry, max_record_bytes=settings.max_record_bytes, default_model=settings.default_model
     )
     publisher = Publisher(settings, transactional=settings.processing_guarantee == "exactly_once")
     model_channel = HandOverChannel(app)
+    control_channel = HandOverChannel(app)
     batch_channel = HandOverChannel(app)
 
     @app.agent(model_channel, name="models", concurrency=1)  # type: ignore[misc]
@@ -135,6 +144,19 @@ def build_worker(settings: Settings) -> WorkerParts:
                     await swapper.settle()
                 else:
                     await swapper.submit(update.key, update.value)
+            finally:
+                if not update.done.done():
+                    update.done.set_result(None)
+
+    @app.agent(control_channel, name="rollouts", concurrency=1)  # type: ignore[misc]
+    async def control_agent(updates: Any) -> None:
+        """Begin, change, promote or abort rollouts, in control-topic order."""
+        async for update in updates:
+            try:
+                if update.barrier:
+                    await rollouts.settle()
+                else:
+                    await rollouts.submit(update.key, update.value, replay=update.replay)
             finally:
                 if not update.done.done():
                     update.done.set_result(None)
@@ -160,13 +182,23 @@ def build_worker(settings: Settings) -> WorkerParts:
     async def hand_over_model(update: ModelUpdate) -> None:
         await model_channel.put(update)
 
+    async def hand_over_control(update: ModelUpdate) -> None:
+        await control_channel.put(update)
+
     async def hand_over_batch(batch: Batch) -> None:
         await batch_channel.put(batch)
 
     models = ModelFeed(settings, hand_over_model)
+    control = ModelFeed(
+        settings,
+        hand_over_control,
+        topic=settings.control_topic,
+        label="control",
+        after=models.replayed,
+    )
     data = DataFeed(
         settings,
-        models_replayed=models.replayed,
+        models_replayed=control.replayed,  # the control topic replays after the model topic
         hand_over=hand_over_batch,
         publisher=publisher,
         metrics=metrics,
@@ -176,18 +208,22 @@ def build_worker(settings: Settings) -> WorkerParts:
     async def finish_in_flight_batch(sender: Any, *args: Any, **kwargs: Any) -> None:
         swapper.close()  # a model fetch in progress ends now; nothing waits for it
         await data.stop()  # before the agents stop: the last batch completes and commits
+        await decider.stop()
+        await fleet.stop()  # a tombstone: this worker leaves the fleet view now
+        await control.stop()
         await models.stop()
 
     app.on_before_shutdown.connect(finish_in_flight_batch)  # type: ignore[arg-type]
 
     def readiness() -> Readiness:
-        replayed = models.replayed.is_set()
+        replayed = models.replayed.is_set() and control.replayed.is_set()
         reachable = models.broker_reachable
         stalled = data.progress.stalled()
         metrics.stalled.set(1 if stalled else 0)
         reasons = [
             "" if reachable else "broker unreachable",
-            "" if replayed else "model topic not replayed yet",
+            "" if models.replayed.is_set() else "model topic not replayed yet",
+            "" if control.replayed.is_set() else "control topic not replayed yet",
             "" if publisher.started or not replayed else "output producer not started",
             stalled or "",
             f"crashed: {app._crash_reason}" if app._crash_reason else "",
@@ -202,14 +238,24 @@ def build_worker(settings: Settings) -> WorkerParts:
             reason=reason,
         )
 
-    api = create_api(registry, metrics, readiness, max_request_bytes=settings.max_request_bytes)
+    ready = lambda: readiness().ready  # noqa: E731
+    fleet = Fleet(settings, registry, partitions=data.partitions, ready=ready)
+    decider = Decider(settings, registry, fleet, metrics, partitions=data.partitions)
+    api = create_api(
+        registry,
+        metrics,
+        readiness,
+        max_request_bytes=settings.max_request_bytes,
+        routers=[create_rollout_router(registry, fleet.view)],
+    )
     http = AsgiService(
         api,
         host=settings.http_host,
         port=settings.http_port,
         uvicorn_options={"access_log": False, "log_level": "warning"},
     )
-    return WorkerParts(settings, app, registry, metrics, models, data, publisher, api, http)
+    feeds = (models, control, data, fleet, decider)
+    return WorkerParts(settings, app, registry, metrics, *feeds, publisher, api, http)
 
 
 def run_worker(settings: Settings) -> None:
@@ -219,7 +265,10 @@ def run_worker(settings: Settings) -> None:
         parts.app,
         parts.http,
         parts.models,
+        parts.control,
         parts.data,
+        parts.fleet,
+        parts.decider,
         loglevel=settings.log_level,
         redirect_stdouts=False,
         quiet=True,

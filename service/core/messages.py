@@ -32,6 +32,7 @@ __all__ = [
     "DataRecord",
     "Features",
     "ModelMessage",
+    "archive_key",
     "decode_record",
     "encode_model_message",
     "parse_model_message",
@@ -108,6 +109,11 @@ def parse_model_message(key: bytes | None, value: bytes) -> ModelMessage:
 def encode_model_message(message: ModelMessage) -> bytes:
     """Serialize a model message for the model topic."""
     return orjson.dumps(message.model_dump(mode="json", exclude_none=True))
+
+
+def archive_key(name: str, version: str) -> bytes:
+    """Key of a version in the archive topic: compaction keeps one message per version."""
+    return f"{name}\x00{version}".encode()
 
 
 @dataclass(slots=True, frozen=True)

@@ -131,6 +131,19 @@ class Metrics:
             "1 while the batch in flight makes no progress for HOTSWAP_STALL_TIMEOUT.",
             registry=r,
         )
+        # --- rollouts ---
+        self.records_shadowed = Counter(
+            "hotswap_records_shadowed",
+            "Records a shadow candidate scored (written to the shadow topic).",
+            ["model", "version"],
+            registry=r,
+        )
+        self.rollout_steps = Counter(
+            "hotswap_rollout_steps",
+            "Control messages applied, by stage (shadow, canary, promoted, aborted).",
+            ["model", "stage"],
+            registry=r,
+        )
 
     # --- bounded labels ----------------------------------------------------------
 
@@ -172,7 +185,8 @@ class Metrics:
                 return
             if len(versions) == self._versions_per_model:
                 dropped = versions.popleft()
-                for family in (self.records_scored, self.http_inferences, self.model_info):
+                families = (self.records_scored, self.records_shadowed, self.http_inferences)
+                for family in (*families, self.model_info):
                     _remove(family, model, dropped)
             versions.append(version)
 
@@ -187,6 +201,10 @@ class Metrics:
                 _remove(self.model_info, model, old_version)
             self.model_info.labels(model, version).set(1)
         self.model_swaps.labels(label).inc()
+
+    def candidate(self, model: str, version: str) -> None:
+        """``version`` of ``model`` scores as a rollout candidate: it gets its version label."""
+        self._serve(model, version)
 
     def removed(self, model: str, version: str) -> None:
         """``model`` no longer serves (a tombstone)."""

@@ -16,22 +16,25 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
-
-import numpy as np
+from typing import TYPE_CHECKING, Any, Literal
 
 from service.core import errors
 from service.core.artifacts import FetchPolicy, fetch_artifact
+from service.core.checks import check_compatible, warm_up
 from service.core.messages import ModelMessage
 from service.core.runtime import ModelRuntime, load_runtime
 from service.core.settings import Settings
 from service.core.stats import LatencyStats
 
+if TYPE_CHECKING:
+    from service.core.rollout import Rollout
+    from service.core.rollout_messages import ControlMessage
+
 __all__ = ["BuildLimits", "HistoryEntry", "ModelRegistry", "ServingModel"]
 
 logger = logging.getLogger(__name__)
 
-Status = Literal["accepted", "rejected", "retired", "removed"]
+Status = Literal["accepted", "rejected", "retired", "removed", "candidate", "promoted", "aborted"]
 _HISTORY_LIMIT = 100
 
 
@@ -60,7 +63,8 @@ class ServingModel:
 
 @dataclass(slots=True, frozen=True)
 class HistoryEntry:
-    """One version's fate: accepted, rejected (with why), retired by a newer one, removed."""
+    """One version's fate: accepted, rejected (with why), retired by a newer one, removed;
+    or a rollout step: candidate (shadow or canary), promoted, aborted (with who and why)."""
 
     version: str
     status: Status
@@ -68,6 +72,8 @@ class HistoryEntry:
     sha256: str | None = None
     reason: str | None = None
     detail: str | None = None
+    who: str | None = None
+    why: str | None = None
 
 
 @dataclass(slots=True)
@@ -114,6 +120,7 @@ class ModelRegistry:
         self._threads = threads
         self._current: dict[str, ServingModel] = {}
         self._history: dict[str, deque[HistoryEntry]] = {}
+        self._rollouts: dict[str, Rollout] = {}  # the candidate slot of each name
         self._cancel = threading.Event()
 
     # --- reading -------------------------------------------------------------
@@ -131,6 +138,12 @@ class ModelRegistry:
     def known(self, name: str) -> bool:
         return name in self._history
 
+    def rollout(self, name: str) -> Rollout | None:
+        return self._rollouts.get(name)
+
+    def rollouts(self) -> list[Rollout]:
+        return [self._rollouts[n] for n in sorted(self._rollouts)]
+
     # --- building (thread-safe: reads only) -----------------------------------
 
     def build(self, message: ModelMessage) -> ServingModel:
@@ -143,57 +156,15 @@ class ModelRegistry:
             message.format, artifact, metadata=message.metadata, threads=self._threads
         )
         try:
-            self._check_compatible(message, runtime, self._current.get(message.name))
-            self._warm_up(message, runtime)
+            current = self._current.get(message.name)
+            old = current.runtime.signature if current is not None else None
+            check_compatible(message, runtime.signature, old, current.version if current else "?")
+            warm_up(message, runtime, self._limits.warmup_rows)
         except BaseException:
             runtime.close()
             raise
         load_ms = (_now() - started).total_seconds() * 1000
         return ServingModel(message=message, runtime=runtime, load_ms=load_ms)
-
-    @staticmethod
-    def _check_compatible(
-        message: ModelMessage, runtime: ModelRuntime, current: ServingModel | None
-    ) -> None:
-        """A new version must accept the records the old one accepted, unless told otherwise."""
-        if current is None or message.metadata.get("schema_change") is True:
-            return
-        old, new = current.runtime.signature, runtime.signature
-        if old.width != new.width:
-            raise errors.IncompatibleInputs(
-                f"version {message.version} takes {new.width} features but records for "
-                f"{message.name!r} carry {old.width} (set metadata.schema_change=true to allow)"
-            )
-        if old.feature_names and new.feature_names and old.feature_names != new.feature_names:
-            raise errors.IncompatibleInputs(
-                f"feature names of {message.version} differ from those of {current.version}"
-            )
-
-    def _warm_up(self, message: ModelMessage, runtime: ModelRuntime) -> None:
-        """Run the model once on its samples (checking expected labels) or on zeros."""
-        samples = message.metadata.get("samples")
-        width = runtime.signature.width
-        try:
-            if isinstance(samples, dict) and isinstance(samples.get("inputs"), list):
-                batch = np.asarray(samples["inputs"], dtype=np.float32).reshape(-1, width)
-            else:
-                batch = np.zeros((self._limits.warmup_rows, width), dtype=np.float32)
-            outputs = runtime.predict(batch)
-        except errors.ModelRejected:
-            raise
-        except Exception as exc:
-            raise errors.WarmupFailed(f"warm-up prediction failed: {exc}") from None
-        for name, value in outputs.items():
-            if len(value) != len(batch):
-                raise errors.WarmupFailed(f"output {name!r} has {len(value)} rows for {len(batch)}")
-        expected = samples.get("labels") if isinstance(samples, dict) else None
-        label = runtime.signature.label_output
-        if expected is not None and label is not None:
-            got = outputs[label].reshape(-1).tolist()
-            if [str(x) for x in got] != [str(x) for x in expected]:
-                raise errors.WarmupFailed(
-                    f"sample predictions {got[:5]} differ from published labels {expected[:5]}"
-                )
 
     def cancel_builds(self) -> None:
         """Make fetches in progress (and later ones) fail fast with ``fetch_cancelled``: on stop."""
@@ -211,7 +182,73 @@ class ModelRegistry:
         entries.append(HistoryEntry(model.version, "accepted", model.since, model.message.sha256))
         if old is not None:
             old.runtime.close()
+        rollout = self._rollouts.get(model.name)
+        if rollout is not None and rollout.stage == "promoted":
+            self._release_if_serving(rollout)  # the promoted candidate now serves through the swap
         return old
+
+    # --- the candidate slot (event loop only) -------------------------------------
+
+    def begin_rollout(self, rollout: Rollout) -> None:
+        """Hold ``rollout`` (its candidate built, or rejected) in place of any earlier one."""
+        old = self._rollouts.get(rollout.name)
+        self._rollouts[rollout.name] = rollout
+        if old is not None and old.candidate is not rollout.candidate:
+            self._release(old)
+        c = rollout.control
+        if rollout.candidate is not None:
+            stage = f"canary {c.fraction:g}" if c.stage == "canary" else c.stage
+            self._note(c.name, c.candidate, "candidate", detail=stage, who=c.who, why=c.why)
+
+    def end_rollout(self, name: str, control: ControlMessage) -> None:
+        """Promote or abort the rollout of ``name``; the history says who and why.
+
+        An aborted candidate is released now; a promoted one takes every record
+        until the model topic's swap to its version lands (:meth:`install`).
+        """
+        rollout = self._rollouts.get(name)
+        msg = control.candidate
+        if rollout is not None:
+            rollout.ended = control
+            msg = msg or rollout.control.candidate
+            if control.stage == "aborted":
+                self._release(rollout)
+            else:
+                self._release_if_serving(rollout)
+        self._note(name, msg, control.stage, who=control.who, why=control.why)  # type: ignore[arg-type]
+
+    def reject_candidate(self, rollout: Rollout, error: errors.HotswapError) -> None:
+        """A candidate that failed to build: the rollout shows why, the history too."""
+        rollout.rejected = f"{error.reason}: {error.detail}"
+        self.begin_rollout(rollout)
+        detail = f"candidate ({rollout.stage}): {error.detail}"
+        self._note(rollout.name, rollout.control.candidate, "rejected", error.reason, detail)
+
+    def _note(
+        self,
+        name: str,
+        msg: ModelMessage | None,
+        status: Status,
+        reason: str | None = None,
+        detail: str | None = None,
+        who: str = "",
+        why: str = "",
+    ) -> None:
+        version, sha = (msg.version, msg.sha256) if msg else ("?", None)
+        entry = HistoryEntry(version, status, _now(), sha, reason, detail, who or None, why or None)
+        self._entries(name).append(entry)
+
+    def _release_if_serving(self, rollout: Rollout) -> None:
+        current, msg = self._current.get(rollout.name), rollout.control.candidate
+        serving = (current.version, current.message.sha256) if current is not None else None
+        if msg is not None and serving == (msg.version, msg.sha256):
+            self._release(rollout)
+
+    @staticmethod
+    def _release(rollout: Rollout) -> None:
+        if rollout.candidate is not None:
+            candidate, rollout.candidate = rollout.candidate, None
+            candidate.runtime.close()
 
     def reject(
         self, name: str, version: str | None, error: errors.HotswapError, sha256: str | None = None

@@ -14,61 +14,34 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import orjson
 
 from service.core import errors
-from service.core.messages import (
-    HEADER_ERROR,
-    HEADER_MODEL,
-    HEADER_REASON,
-    HEADER_SOURCE_OFFSET,
-    HEADER_SOURCE_PARTITION,
-    HEADER_SOURCE_TOPIC,
-    HEADER_VERSION,
-    DataRecord,
-    decode_record,
-    utc_now_iso,
+from service.core.messages import DataRecord, decode_record
+from service.core.outputs import (
+    DeadLetter,
+    Headers,
+    InputRecord,
+    Scored,
+    dead_letter,
+    fixed_headers,
+    render,
+    scored,
 )
 from service.core.registry import ModelRegistry, ServingModel
+from service.core.rollout import Rollout, compare_outputs
 from service.core.runtime import Signature
 
-__all__ = ["BatchResult", "DeadLetter", "InputRecord", "ModelCall", "Scored", "Scorer"]
+__all__ = [
+    "BatchResult",
+    "DeadLetter",
+    "InputRecord",
+    "ModelCall",
+    "Scored",
+    "Scorer",
+    "dead_letter",
+]
 
 logger = logging.getLogger(__name__)
-
-Headers = list[tuple[str, bytes]]
-
-
-@dataclass(slots=True, frozen=True)
-class InputRecord:
-    """A record as read from the data topic."""
-
-    key: bytes | None
-    value: bytes | None
-    topic: str = ""
-    partition: int = -1
-    offset: int = -1
-    timestamp: float | None = None  # seconds since the epoch
-
-
-@dataclass(slots=True, frozen=True)
-class Scored:
-    key: bytes | None
-    value: bytes
-    headers: Headers
-    model: str
-    version: str
-    source: InputRecord
-
-
-@dataclass(slots=True, frozen=True)
-class DeadLetter:
-    key: bytes | None
-    value: bytes | None
-    headers: Headers
-    reason: str
-    detail: str
-    source: InputRecord
 
 
 @dataclass(slots=True, frozen=True)
@@ -85,33 +58,6 @@ class ModelCall:
 class BatchResult:
     outputs: list[Scored | DeadLetter] = field(default_factory=list)
     calls: list[ModelCall] = field(default_factory=list)
-
-
-def _source_headers(record: InputRecord) -> Headers:
-    return [
-        (HEADER_SOURCE_TOPIC, record.topic.encode()),
-        (HEADER_SOURCE_PARTITION, str(record.partition).encode()),
-        (HEADER_SOURCE_OFFSET, str(record.offset).encode()),
-    ]
-
-
-def _fixed_headers(model: ServingModel, topic: str) -> Headers:
-    """The headers every record scored by ``model`` from ``topic`` shares."""
-    return [
-        (HEADER_MODEL, model.name.encode()),
-        (HEADER_VERSION, model.version.encode()),
-        (HEADER_SOURCE_TOPIC, topic.encode()),
-    ]
-
-
-def dead_letter(record: InputRecord, error: errors.HotswapError) -> DeadLetter:
-    """The untouched record plus headers naming why, and where it came from."""
-    headers = [
-        (HEADER_REASON, error.reason.encode()),
-        (HEADER_ERROR, error.detail[:1000].encode("utf-8", "replace")),
-        *_source_headers(record),
-    ]
-    return DeadLetter(record.key, record.value, headers, error.reason, error.detail, record)
 
 
 def _row(features: list[float] | dict[str, float], signature: Signature) -> list[float]:
@@ -156,6 +102,7 @@ class Scorer:
                 slots[i] = dead_letter(record, exc)
                 continue
             groups.setdefault(decoded.model, []).append((i, decoded))
+        shadows: list[Scored] = []
         for name, members in groups.items():
             model = self._registry.get(name)
             if model is None:
@@ -163,8 +110,9 @@ class Scorer:
                     unknown = errors.UnknownModel(f"no model named {name!r} is serving")
                     slots[i] = dead_letter(records[i], unknown)
                 continue
-            self._score_group(model, members, records, slots, result)
+            self._score_group(model, members, records, slots, result, shadows)
         result.outputs = [s for s in slots if s is not None]
+        result.outputs += shadows  # after the batch's own outputs; their topic is another
         return result
 
     def _score_group(
@@ -174,6 +122,7 @@ class Scorer:
         records: Sequence[InputRecord],
         slots: list[Scored | DeadLetter | None],
         result: BatchResult,
+        shadows: list[Scored],
     ) -> None:
         signature = model.runtime.signature
         rows: list[list[float]] = []
@@ -187,25 +136,104 @@ class Scorer:
         if not rows:
             return
         batch = np.asarray(rows, dtype=np.float32)
+        outputs = self._predict(model, batch, result)
+        if outputs is None:
+            self._score_rows(model, batch, positions, members, records, slots, result)
+            return
+        by_index = {i: d.id for i, d in members}
+        ids = [by_index[i] for i in positions]
+        rollout = self._registry.rollout(model.name)
+        if rollout is None or not rollout.active():
+            self._place(model, outputs, ids, positions, records, slots)
+            return
+        taken = self._roll_out(
+            rollout, model, batch, outputs, ids, positions, records, slots, shadows
+        )
+        kept = [j for j in range(len(positions)) if j not in taken]
+        if len(kept) < len(positions):
+            outputs = {k: v[kept] for k, v in outputs.items()}
+        self._place(
+            model, outputs, [ids[j] for j in kept], [positions[j] for j in kept], records, slots
+        )
+
+    def _roll_out(
+        self,
+        rollout: Rollout,
+        model: ServingModel,
+        batch: np.ndarray,
+        outputs: dict[str, np.ndarray],
+        ids: list[Any],
+        positions: list[int],
+        records: Sequence[InputRecord],
+        slots: list[Scored | DeadLetter | None],
+        shadows: list[Scored],
+    ) -> set[int]:
+        """Shadow: the candidate scores every row too, to the shadow topic. Canary: the rows
+        whose key falls below the fraction are the candidate's. Returns the rows it took."""
+        candidate = rollout.candidate
+        assert candidate is not None
+        shadow = rollout.stage == "shadow"
+        if shadow:
+            picked = list(range(len(positions)))
+        else:
+            picked = [
+                j for j, i in enumerate(positions) if rollout.to_candidate(records[i].key, ids[j])
+            ]
+            if not picked:
+                return set()
+        rows = batch if shadow else batch[picked]
+        figures = rollout.comparison
+        got = self._predict(candidate, rows, None)
+        if got is None:  # the serving version's outputs stand for these rows
+            figures.candidate_errors += len(picked)
+            return set()
+        figures.candidate_rows += len(picked)
+        mine = outputs if shadow else {k: v[picked] for k, v in outputs.items()}
+        sig = candidate.runtime.signature
+        compare_outputs(model.runtime.signature, mine, sig, got, len(picked), figures)
+        docs = render(candidate, got, [ids[j] for j in picked])
+        if shadow:
+            shadows.extend(
+                scored(candidate, records[positions[j]], docs[n], shadow=True)
+                for n, j in enumerate(picked)
+            )
+            return set()
+        for n, j in enumerate(picked):
+            slots[positions[j]] = scored(candidate, records[positions[j]], docs[n])
+        return set(picked)
+
+    @staticmethod
+    def _predict(
+        model: ServingModel, batch: np.ndarray, result: BatchResult | None
+    ) -> dict[str, np.ndarray] | None:
+        """One predict call, timed; None when it fails (the caller decides what then)."""
         started = time.perf_counter()
         try:
             outputs = model.runtime.predict(batch)
         except Exception as exc:
-            logger.warning(
-                "batch predict failed for %s, scoring rows one by one: %s", model.name, exc
-            )
-            self._score_rows(model, batch, positions, members, records, slots, result)
-            return
+            logger.warning("batch predict failed for %s %s: %s", model.name, model.version, exc)
+            return None
         seconds = time.perf_counter() - started
-        model.stats.observe(seconds * 1000, len(rows))
-        result.calls.append(ModelCall(model.name, model.version, len(rows), seconds))
-        ids = {i: d.id for i, d in members}
+        model.stats.observe(seconds * 1000, len(batch))
+        if result is not None:
+            result.calls.append(ModelCall(model.name, model.version, len(batch), seconds))
+        return outputs
+
+    @staticmethod
+    def _place(
+        model: ServingModel,
+        outputs: dict[str, np.ndarray],
+        ids: list[Any],
+        positions: list[int],
+        records: Sequence[InputRecord],
+        slots: list[Scored | DeadLetter | None],
+    ) -> None:
         fixed: dict[str, Headers] = {}
-        for j, value in enumerate(self._render(model, outputs, [ids[i] for i in positions])):
+        for j, value in enumerate(render(model, outputs, ids)):
             record = records[positions[j]]
             if record.topic not in fixed:
-                fixed[record.topic] = _fixed_headers(model, record.topic)
-            slots[positions[j]] = self._scored(model, record, value, fixed[record.topic])
+                fixed[record.topic] = fixed_headers(model, record.topic)
+            slots[positions[j]] = scored(model, record, value, fixed[record.topic])
 
     def _score_rows(
         self,
@@ -229,41 +257,4 @@ class Scorer:
             seconds = time.perf_counter() - started
             model.stats.observe(seconds * 1000, 1)
             result.calls.append(ModelCall(model.name, model.version, 1, seconds))
-            slots[i] = self._scored(model, records[i], self._render(model, outputs, [ids[i]])[0])
-
-    @staticmethod
-    def _scored(
-        model: ServingModel, record: InputRecord, value: bytes, fixed: Headers | None = None
-    ) -> Scored:
-        if fixed is None:
-            fixed = _fixed_headers(model, record.topic)
-        headers = [
-            *fixed,
-            (HEADER_SOURCE_PARTITION, str(record.partition).encode()),
-            (HEADER_SOURCE_OFFSET, str(record.offset).encode()),
-        ]
-        return Scored(record.key, value, headers, model.name, model.version, record)
-
-    @staticmethod
-    def _render(model: ServingModel, outputs: dict[str, np.ndarray], ids: list[Any]) -> list[bytes]:
-        """One JSON document per row: id, model, version, label/probabilities or outputs."""
-        sig = model.runtime.signature
-        scored_at = utc_now_iso()
-        columns: dict[str, list[Any]] = {name: value.tolist() for name, value in outputs.items()}
-        labels = columns.pop(sig.label_output) if sig.label_output else None
-        probas = columns.pop(sig.probability_output) if sig.probability_output else None
-        classes = [str(c) for c in sig.classes] if sig.classes else None
-        docs: list[bytes] = []
-        for j, record_id in enumerate(ids):
-            doc: dict[str, Any] = {"id": record_id, "model": model.name, "version": model.version}
-            if labels is not None:
-                label = labels[j]
-                doc["label"] = label[0] if isinstance(label, list) and len(label) == 1 else label
-            if probas is not None:
-                row = probas[j]
-                doc["probabilities"] = dict(zip(classes, row)) if classes else row
-            if columns:
-                doc["outputs"] = {name: col[j] for name, col in columns.items()}
-            doc["scored_at"] = scored_at
-            docs.append(orjson.dumps(doc))
-        return docs
+            slots[i] = scored(model, records[i], render(model, outputs, [ids[i]])[0])

@@ -36,6 +36,13 @@ class Settings(BaseSettings):
     archive_topic: str = Field(
         "models.archive", description="Every published version, kept for rollback."
     )
+    control_topic: str = Field(
+        "models.control", description="Compacted topic of rollouts (shadow, canary, ...)."
+    )
+    shadow_topic: str = Field("scored.shadow", description="Outputs of shadow candidates.")
+    status_topic: str = Field(
+        "hotswap.status", description="Compacted topic of worker heartbeats (the fleet view)."
+    )
     app_id: str = Field("hotswap", description="Consumer group of the scoring workers.")
     http_host: str = Field("0.0.0.0", description="Interface the HTTP API binds to.")
     http_port: int = Field(8000, description="Port of the HTTP API.")

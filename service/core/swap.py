@@ -29,7 +29,7 @@ import orjson
 from service.core import errors
 from service.core.messages import ModelMessage, parse_model_message
 from service.core.metrics import Metrics
-from service.core.registry import ModelRegistry
+from service.core.registry import ModelRegistry, ServingModel
 
 __all__ = ["Swapper"]
 
@@ -150,15 +150,19 @@ class Swapper:
         self._retrying.add(task)
         task.add_done_callback(self._retrying.discard)
 
-    async def _install(self, message: ModelMessage) -> None:
+    async def build(self, message: ModelMessage) -> ServingModel:
+        """Build ``message`` off the event loop; any failure is a :class:`ModelRejected`."""
         loop = asyncio.get_running_loop()
         try:
-            model = await loop.run_in_executor(self._executor, self._registry.build, message)
+            return await loop.run_in_executor(self._executor, self._registry.build, message)
         except errors.ModelRejected:
             raise
         except Exception as exc:  # an unexpected failure is still a rejection, not a crash
             logger.exception("unexpected error loading %s %s", message.name, message.version)
             raise errors.InvalidModel(f"{type(exc).__name__}: {exc}") from None
+
+    async def _install(self, message: ModelMessage) -> None:
+        model = await self.build(message)
         old = self._registry.install(model)
         self._metrics.swapped(model.name, model.version, old.version if old else None)
         self._metrics.model_load_seconds.labels(self._metrics.model_label(model.name)).observe(

@@ -9,11 +9,11 @@ at ``max_request_bytes`` (413 beyond it, before the body is buffered).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import FastAPI, HTTPException, Path, Response
+from fastapi import APIRouter, FastAPI, HTTPException, Path, Response
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
@@ -70,11 +70,15 @@ class ModelSummary(BaseModel):
 
 class HistoryView(BaseModel):
     version: str
-    status: str = Field(description="accepted, rejected, retired or removed")
+    status: str = Field(
+        description="accepted, rejected, retired or removed; rollouts: candidate, promoted, aborted"
+    )
     at: datetime
     sha256: str | None = None
     reason: str | None = Field(None, description="Stable rejection code, e.g. sha256_mismatch.")
     detail: str | None = None
+    who: str | None = Field(None, description="Who promoted or aborted (rollouts).")
+    why: str | None = Field(None, description="Why (rollouts; automatic ones name figures).")
 
 
 def create_api(
@@ -84,11 +88,13 @@ def create_api(
     *,
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
     inference_threads: int = 2,
+    routers: Sequence[APIRouter] = (),
 ) -> FastAPI:
     """Build the FastAPI app over ``registry``; ``readiness`` is asked on every /ready.
 
     ``max_request_bytes`` is ``Settings.max_request_bytes`` (``HOTSWAP_MAX_REQUEST_BYTES``);
-    OIP v2 inference runs on at most ``inference_threads`` threads, off the event loop.
+    OIP v2 inference runs on at most ``inference_threads`` threads, off the event loop;
+    ``routers`` are more views (the worker's rollouts and fleet, :mod:`service.http.rollouts`).
     """
     api = FastAPI(
         title="hotswap",
@@ -107,6 +113,8 @@ def create_api(
         )
     )
     api.add_middleware(BodyLimit, max_bytes=max_request_bytes)
+    for router in routers:
+        api.include_router(router)
 
     @api.get("/health", tags=["health"])
     async def health() -> dict[str, str]:
@@ -156,6 +164,8 @@ def create_api(
                 sha256=e.sha256,
                 reason=e.reason,
                 detail=e.detail,
+                who=e.who,
+                why=e.why,
             )
             for e in entries
         ]

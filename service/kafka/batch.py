@@ -84,19 +84,23 @@ def account(metrics: Metrics, outputs: Sequence[Output]) -> None:
     """Update counters and end-to-end latency once outputs are acknowledged."""
     now = time.time()
     scored: dict[tuple[str, str], int] = {}
+    shadowed: dict[tuple[str, str], int] = {}
     dead: dict[str, int] = {}
     latencies: dict[str, list[float]] = {}
     for out in outputs:
-        if type(out) is Scored:
+        if type(out) is Scored and out.shadow:
+            shadowed[(out.model, out.version)] = shadowed.get((out.model, out.version), 0) + 1
+        elif type(out) is Scored:
             scored[(out.model, out.version)] = scored.get((out.model, out.version), 0) + 1
             if out.source.timestamp:
                 latencies.setdefault(out.model, []).append(now - out.source.timestamp)
         else:
             reason: Any = getattr(out, "reason", "error")
             dead[reason] = dead.get(reason, 0) + 1
-    for (model, version), n in scored.items():
-        labels = metrics.model_label(model), metrics.version_label(model, version)
-        metrics.records_scored.labels(*labels).inc(n)
+    for family, counts in ((metrics.records_scored, scored), (metrics.records_shadowed, shadowed)):
+        for (model, version), n in counts.items():
+            labels = metrics.model_label(model), metrics.version_label(model, version)
+            family.labels(*labels).inc(n)
     for reason, n in dead.items():
         metrics.records_dead_lettered.labels(reason).inc(n)
     for model, values in latencies.items():

@@ -174,27 +174,25 @@ async def partitions_of(client: AIOKafkaConsumer, topic: str) -> set[int]:
 
 
 async def ensure_topics(settings: Settings, *, timeout: float = 30.0) -> None:
-    """Create the topics if absent: the model and archive topics compacted, one partition.
+    """Create the topics if absent: model, archive, control and status compacted, one partition.
 
     One model-topic partition keeps every model message in one total order, so
     "the newest message per name is current" means the same on every worker.
     """
     rf = settings.replication_factor
+    big = {"max.message.bytes": str(16 * 1024**2)}  # a model inline, or a candidate in a rollout
+
+    def compacted(name: str, **configs: str) -> NewTopic:
+        return NewTopic(name, 1, rf, topic_configs={"cleanup.policy": "compact", **configs})
+
     wanted = [
-        NewTopic(
-            settings.model_topic,
-            1,
-            rf,
-            topic_configs={"cleanup.policy": "compact", "max.message.bytes": str(16 * 1024**2)},
-        ),
-        NewTopic(
-            settings.archive_topic,
-            1,
-            rf,
-            topic_configs={"cleanup.policy": "compact", "max.message.bytes": str(16 * 1024**2)},
-        ),
+        compacted(settings.model_topic, **big),
+        compacted(settings.archive_topic, **big),
+        compacted(settings.control_topic, **big),
+        compacted(settings.status_topic, **{"segment.ms": str(3_600_000)}),
         NewTopic(settings.data_topic, settings.data_partitions, rf),
         NewTopic(settings.scored_topic, settings.data_partitions, rf),
+        NewTopic(settings.shadow_topic, settings.data_partitions, rf),
         NewTopic(settings.dead_letter_topic, settings.data_partitions, rf),
     ]
     admin = AIOKafkaAdminClient(request_timeout_ms=int(timeout * 1000), **client_options(settings))

@@ -86,6 +86,10 @@ class DataFeed(Service):
     def assigned_partitions(self) -> int:
         return len(self._assigned)
 
+    def partitions(self) -> list[int]:
+        """The data-topic partitions this worker holds now (partition 0's holder decides)."""
+        return sorted(p for _, p in self._assigned)
+
     # --- lifecycle -----------------------------------------------------------------
 
     @Service.task
@@ -106,6 +110,11 @@ class DataFeed(Service):
             raise
         finally:
             self._finished.set()
+
+    @Service.timer(1.0)
+    async def _watch(self) -> None:
+        """Keep ``hotswap_stalled`` current for scrapes, not only for ``/ready``."""
+        self._metrics.stalled.set(1 if self.progress.stalled() else 0)
 
     async def _wait_or_stop(self, waiting: Awaitable[Any]) -> None:
         task = asyncio.ensure_future(waiting)
@@ -211,10 +220,18 @@ class DataFeed(Service):
                 self._publisher.send(pending)
             left, failures = await self._call(self._publisher.wait, 1.0)
             while left and not self._gave_up():
-                left, failures = await self._call(self._publisher.wait, 1.0)
+                left, more = await self._call(self._publisher.wait, 1.0)
+                failures += more
             self.progress.failed(failures, left)
             hard = [f for f in failures if permanent(f.error)]
             letters: list[Output] = list(reroute(hard))
+            if failures:
+                logger.warning(
+                    "%d outputs failed (%d for good: dead-lettered), e.g. %s",
+                    len(failures),
+                    len(hard),
+                    failures[0].error,
+                )
             if hard:
                 self._metrics.outputs_rerouted.inc(len(hard))
                 refused = {id(f.output) for f in hard}

@@ -1,5 +1,10 @@
 """The model feed: every worker reads the whole model topic, like a GlobalKTable.
 
+The same feed reads the control topic of rollouts (and the fleet's status
+topic): one :class:`ModelFeed` per topic, each with its own hand-over; the
+control feed starts once the model feed has replayed (``after``), so a
+candidate is checked against the version that serves.
+
 A consumer-group consumer would split the model topic's partitions across
 workers, so most workers would never see most models. This one joins no
 group: it is assigned every partition, replays from the beginning to the end
@@ -55,13 +60,25 @@ HandOver = Callable[[ModelUpdate], Awaitable[None]]
 
 
 class ModelFeed(Service):
-    """Replays then tails the model topic, handing each message to the model agent."""
+    """Replays then tails a topic (the model topic unless told), handing each message over."""
 
-    def __init__(self, settings: Settings, hand_over: HandOver, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        hand_over: HandOver,
+        *,
+        topic: str | None = None,
+        label: str = "model",
+        after: asyncio.Event | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self._settings = settings
         self._hand_over = hand_over
-        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model-feed")
+        self._topic = topic or settings.model_topic
+        self._label = label
+        self._after = after
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{label}-feed")
         self._consumer: Consumer | None = None
         self._positions: dict[int, int] = {}
         self.replayed = asyncio.Event()
@@ -73,6 +90,8 @@ class ModelFeed(Service):
     @Service.task
     async def _feed(self) -> None:
         backoff = 0.5
+        while self._after is not None and not self._after.is_set() and not self.should_stop:
+            await self.sleep(0.05)  # e.g. the control topic waits for the model topic
         while not self.should_stop:
             try:
                 await asyncio.wait_for(ensure_topics(self._settings, timeout=5.0), 6.0)
@@ -86,7 +105,9 @@ class ModelFeed(Service):
                 if self.should_stop:
                     break
                 self.broker_reachable = False
-                logger.warning("model feed lost the broker (%s); retrying in %.1fs", exc, backoff)
+                logger.warning(
+                    "%s feed lost the broker (%s); retrying in %.1fs", self._label, exc, backoff
+                )
                 await self._call(self._close)
                 await self.sleep(backoff)
                 backoff = min(backoff * 2, 10.0)
@@ -104,13 +125,13 @@ class ModelFeed(Service):
 
     def _list_topics(self) -> None:
         if self._consumer is not None:
-            self._consumer.list_topics(self._settings.model_topic, timeout=1.5)
+            self._consumer.list_topics(self._topic, timeout=1.5)
 
     def _connect(self) -> dict[int, int]:
         self._close()
         consumer = standalone_consumer(self._settings)
         self._consumer = consumer
-        return assign_all(consumer, self._settings.model_topic, self._positions, timeout=5.0)
+        return assign_all(consumer, self._topic, self._positions, timeout=5.0)
 
     def _close(self) -> None:
         if self._consumer is not None:
@@ -118,13 +139,13 @@ class ModelFeed(Service):
             try:
                 consumer.close()
             except (KafkaException, RuntimeError) as exc:
-                logger.debug("closing the model consumer: %s", exc)
+                logger.debug("closing the %s consumer: %s", self._label, exc)
 
     async def on_stop(self) -> None:
         try:
             await asyncio.wait_for(self._call(self._close), timeout=2.0)
         except TimeoutError:
-            logger.warning("the model consumer did not close within 2 s")
+            logger.warning("the %s consumer did not close within 2 s", self._label)
         self._thread.shutdown(wait=False, cancel_futures=True)
 
     # --- replay and tail ----------------------------------------------------------
@@ -133,8 +154,7 @@ class ModelFeed(Service):
         """Apply every message up to the end offsets seen at start, in log order."""
         consumer = self._consumer
         assert consumer is not None
-        topic = self._settings.model_topic
-        stream = drain(consumer, topic, ends, should_stop=lambda: self.should_stop)
+        stream = drain(consumer, self._topic, ends, should_stop=lambda: self.should_stop)
         count = 0
         while True:
             message = await self._call(next, stream, None)
@@ -147,7 +167,7 @@ class ModelFeed(Service):
         barrier = ModelUpdate(None, None, -1, replay=True, barrier=True)
         await self._hand_over(barrier)
         await barrier.done
-        logger.info("model topic replayed (%d messages)", count)
+        logger.info("%s topic %s replayed (%d messages)", self._label, self._topic, count)
         self.replayed.set()
 
     async def _tail(self) -> None:
@@ -158,7 +178,7 @@ class ModelFeed(Service):
                 error = message.error()
                 if error is not None:
                     if error.fatal() or (error.code() < 0 and not error.retriable()):
-                        logger.warning("model feed: %s", error)
+                        logger.warning("%s feed: %s", self._label, error)
                     continue
                 await self._apply(message, replay=False)
 

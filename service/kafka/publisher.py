@@ -19,12 +19,18 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Producer
+from confluent_kafka.admin import (  # type: ignore[attr-defined]
+    AdminClient,
+    ConfigResource,
+    ResourceType,
+)
 
 from service.core import errors
+from service.core.messages import HEADER_REASON
 from service.core.scoring import DeadLetter, InputRecord, Scored, dead_letter
 from service.core.settings import Settings
 from service.kafka.clients import rdkafka_config
@@ -45,6 +51,17 @@ _PERMANENT = {
     KafkaError.INVALID_MSG_SIZE,
 }
 HEADER_ORIGINAL_SIZE = "hotswap-original-size"
+_OVERHEAD = 512  # record and batch framing, generously
+_ADMIN_KEYS = {
+    "bootstrap.servers",
+    "security.protocol",
+    "ssl.ca.location",
+    "sasl.mechanisms",
+    "sasl.username",
+    "sasl.password",
+    "client.id",
+    "logger",
+}
 
 
 def permanent(error: KafkaError) -> bool:
@@ -62,13 +79,22 @@ class Failure:
         return errors.OutputRefused(f"{self.error.name()}: {self.error.str()}"[:500])
 
 
-def tombstone_letter(source: InputRecord, rejection: errors.RecordRejected) -> DeadLetter:
-    """A dead letter without the record's value: where it was, how big, and why."""
+def tombstone_letter(
+    source: InputRecord, rejection: errors.RecordRejected, reason: str | None = None
+) -> DeadLetter:
+    """A dead letter without the record's value: where it was, how big, and why.
+
+    ``reason`` keeps the record's own reason (e.g. ``invalid_json``) when it is
+    its dead-letter copy that did not fit; ``rejection`` then says why not.
+    """
     where = InputRecord(source.key, None, source.topic, source.partition, source.offset)
     letter = dead_letter(where, rejection)
     size = len(source.value or b"") + len(source.key or b"")
-    letter.headers.append((HEADER_ORIGINAL_SIZE, str(size).encode()))
-    return letter
+    headers = [(HEADER_ORIGINAL_SIZE, str(size).encode()), *letter.headers]
+    if reason is not None:
+        headers = [(n, reason.encode() if n == HEADER_REASON else v) for n, v in headers]
+        return replace(letter, headers=headers, reason=reason)
+    return replace(letter, headers=headers)
 
 
 @dataclass
@@ -81,6 +107,12 @@ class _Report:
     def add(self, output: Output, error: KafkaError) -> None:
         with self.lock:
             self.failures.append(Failure(output, error))
+
+    def take(self) -> list[Failure]:
+        """The failures reported since the last call (each is handled once)."""
+        with self.lock:
+            taken, self.failures = self.failures, []
+        return taken
 
 
 class Publisher:
@@ -110,6 +142,8 @@ class Publisher:
         self._config = rdkafka_config(settings, **config)
         self._producer: Producer = None  # type: ignore[assignment]  # made by start()
         self._partitions: dict[str, int] = {}
+        self._limits: dict[str, int] = {}  # max.message.bytes of each output topic
+        self._check_above = 0  # values shorter than this cannot exceed any limit
         self._report = _Report()
         self.started = False
 
@@ -117,9 +151,17 @@ class Publisher:
 
     def start(self, timeout: float) -> None:
         """Fetch partition counts; in exactly_once, fence older instances of this id."""
+        s = self._settings
+        topics = (s.scored_topic, s.shadow_topic, s.dead_letter_topic)
         if self._producer is None:
+            self._limits = topic_limits(self._config, topics, timeout)
+            smallest = min(self._limits.values())
+            # A producer batch never exceeds the smallest topic limit, so one record that
+            # is too large fails alone instead of taking its batch-mates with it.
+            self._config["batch.size"] = max(1024, min(1_000_000, smallest - _OVERHEAD))
+            self._check_above = smallest // 2
             self._producer = Producer(self._config)
-        for topic in (self._settings.scored_topic, self._settings.dead_letter_topic):
+        for topic in topics:
             self._partitions[topic] = self._count(topic, timeout)
         if self.transactional:
             self._producer.init_transactions(timeout)
@@ -146,18 +188,25 @@ class Publisher:
         """Queue every output (event loop thread; never blocks for long)."""
         scored_topic = self._settings.scored_topic
         dead_topic = self._settings.dead_letter_topic
+        shadow_topic = self._settings.shadow_topic
         counts = self._partitions
         produce = self._producer.produce
         report = self._report
+        check_above = self._check_above
         for out in outputs:
-            topic = scored_topic if type(out) is Scored else dead_topic
-            kwargs: dict[str, Any] = {"key": out.key, "value": out.value, "headers": out.headers}
-            if out.key is None:
-                kwargs["partition"] = max(out.source.partition, 0) % counts[topic]
+            if type(out) is Scored:
+                topic = shadow_topic if out.shadow else scored_topic
+            else:
+                topic = dead_topic
+            key, value = out.key, out.value
+            partition = -1 if key is not None else max(out.source.partition, 0) % counts[topic]
+            if value is not None and len(value) > check_above and self._too_large(out, topic):
+                report.add(out, KafkaError(KafkaError.MSG_SIZE_TOO_LARGE, "over max.message.bytes"))
+                continue
             callback = _Callback(report, out)
             while True:
                 try:
-                    produce(topic, on_delivery=callback, **kwargs)
+                    produce(topic, value, key, partition, on_delivery=callback, headers=out.headers)  # type: ignore[arg-type]
                     break
                 except BufferError:  # the local queue is full: let librdkafka drain it
                     self._producer.poll(0.05)
@@ -165,10 +214,15 @@ class Publisher:
                     report.add(out, exc.args[0])
                     break
 
+    def _too_large(self, out: Output, topic: str) -> bool:
+        size = len(out.value or b"") + len(out.key or b"") + _OVERHEAD
+        size += sum(len(name) + len(data) + 8 for name, data in out.headers)
+        return size > self._limits.get(topic, 1_000_000)
+
     def wait(self, timeout: float) -> tuple[int, list[Failure]]:
         """Block until every queued record is answered or ``timeout``; (left, failures)."""
         left = int(self._producer.flush(timeout))
-        return left, list(self._report.failures)
+        return left, self._report.take()
 
     def commit(self, offsets: list[Any], group_metadata: Any, timeout: float) -> None:
         """exactly_once: the batch's outputs and input offsets become visible together."""
@@ -181,6 +235,21 @@ class Publisher:
 
     def poll(self) -> None:
         self._producer.poll(0)
+
+
+def topic_limits(config: dict[str, Any], topics: Sequence[str], timeout: float) -> dict[str, int]:
+    """``max.message.bytes`` of each topic (1 MB, Kafka's default, when it cannot be read)."""
+    admin = AdminClient({k: v for k, v in config.items() if k in _ADMIN_KEYS})
+    resources = [ConfigResource(ResourceType.TOPIC, topic) for topic in topics]
+    limits = dict.fromkeys(topics, 1_048_588)
+    try:
+        for resource, future in admin.describe_configs(resources).items():
+            entry = future.result(timeout).get("max.message.bytes")
+            if entry is not None and entry.value:
+                limits[resource.name] = int(entry.value)
+    except (KafkaException, ValueError) as exc:
+        logger.warning("cannot read the output topics' max.message.bytes (%s)", exc)
+    return limits
 
 
 class _Callback:
@@ -206,7 +275,7 @@ def reroute(failures: Sequence[Failure]) -> list[DeadLetter]:
         if isinstance(failure.output, Scored):
             letters.append(dead_letter(source, rejection))
         elif not any(h == HEADER_ORIGINAL_SIZE for h, _ in failure.output.headers):
-            letters.append(tombstone_letter(source, rejection))
+            letters.append(tombstone_letter(source, rejection, failure.output.reason))
         else:
             logger.error(
                 "cannot write even a dead-letter entry for %s[%d]@%d: %s",

@@ -22,9 +22,9 @@ import orjson
 
 from service.core.artifacts import sha256_hex
 from service.core.convert import convert_file
-from service.core.messages import ModelMessage, encode_model_message
+from service.core.messages import ModelMessage, archive_key
 from service.core.settings import Settings
-from service.kafka.clients import ensure_topics, producer
+from service.kafka.control import model_records, send_in_order
 
 __all__ = ["PublishRequest", "archive_key", "build_message", "publish_message", "read_sidecar"]
 
@@ -102,28 +102,13 @@ def build_message(request: PublishRequest) -> ModelMessage:
     )
 
 
-def archive_key(name: str, version: str) -> bytes:
-    """Key of a version in the archive topic: compaction keeps one message per version."""
-    return f"{name}\x00{version}".encode()
-
-
 async def publish_message(settings: Settings, message: ModelMessage) -> None:
     """Archive ``message`` (for rollback), then make it current on the model topic.
 
     The archive is written first, so any version that ever served can be
     found again, even after the model topic has compacted it away.
     """
-    await ensure_topics(settings)
-    kafka = producer(settings)
-    await kafka.start()
-    try:
-        value = encode_model_message(message)
-        await kafka.send_and_wait(
-            settings.archive_topic, value, key=archive_key(message.name, message.version)
-        )
-        await kafka.send_and_wait(settings.model_topic, value, key=message.name.encode())
-    finally:
-        await kafka.stop()
+    await send_in_order(settings, model_records(settings, message))
     logger.info(
         "published %s version %s to %s", message.name, message.version, settings.model_topic
     )

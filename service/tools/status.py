@@ -1,5 +1,7 @@
 """``hotswap status``: what a running worker serves, as a Rich table or as JSON.
 
+``--fleet``: every live worker of its group (``GET /fleet``), one row each.
+
 Read from the worker's HTTP API (``/ready``, ``/models``, ``/models/{name}``);
 nothing here logs, so the output is the table (or the JSON document) alone.
 """
@@ -16,7 +18,15 @@ from rich.table import Table
 
 from service.tools.errors import ToolError, worker_errors
 
-__all__ = ["WorkerStatus", "fetch_status", "status_json", "status_table"]
+__all__ = [
+    "WorkerStatus",
+    "fetch_fleet",
+    "fetch_status",
+    "fleet_json",
+    "fleet_table",
+    "status_json",
+    "status_table",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -103,4 +113,53 @@ def status_table(status: WorkerStatus) -> Table:
         )
     if not status.models:
         table.caption = "no model is serving yet: publish one with `hotswap publish`"
+    return table
+
+
+def fetch_fleet(url: str, *, timeout: float = _TIMEOUT) -> dict[str, Any]:
+    """``GET /fleet`` of the worker at ``url``: every live worker of its group."""
+    url = url.rstrip("/")
+    with worker_errors(url), httpx.Client(base_url=url, timeout=timeout) as client:
+        response = client.get("/fleet")
+        if response.status_code != 200:
+            raise ToolError(f"{url}/fleet answered {response.status_code}: is it a hotswap worker?")
+        fleet = response.json()
+    if not isinstance(fleet, dict) or not isinstance(fleet.get("workers"), list):
+        raise ToolError(f"{url}/fleet did not answer like a hotswap worker")
+    return fleet
+
+
+def fleet_json(fleet: dict[str, Any]) -> str:
+    return orjson.dumps(fleet, option=orjson.OPT_INDENT_2).decode()
+
+
+def fleet_table(fleet: dict[str, Any]) -> Table:
+    """One row per live worker; the caption flags models whose versions differ."""
+    workers = fleet["workers"]
+    table = Table(
+        title=f"hotswap fleet of group {fleet.get('group')}: {len(workers)} live worker(s)",
+        title_justify="left",
+    )
+    for column in ("worker", "http", "ready", "partitions", "models", "rollouts", "last seen"):
+        table.add_column(column)
+    for w in workers:
+        rollouts = ", ".join(
+            f"{name}: {r.get('candidate')} {r.get('stage')}"
+            for name, r in (w.get("rollouts") or {}).items()
+        )
+        table.add_row(
+            str(w.get("id")) + (" (this one)" if w.get("id") == fleet.get("me") else ""),
+            str(w.get("http", "-")),
+            "yes" if w.get("ready") else "no",
+            ",".join(str(p) for p in w.get("partitions") or []) or "-",
+            ", ".join(f"{n} {v}" for n, v in (w.get("models") or {}).items()) or "-",
+            rollouts or "-",
+            str(w.get("last_seen", "-")).replace("T", " ")[:19],
+        )
+    split = fleet.get("disagreements") or {}
+    if split:
+        table.caption = "versions differ: " + "; ".join(
+            f"{name}: " + ", ".join(f"{v} on {', '.join(ids)}" for v, ids in versions.items())
+            for name, versions in split.items()
+        )
     return table

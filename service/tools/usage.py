@@ -1,4 +1,4 @@
-"""The help of every ``hotswap`` command: a one-line summary and an example.
+"""The help of every ``hotswap`` command: a one-line summary, an example, its arguments.
 
 The example ends each ``hotswap COMMAND --help``; the tests hold every
 command to having one.
@@ -6,9 +6,10 @@ command to having one.
 
 from __future__ import annotations
 
+import argparse
 import logging
 
-__all__ = ["HELP", "MAIN_EPILOG"]
+__all__ = ["HELP", "MAIN_EPILOG", "add_arguments"]
 
 logger = logging.getLogger(__name__)
 
@@ -28,7 +29,10 @@ HELP: dict[str, tuple[str, str]] = {
     "publish": (
         "publish a model version (.onnx or scikit-learn joblib/pickle)",
         "hotswap publish models/trained/wine-logreg.joblib --name wine --version 2 \\\n"
-        """    --description "logistic regression" --metadata '{"owner": "ml-team"}'""",
+        """    --description "logistic regression" --metadata '{"owner": "ml-team"}'\n"""
+        "  hotswap publish wine-forest.joblib --name wine --version 3 --shadow\n"
+        "  hotswap publish wine-forest.joblib --name wine --version 3 --canary 0.1 \\\n"
+        "    --promote-after 10000 --min-agreement 0.98 --max-p99-ms 5",
     ),
     "produce": (
         "produce demo records from the bundled wine data",
@@ -39,8 +43,9 @@ HELP: dict[str, tuple[str, str]] = {
         "hotswap train --kind wine-logreg --out models/trained",
     ),
     "status": (
-        "show a running worker's models (a table, or --json)",
+        "show a running worker's models, or with --fleet every live worker (a table, or --json)",
         "hotswap status --url http://localhost:8000\n"
+        "  hotswap status --fleet\n"
         "  hotswap status --json | jq '.models[].version'",
     ),
     "keygen": (
@@ -51,9 +56,101 @@ HELP: dict[str, tuple[str, str]] = {
         "send dead-lettered records back to the data topic",
         "hotswap replay-dlq --reason unknown_model --dry-run",
     ),
+    "promote": (
+        "make a rollout's candidate the serving version on every worker",
+        'hotswap promote wine --why "agreement 99.2% over 50k records"',
+    ),
+    "abort": (
+        "end a rollout: every record goes back to the serving version",
+        'hotswap abort wine --why "p99 too high"',
+    ),
+    "backtest": (
+        "score past records with a candidate next to the serving version (writes nothing)",
+        "hotswap backtest models/trained/wine-forest.joblib --name wine --count 5000\n"
+        "  hotswap backtest wine-forest.joblib --name wine --from-time 2025-01-31T12:00 --json",
+    ),
     "rollback": (
         "make an earlier version current again",
         "hotswap rollback wine          # the version current before this one\n"
         "  hotswap rollback wine --to 1",
     ),
 }
+
+
+def add_arguments(name: str, p: argparse.ArgumentParser) -> None:
+    """The arguments of ``hotswap NAME``."""
+    if name == "publish":
+        p.add_argument("file", help="a .onnx file, or a joblib/pickle estimator to convert")
+        p.add_argument("--name", required=True, help="model name (records name it in `model`)")
+        p.add_argument("--version", required=True, help="version label, unique per name")
+        p.add_argument("--description", default="")
+        p.add_argument("--metadata", help="JSON object, or @file.json")
+        p.add_argument(
+            "--by-reference", metavar="DIR", help="store the artifact in DIR, send a URL"
+        )
+        p.add_argument(
+            "--base-url", help="with --by-reference: the http(s) URL where DIR is served"
+        )
+        p.add_argument("--signing-key", metavar="KEY", help="Ed25519 private key from `keygen`")
+        rollout = p.add_argument_group("rollout (a candidate on the control topic, not serving)")
+        stage = rollout.add_mutually_exclusive_group()
+        stage.add_argument(
+            "--shadow", action="store_true", help="score every record, to the shadow topic"
+        )
+        stage.add_argument(
+            "--canary", type=float, metavar="FRACTION", help="this share of keys, sticky"
+        )
+        rollout.add_argument(
+            "--promote-after", type=int, metavar="N", help="decide after N compared"
+        )
+        rollout.add_argument("--min-agreement", type=float, metavar="A", help="else abort (0-1)")
+        rollout.add_argument("--max-p99-ms", type=float, metavar="MS", help="else abort")
+        rollout.add_argument(
+            "--max-error-rate", type=float, default=0.0, metavar="R", help="else abort"
+        )
+        rollout.add_argument("--why", default="", help="recorded with the rollout")
+    elif name in {"promote", "abort"}:
+        p.add_argument("name", help="the model name")
+        p.add_argument("--why", default="", help="recorded in the history, with who")
+    elif name == "backtest":
+        p.add_argument("file", help="the candidate: .onnx, or an estimator to convert")
+        p.add_argument("--name", required=True, help="the model it would replace")
+        p.add_argument("--version", default="candidate", help="its version label in the report")
+        p.add_argument("--metadata", help="JSON object, or @file.json")
+        p.add_argument("--count", type=int, default=10_000, help="most records to read")
+        start = p.add_mutually_exclusive_group()
+        start.add_argument(
+            "--from-offset", type=int, metavar="N", help="start at offset N of each partition"
+        )
+        start.add_argument(
+            "--from-time", metavar="ISO", help="start at this time, e.g. 2025-01-31T12:00"
+        )
+        p.add_argument("--json", action="store_true", help="one JSON document instead of a table")
+    elif name == "replay-dlq":
+        p.add_argument("--reason", action="append", help="only this reason code (repeatable)")
+        p.add_argument("--dry-run", action="store_true", help="count, send nothing")
+    elif name == "rollback":
+        p.add_argument("name", help="the model name")
+        p.add_argument(
+            "--to", metavar="VERSION", help="default: the version made current before this one"
+        )
+        p.add_argument(
+            "--url", help="a worker: take the version it serves as current, skip ones it rejected"
+        )
+    elif name == "keygen":
+        p.add_argument("path", help="private key file; the public key is written to PATH.pub")
+        p.add_argument("--force", action="store_true", help="replace existing key files")
+    elif name == "produce":
+        p.add_argument("--count", type=int, default=1000, help="records to send (0 = forever)")
+        p.add_argument("--rate", type=float, default=0.0, help="records per second (0 = flat out)")
+        p.add_argument("--model", default="wine", help="the model records name")
+        p.add_argument("--named", action="store_true", help="send features by name")
+        p.add_argument("--id-prefix", default=None, help="record ids are PREFIX-0, PREFIX-1, ...")
+    elif name == "train":
+        p.add_argument("--out", default="models/trained", help="directory for the models")
+        p.add_argument("--kind", action="append", help="an example kind (repeatable; default all)")
+        p.add_argument("--seed", type=int, default=0)
+    elif name == "status":
+        p.add_argument("--url", help="the worker (default: http://localhost:HOTSWAP_HTTP_PORT)")
+        p.add_argument("--json", action="store_true", help="one JSON document instead of a table")
+        p.add_argument("--fleet", action="store_true", help="every live worker of its group")

@@ -54,8 +54,11 @@ REWRITTEN = (
     "broker",
     "model_topic",
     "archive_topic",
+    "control_topic",
+    "status_topic",
     "data_topic",
     "scored_topic",
+    "shadow_topic",
     "dead_letter_topic",
     "app_id",
     "http_host",
@@ -231,8 +234,11 @@ def _create_compose_topics(settings: Settings) -> None:
         for name in (
             "model_topic",
             "archive_topic",
+            "control_topic",
+            "status_topic",
             "data_topic",
             "scored_topic",
+            "shadow_topic",
             "dead_letter_topic",
         )
     }

@@ -197,6 +197,7 @@ def test_image_serves_two_workers_on_a_real_broker(
 
     # SIGTERM (docker stop): both exit 0 well inside the grace period.
     for stopped in stop_timed(names, GRACE_SECONDS):
+        print(f"{stopped.name}: exit {stopped.exit_code} {stopped.seconds:.1f}s after SIGTERM")
         logs = _logs(stopped.name)
         assert stopped.exit_code == 0, f"{stopped}\n{logs}"
         assert stopped.seconds < GRACE_SECONDS, f"{stopped}\n{logs}"

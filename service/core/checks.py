@@ -1,0 +1,63 @@
+"""The checks a built model passes before it may serve: compatible inputs, a warm-up.
+
+Used by :meth:`service.core.registry.ModelRegistry.build` for every version,
+serving or candidate, so a candidate in a rollout is held to the same bar.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from service.core import errors
+from service.core.messages import ModelMessage
+from service.core.runtime import ModelRuntime, Signature
+
+__all__ = ["check_compatible", "warm_up"]
+
+logger = logging.getLogger(__name__)
+
+
+def check_compatible(
+    message: ModelMessage, new: Signature, old: Signature | None, old_version: str = "?"
+) -> None:
+    """A new version must accept the records the old one accepted, unless told otherwise."""
+    if old is None or message.metadata.get("schema_change") is True:
+        return
+    if old.width != new.width:
+        raise errors.IncompatibleInputs(
+            f"version {message.version} takes {new.width} features but records for "
+            f"{message.name!r} carry {old.width} (set metadata.schema_change=true to allow)"
+        )
+    if old.feature_names and new.feature_names and old.feature_names != new.feature_names:
+        raise errors.IncompatibleInputs(
+            f"feature names of {message.version} differ from those of {old_version}"
+        )
+
+
+def warm_up(message: ModelMessage, runtime: ModelRuntime, rows: int) -> None:
+    """Run the model once on its samples (checking expected labels) or on ``rows`` zeros."""
+    samples = message.metadata.get("samples")
+    width = runtime.signature.width
+    try:
+        if isinstance(samples, dict) and isinstance(samples.get("inputs"), list):
+            batch = np.asarray(samples["inputs"], dtype=np.float32).reshape(-1, width)
+        else:
+            batch = np.zeros((rows, width), dtype=np.float32)
+        outputs = runtime.predict(batch)
+    except errors.ModelRejected:
+        raise
+    except Exception as exc:
+        raise errors.WarmupFailed(f"warm-up prediction failed: {exc}") from None
+    for name, value in outputs.items():
+        if len(value) != len(batch):
+            raise errors.WarmupFailed(f"output {name!r} has {len(value)} rows for {len(batch)}")
+    expected = samples.get("labels") if isinstance(samples, dict) else None
+    label = runtime.signature.label_output
+    if expected is not None and label is not None:
+        got = outputs[label].reshape(-1).tolist()
+        if [str(x) for x in got] != [str(x) for x in expected]:
+            raise errors.WarmupFailed(
+                f"sample predictions {got[:5]} differ from published labels {expected[:5]}"
+            )

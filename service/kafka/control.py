@@ -1,0 +1,90 @@
+"""Writing rollout steps to Kafka, and reading where a rollout stands.
+
+A shadow, canary or abort step is one control message. A promotion is three
+messages, in this order: the candidate into the archive (for rollback), onto
+the model topic (so every worker swaps to it through the normal path, and a
+restart restores it), then the ``promoted`` control message. Workers that see
+``promoted`` before their swap lands keep sending every record to the
+candidate until it does, so nothing ever falls back to the old version.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+from service.core import errors
+from service.core.messages import ModelMessage, archive_key, encode_model_message
+from service.core.rollout_messages import (
+    ControlMessage,
+    encode_control_message,
+    parse_control_message,
+)
+from service.core.settings import Settings
+from service.kafka.clients import ensure_topics, producer
+from service.kafka.readtoend import read_to_end
+
+__all__ = [
+    "current_control",
+    "model_records",
+    "newest_value",
+    "send_in_order",
+    "write_control",
+]
+
+logger = logging.getLogger(__name__)
+
+Record = tuple[str, bytes, bytes | None]  # topic, key, value
+
+
+def model_records(settings: Settings, message: ModelMessage) -> list[Record]:
+    """A version made current: archived first, then on the model topic."""
+    value = encode_model_message(message)
+    return [
+        (settings.archive_topic, archive_key(message.name, message.version), value),
+        (settings.model_topic, message.name.encode(), value),
+    ]
+
+
+async def send_in_order(settings: Settings, records: Sequence[Record]) -> None:
+    """Send ``records`` one after the other, each acknowledged before the next."""
+    await ensure_topics(settings)
+    kafka = producer(settings)
+    await kafka.start()
+    try:
+        for topic, key, value in records:
+            await kafka.send_and_wait(topic, value, key=key)
+    finally:
+        await kafka.stop()
+
+
+async def write_control(settings: Settings, control: ControlMessage) -> None:
+    """One rollout step; a promotion writes the candidate's model message first."""
+    records: list[Record] = []
+    if control.stage == "promoted":
+        assert control.candidate is not None, "a promotion names its candidate"
+        records += model_records(settings, control.candidate)
+    records.append((settings.control_topic, control.name.encode(), encode_control_message(control)))
+    await send_in_order(settings, records)
+    logger.info("rollout of %s: %s (%s)", control.name, control.stage, control.why)
+
+
+def newest_value(settings: Settings, topic: str, key: bytes) -> bytes | None:
+    """The newest value for ``key`` on ``topic`` (blocking; reads the topic to its end)."""
+    newest: bytes | None = None
+    for message in read_to_end(settings, topic):
+        if message.key() == key:
+            newest = message.value()
+    return newest
+
+
+def current_control(settings: Settings, name: str) -> ControlMessage | None:
+    """The newest control message for ``name`` (blocking; :class:`KafkaException` if unread)."""
+    newest = newest_value(settings, settings.control_topic, name.encode())
+    if newest is None:
+        return None
+    try:
+        return parse_control_message(name.encode(), newest)
+    except errors.ModelRejected as exc:
+        logger.warning("the newest control message for %s is invalid: %s", name, exc.detail)
+        return None

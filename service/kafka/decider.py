@@ -1,0 +1,109 @@
+"""Automatic promotion, decided once for the fleet.
+
+Only the worker that holds partition 0 of the data topic decides (at most one
+worker of a group holds it at a time). Once a second, for each rollout with a
+policy, it totals the figures of every live worker for that candidate (its
+own now, the others' from their last heartbeat, see :mod:`service.kafka.fleet`)
+and, once ``promote_after`` records are compared, writes ONE control message:
+``promoted`` (with the candidate's model message first) or ``aborted``, with
+the figures in ``why`` and ``figures``. Every worker, the decider included,
+then follows the control topic like after a manual promote or abort.
+
+It does not decide twice: a decision is remembered per candidate; before
+writing it reads the control topic again and writes nothing unless this
+candidate's rollout is still in progress there (a decider that restarted, or
+took partition 0 over, finds the decision already made).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from mode import Service
+
+from service.core.fleet import fleet_figures
+from service.core.metrics import Metrics
+from service.core.registry import ModelRegistry
+from service.core.rollout import Rollout, evaluate
+from service.core.rollout_messages import ACTIVE_STAGES, ControlMessage
+from service.core.settings import Settings
+from service.kafka.control import current_control, write_control
+from service.kafka.fleet import Fleet
+
+__all__ = ["Decider"]
+
+logger = logging.getLogger(__name__)
+
+DECIDER_PARTITION = 0
+
+
+class Decider(Service):
+    """Evaluates rollout policies on the worker that holds data partition 0."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        registry: ModelRegistry,
+        fleet: Fleet,
+        metrics: Metrics,
+        *,
+        partitions: Callable[[], list[int]],
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self._settings = settings
+        self._registry = registry
+        self._fleet = fleet
+        self._metrics = metrics
+        self._partitions = partitions
+        self._decided: set[tuple[str, str]] = set()  # (name, candidate sha256)
+
+    @Service.timer(1.0)
+    async def _tick(self) -> None:
+        if DECIDER_PARTITION not in self._partitions():
+            return
+        for rollout in self._registry.rollouts():
+            candidate = rollout.control.candidate
+            if rollout.ended is not None or rollout.control.policy is None or candidate is None:
+                continue
+            if not rollout.active() or (rollout.name, candidate.sha256) in self._decided:
+                continue
+            try:
+                await self._consider(rollout)
+            except Exception as exc:  # the next tick tries again
+                logger.warning("deciding the rollout of %s failed: %s", rollout.name, exc)
+                self._decided.discard((rollout.name, candidate.sha256))
+
+    async def _consider(self, rollout: Rollout) -> None:
+        control, candidate = rollout.control, rollout.control.candidate
+        assert control.policy is not None
+        assert candidate is not None
+        own = rollout.figures(self._registry.get(rollout.name))
+        others = self._fleet.workers()
+        figures = fleet_figures(
+            others, rollout.name, candidate.version, mine=self._settings.worker_id, own=own
+        )
+        decision = evaluate(control.policy, figures)
+        if decision is None:
+            return
+        self._decided.add((rollout.name, candidate.sha256))
+        latest = await asyncio.to_thread(current_control, self._settings, rollout.name)
+        running = latest is not None and latest.stage in ACTIVE_STAGES
+        if not running or latest is None or not rollout.same_candidate(latest):
+            logger.info("rollout of %s already decided on the control topic", rollout.name)
+            return
+        step = ControlMessage(
+            name=rollout.name,
+            stage=decision.outcome,
+            fraction=control.fraction,
+            candidate=candidate,
+            policy=control.policy,
+            who=f"hotswap-decider@{self._settings.worker_id}",
+            why=decision.why,
+            figures=figures,
+        )
+        await write_control(self._settings, step)
+        logger.info("rollout of %s %s automatically: %s", rollout.name, step.stage, step.why)

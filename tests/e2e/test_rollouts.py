@@ -1,0 +1,248 @@
+"""Safe rollouts on a real broker, driven through the CLI, the topics and HTTP.
+
+Shadow, canary, promote, abort, a restart mid-rollout, an automatic decision
+made once by two workers, the fleet view, and a backtest that writes nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from scripts.harness import ConsumedRecord, WorkerProcess, consume, run_cli, send_raw, wait_for
+from service.core.messages import HEADER_VERSION
+from service.core.rollout import canary_share
+from service.core.settings import Settings
+from service.kafka.readtoend import read_to_end
+from service.tools.produce import produce_records, wine_rows
+from tests.brokers import WineWorker
+
+pytestmark = pytest.mark.integration
+
+Workers = Callable[[Settings], WorkerProcess]
+
+
+def _rollout(worker: WorkerProcess, name: str = "wine") -> dict[str, Any]:
+    response = worker.get(f"/models/{name}/rollout")
+    return dict(response.json()) if response.status_code == 200 else {}
+
+
+def _wait_stage(
+    worker: WorkerProcess, stage: str, candidate: str = "2", timeout: float = 20
+) -> None:
+    def there() -> bool:
+        view = _rollout(worker)
+        assert not view.get("rejected"), view
+        return view.get("stage") == stage and view.get("candidate") == candidate
+
+    wait_for(there, timeout, f"rollout {stage} of {candidate} on {worker.url}")
+
+
+def _with_prefix(prefix: str, count: int) -> Callable[[list[ConsumedRecord]], bool]:
+    def done(records: list[ConsumedRecord]) -> bool:
+        return len({r.json()["id"] for r in records if r.json()["id"].startswith(prefix)}) >= count
+
+    return done
+
+
+def _by_id(records: list[ConsumedRecord], prefix: str) -> dict[str, ConsumedRecord]:
+    return {r.json()["id"]: r for r in records if r.json()["id"].startswith(prefix)}
+
+
+def _on_each(
+    pair: list[WorkerProcess], probe: Callable[[WorkerProcess], bool], timeout: float, what: str
+) -> None:
+    for worker in pair:
+        wait_for(functools.partial(probe, worker), timeout, f"{what} on {worker.url}")
+
+
+def _publish(settings: Settings, model: Path, version: str, *flags: str) -> str:
+    args = ["publish", str(model), "--name", "wine", "--version", version, *flags]
+    return run_cli(settings, *args).stdout
+
+
+def _second(make_settings: Callable[..., Settings], base: Settings) -> Settings:
+    return base.model_copy(update={"http_port": make_settings().http_port})
+
+
+def test_shadow_survives_a_restart_and_abort_returns_everything_to_serving(
+    wine_worker: WineWorker, workers: Workers, trained: dict[str, Path]
+) -> None:
+    settings, worker = wine_worker()
+    out = _publish(settings, trained["wine-forest"], "2", "--shadow", "--why", "try the forest")
+    assert "shadow" in out
+    _wait_stage(worker, "shadow")
+
+    asyncio.run(produce_records(settings, count=400, id_prefix="s"))
+    scored = _by_id(consume(settings, settings.scored_topic, until=_with_prefix("s-", 400)), "s-")
+    shadow = _by_id(consume(settings, settings.shadow_topic, until=_with_prefix("s-", 400)), "s-")
+    assert set(shadow) == set(scored) == {f"s-{i}" for i in range(400)}
+    assert {r.json()["version"] for r in scored.values()} == {"1"}, "serving stays on v1"
+    assert {r.json()["version"] for r in shadow.values()} == {"2"}
+    assert all(r.headers[HEADER_VERSION] == b"2" for r in shadow.values())
+    assert all(shadow[i].key == scored[i].key == i.encode() for i in scored), "same keys"
+    view = _rollout(worker)
+    assert view["report"]["compared"] >= 400
+    assert 0 <= view["report"]["agreement"] <= 1
+    assert view["report"]["candidate_p99_ms"] is not None
+    assert (view["who"].count("@"), view["why"]) == (1, "try the forest")
+
+    assert worker.stop() == 0, worker.tail()
+    worker = workers(settings)
+    worker.wait_ready()
+    assert _rollout(worker)["stage"] == "shadow", "ready only once the rollout is resumed"
+    asyncio.run(produce_records(settings, count=100, id_prefix="r"))
+    resumed = consume(settings, settings.shadow_topic, until=_with_prefix("r-", 100))
+    assert {r.json()["version"] for r in _by_id(resumed, "r-").values()} == {"2"}
+
+    assert "aborted" in run_cli(settings, "abort", "wine", "--why", "not now").stdout
+    _wait_stage(worker, "aborted", timeout=10)
+    asyncio.run(produce_records(settings, count=200, id_prefix="after"))
+    after = consume(settings, settings.scored_topic, until=_with_prefix("after-", 200))
+    assert {r.json()["version"] for r in _by_id(after, "after-").values()} == {"1"}
+    # The shadow outputs of a batch are acknowledged before its scored ones are committed.
+    assert not _by_id(
+        consume(settings, settings.shadow_topic, until=lambda _: False, timeout=2), "after-"
+    )
+    history = worker.get("/models/wine/history").json()
+    aborted = [h for h in history if h["status"] == "aborted"]
+    assert [(h["version"], h["why"]) for h in aborted] == [("2", "not now")]
+    assert "@" in aborted[0]["who"]
+    assert run_cli(settings, "abort", "wine", check=False).returncode == 1, "nothing to abort"
+
+
+def test_canary_routes_each_key_to_one_version_close_to_the_fraction(
+    wine_worker: WineWorker, trained: dict[str, Path]
+) -> None:
+    settings, worker = wine_worker()
+    _publish(settings, trained["wine-forest"], "2", "--canary", "0.3")
+    _wait_stage(worker, "canary")
+    rows = wine_rows()
+    keys = [f"customer-{i}".encode() for i in range(1000)]
+    items: list[tuple[bytes | None, bytes | None]] = [
+        (key, orjson.dumps({"id": f"c{n}-{i}", "model": "wine", "features": rows[i % len(rows)]}))
+        for n in range(2)
+        for i, key in enumerate(keys)
+    ]
+    send_raw(settings, settings.data_topic, items)
+    records = consume(settings, settings.scored_topic, until=lambda rs: len(rs) >= 2000)
+    versions: dict[bytes | None, set[str]] = {}
+    for r in records:
+        versions.setdefault(r.key, set()).add(r.json()["version"])
+    assert all(len(v) == 1 for v in versions.values()), "a key was scored by both versions"
+    chosen = {k: v.pop() for k, v in versions.items()}
+    assert chosen == {k: "2" if canary_share(k) < 0.3 else "1" for k in keys}
+    share = sum(v == "2" for v in chosen.values()) / len(chosen)
+    assert abs(share - 0.3) < 0.05, share
+    assert worker.metric('hotswap_records_scored_total{model="wine",version="2"}') > 0
+    assert worker.metric('hotswap_records_scored_total{model="wine",version="1"}') > 0
+
+
+def test_promote_reaches_two_workers_within_seconds_and_survives_a_restart(
+    make_settings: Callable[..., Settings],
+    workers: Workers,
+    wine_worker: WineWorker,
+    trained: dict[str, Path],
+) -> None:
+    settings, first = wine_worker()
+    second = workers(_second(make_settings, settings))
+    second.wait_ready()
+    pair = [first, second]
+
+    def fleet_lists_both(worker: WorkerProcess, version: str) -> bool:
+        fleet = worker.get("/fleet").json()
+        serving = {w["id"]: w["models"].get("wine") for w in fleet["workers"]}
+        urls = {w["http"] for w in fleet["workers"]}
+        return (
+            len(serving) == 2 and set(serving.values()) == {version}
+            and urls == {first.url, second.url} and not fleet["disagreements"]
+        )  # fmt: skip
+
+    _on_each(pair, lambda w: fleet_lists_both(w, "1"), 15, "/fleet listing both")
+    table = run_cli(settings, "status", "--fleet", "--url", first.url).stdout
+    assert "2 live worker(s)" in table
+    _publish(settings, trained["wine-forest"], "2", "--shadow")
+    for worker in pair:
+        _wait_stage(worker, "shadow")
+
+    started = time.monotonic()
+    assert "promoted" in run_cli(settings, "promote", "wine", "--why", "agrees").stdout
+    _on_each(pair, lambda w: w.model_version("wine") == "2", 10, "v2")
+    assert time.monotonic() - started < 10
+    for worker in pair:
+        _wait_stage(worker, "promoted", timeout=10)
+    history = second.get("/models/wine/history").json()
+    assert [(h["version"], h["why"]) for h in history if h["status"] == "promoted"] == [
+        ("2", "agrees")
+    ]
+    _on_each(pair, lambda w: fleet_lists_both(w, "2"), 10, "/fleet showing v2")
+
+    assert second.stop() == 0, second.tail()
+    again = workers(second.settings)
+    again.wait_ready()
+    assert again.model_version("wine") == "2"
+    assert _rollout(again)["stage"] == "promoted"
+    asyncio.run(produce_records(settings, count=300, id_prefix="p"))
+    records = _by_id(consume(settings, settings.scored_topic, until=_with_prefix("p-", 300)), "p-")
+    assert {r.json()["version"] for r in records.values()} == {"2"}
+
+
+def test_two_workers_and_a_policy_make_exactly_one_automatic_decision(
+    make_settings: Callable[..., Settings],
+    workers: Workers,
+    wine_worker: WineWorker,
+    trained: dict[str, Path],
+) -> None:
+    settings, first = wine_worker()
+    second = workers(_second(make_settings, settings))
+    second.wait_ready()
+    pair = [first, second]
+    policy = ["--promote-after", "600", "--min-agreement", "0.5", "--max-p99-ms", "1000"]
+    _publish(settings, trained["wine-forest"], "2", "--shadow", *policy)
+    for worker in pair:
+        _wait_stage(worker, "shadow")
+    asyncio.run(produce_records(settings, count=1500, rate=1000, id_prefix="a"))
+    _on_each(pair, lambda w: w.model_version("wine") == "2", 30, "v2")
+    for worker in pair:
+        _wait_stage(worker, "promoted", timeout=10)
+
+    steps = [orjson.loads(m.value() or b"") for m in read_to_end(settings, settings.control_topic)]
+    decisions = [s for s in steps if s["stage"] in {"promoted", "aborted"}]
+    assert len(decisions) == 1, decisions
+    decision = decisions[0]
+    assert decision["stage"] == "promoted"
+    assert decision["who"].startswith("hotswap-decider@")
+    assert "compared" in decision["why"]
+    assert decision["figures"]["compared"] >= 600
+    models = [m for m in read_to_end(settings, settings.model_topic) if m.key() == b"wine"]
+    assert [orjson.loads(m.value() or b"")["version"] for m in models] == ["1", "2"]
+    view = _rollout(second)
+    assert view["decision"]["why"] == decision["why"]
+
+
+def test_backtest_prints_a_report_and_writes_nothing(
+    make_settings: Callable[..., Settings], trained: dict[str, Path]
+) -> None:
+    from scripts.harness import publish_file
+
+    settings = make_settings()
+    publish_file(settings, trained["wine-logreg"], "wine", "1")
+    asyncio.run(produce_records(settings, count=300, id_prefix="b"))
+    args = ["backtest", str(trained["wine-forest"]), "--name", "wine", "--version", "f"]
+    report = orjson.loads(run_cli(settings, *args, "--count", "200", "--json").stdout)
+    assert (report["serving"], report["candidate"], report["records"]) == ("1", "f", 200)
+    assert report["compared"] == 200
+    assert 0 <= report["agreement"] <= 1
+    assert report["mean_abs_diff"] is not None
+    table = run_cli(settings, *args, "--from-offset", "0", "--count", "1000").stdout
+    assert "agreement" in table
+    assert "300" in table, "from offset 0: every record of the topic"
+    for topic in (settings.scored_topic, settings.shadow_topic, settings.dead_letter_topic):
+        assert consume(settings, topic, until=lambda _: False, timeout=2) == [], topic
