@@ -122,8 +122,8 @@ class Swapper:
         await self._try(message, generation, attempt=0)
 
     async def _try(self, message: ModelMessage, generation: int, attempt: int) -> None:
-        if self._generation.get(message.name) != generation:
-            return  # a newer message for this name came first: it decides
+        if attempt and self._generation.get(message.name) != generation:
+            return  # a retry, but a newer message for this name came meanwhile: it decides
         try:
             await self._install(message)
         except errors.ModelRejected as exc:

@@ -1,0 +1,149 @@
+"""Applying model messages: every message in order per name, the same checks live and on replay."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+from service.core import errors
+from service.core.messages import encode_model_message
+from service.core.metrics import Metrics
+from service.core.registry import ModelRegistry
+from service.core.swap import Swapper
+from tests.models import BuiltModel, MessageFactory
+
+
+def _apply_all(swapper: Swapper, messages: Sequence[tuple[bytes | None, bytes | None]]) -> None:
+    async def run() -> None:
+        for key, value in messages:
+            await swapper.submit(key, value)
+        await swapper.settle()
+
+    asyncio.run(run())
+
+
+def test_every_message_is_applied_in_order_and_an_incompatible_one_is_refused(
+    make_message: MessageFactory, four_feature_model: BuiltModel
+) -> None:
+    registry = ModelRegistry()
+    swapper = Swapper(registry, Metrics())
+    log = [
+        (b"wine", encode_model_message(make_message(version="1"))),
+        (b"wine", encode_model_message(make_message(four_feature_model, version="2"))),
+        (b"junk", b"{not json"),
+        (b"wine", encode_model_message(make_message(version="3"))),
+    ]
+    _apply_all(swapper, log)
+    model = registry.get("wine")
+    assert model is not None
+    assert model.version == "3"
+    history = [(e.version, e.status, e.reason) for e in registry.history("wine") or []]
+    assert ("2", "rejected", "incompatible_inputs") in history, history
+    assert [e.reason for e in registry.history("junk") or []] == ["invalid_message"]
+    swapper.close()
+
+
+def test_the_same_log_gives_the_same_result_whatever_the_timing(
+    make_message: MessageFactory, four_feature_model: BuiltModel
+) -> None:
+    """A replay (all at once) and a live feed (one at a time) end on the same versions."""
+    log = [
+        (b"wine", encode_model_message(make_message(version="1"))),
+        (b"wine", encode_model_message(make_message(four_feature_model, version="2"))),
+        (b"iris", encode_model_message(make_message(four_feature_model, name="iris"))),
+        (b"wine", None),
+        (b"wine", encode_model_message(make_message(four_feature_model, version="5"))),
+    ]
+    replayed, live = ModelRegistry(), ModelRegistry()
+    _apply_all(Swapper(replayed, Metrics()), log)
+    for message in log:
+        _apply_all(Swapper(live, Metrics()), [message])
+    versions = {m.name: m.version for m in replayed.models()}
+    assert versions == {m.name: m.version for m in live.models()}
+    assert versions == {"iris": "1", "wine": "5"}  # the tombstone cleared wine: v5 is new
+
+
+class _SlowRegistry(ModelRegistry):
+    """Builds of one name block until released, to show other names do not wait."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = threading.Event()
+
+    def build(self, message: Any) -> Any:
+        if message.name == "slow":
+            self.release.wait(10)
+        return super().build(message)
+
+
+def test_a_slow_model_does_not_hold_back_the_others(make_message: MessageFactory) -> None:
+    registry = _SlowRegistry()
+    swapper = Swapper(registry, Metrics())
+
+    async def run() -> None:
+        await swapper.submit(b"slow", encode_model_message(make_message(name="slow")))
+        await swapper.submit(b"fast", encode_model_message(make_message(name="fast")))
+        for _ in range(200):
+            if registry.get("fast") is not None:
+                break
+            await asyncio.sleep(0.01)
+        assert registry.get("fast") is not None, "fast waited for slow"
+        assert registry.get("slow") is None
+        registry.release.set()
+        await swapper.settle()
+        assert registry.get("slow") is not None
+
+    asyncio.run(run())
+    swapper.close()
+
+
+class _FlakyRegistry(ModelRegistry):
+    def __init__(self, failures: int) -> None:
+        super().__init__()
+        self.failures = failures
+        self.calls = 0
+
+    def build(self, message: Any) -> Any:
+        self.calls += 1
+        if self.calls <= self.failures:
+            raise errors.FetchTransient("the file server is away")
+        return super().build(message)
+
+
+def test_a_transient_rejection_is_retried_until_it_converges(make_message: MessageFactory) -> None:
+    registry = _FlakyRegistry(failures=2)
+    swapper = Swapper(registry, Metrics(), retry_after=0.05, retries=3)
+
+    async def run() -> None:
+        await swapper.submit(b"wine", encode_model_message(make_message(version="1")))
+        await swapper.settle()
+        for _ in range(300):
+            if registry.get("wine") is not None:
+                return
+            await asyncio.sleep(0.01)
+
+    asyncio.run(run())
+    model = registry.get("wine")
+    assert model is not None, [e.reason for e in registry.history("wine") or []]
+    assert registry.calls == 3
+    swapper.close()
+
+
+def test_a_newer_message_cancels_the_retry_of_an_older_one(make_message: MessageFactory) -> None:
+    registry = _FlakyRegistry(failures=1)
+    swapper = Swapper(registry, Metrics(), retry_after=0.2, retries=3)
+
+    async def run() -> None:
+        await swapper.submit(b"wine", encode_model_message(make_message(version="1")))
+        await swapper.submit(b"wine", encode_model_message(make_message(version="2")))
+        await swapper.settle()
+        await asyncio.sleep(0.5)  # past the retry time of version 1
+
+    asyncio.run(run())
+    model = registry.get("wine")
+    assert model is not None
+    assert model.version == "2"
+    assert registry.calls == 2, "version 1 was retried after version 2 arrived"
+    swapper.close()
