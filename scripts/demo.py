@@ -3,7 +3,9 @@
 Starts a real Kafka broker from the project's own jars, a hotswap worker, trains
 the example models, publishes version 1, streams demo records, then publishes
 a new version (alternating model kinds) every ``--swap-every`` seconds and a
-deliberately corrupt one once, printing what the worker reports. Ctrl-C (or
+deliberately corrupt one once, printing what the worker reports. Version 4 goes
+through a safe rollout: shadow first (the worker prints how it compares), then
+promoted half a swap interval later. Ctrl-C (or
 ``--duration``) stops everything it started.
 """
 
@@ -49,7 +51,7 @@ def _hotswap(*args: str) -> list[str]:
     return [sys.executable, "-m", "service", *args]
 
 
-def _publish(settings: Settings, models: Path, kind: str, version: int) -> None:
+def _publish(settings: Settings, models: Path, kind: str, version: int, *flags: str) -> None:
     subprocess.run(
         _hotswap(
             "publish",
@@ -60,13 +62,33 @@ def _publish(settings: Settings, models: Path, kind: str, version: int) -> None:
             str(version),
             "--description",
             f"{kind} (demo)",
+            *flags,
         ),
         env=_env(settings),
         check=True,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    print(f"[demo] published wine version {version} ({kind})")
+    if flags:
+        print(f"[demo] wine version {version} ({kind}) in shadow: it scores to scored.shadow")
+    else:
+        print(f"[demo] published wine version {version} ({kind})")
+
+
+def _promote(settings: Settings, url: str) -> None:
+    try:
+        report = httpx.get(f"{url}/models/wine/rollout", timeout=2).json()["report"]
+    except (httpx.HTTPError, ValueError, KeyError):
+        report = {}
+    why = f"compared {report.get('compared')}, agreement {report.get('agreement')}"
+    subprocess.run(
+        _hotswap("promote", "wine", "--why", f"demo: {why}"),
+        env=_env(settings),
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    print(f"[demo] promoted the candidate ({why})")
 
 
 def _publish_corrupt(settings: Settings, version: int) -> None:
@@ -121,6 +143,13 @@ def _status(url: str, last: tuple[float, float]) -> tuple[float, float]:
         f"{model['records_scored']} scored by it, {int(total)} in all, {rate:.0f} rec/s, "
         f"predict p99 {model['latency_ms']['p99']} ms{note}"
     )
+    rollout = httpx.get(f"{url}/models/wine/rollout", timeout=2)
+    if rollout.status_code == 200 and rollout.json()["stage"] in {"shadow", "canary"}:
+        view = rollout.json()
+        print(
+            f"[demo] rollout of wine v{view['candidate']}: {view['stage']}, compared "
+            f"{view['report']['compared']}, agreement {view['report']['agreement']}"
+        )
     return now, total
 
 
@@ -195,11 +224,13 @@ def main() -> int:
             f"         curl {url}/metrics\n"
             f"         {url}/docs (API docs)\n"
             f"       topics: models (compacted), records -> scored, bad records -> records.dlq\n"
+            f"       version 4 goes to shadow, then is promoted: {url}/models/wine/rollout\n"
             f"       worker log: {state / 'worker.log'}; Ctrl-C stops everything"
         )
         started = last_swap = time.monotonic()
         last = (time.monotonic(), 0.0)
         corrupt_sent = False
+        shadow_since: float | None = None
         while not stop["now"]:
             time.sleep(0.5)
             now = time.monotonic()
@@ -210,9 +241,15 @@ def main() -> int:
                 if version == 3 and not corrupt_sent:
                     _publish_corrupt(settings, version)
                     corrupt_sent = True
+                elif version == 4:
+                    _publish(settings, state / "models", KINDS[1], version, "--shadow")
+                    shadow_since = now
                 else:
                     _publish(settings, state / "models", KINDS[(version - 1) % len(KINDS)], version)
                 last_swap = now
+            if shadow_since is not None and now - shadow_since >= args.swap_every / 2:
+                _promote(settings, url)
+                shadow_since = None
             if int(now * 2) % 10 == 0:
                 last = _status(url, last)
     finally:

@@ -13,7 +13,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -158,7 +158,7 @@ def publish_file(settings: Settings, path: Path, name: str, version: str, **extr
 
 
 def send_raw(
-    settings: Settings, topic: str, items: list[tuple[bytes | None, bytes | None]]
+    settings: Settings, topic: str, items: Sequence[tuple[bytes | None, bytes | None]]
 ) -> None:
     """Send (key, value) pairs as they are, in order, and wait for the broker."""
 

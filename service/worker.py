@@ -1,11 +1,14 @@
 """The worker's composition root: one Settings in, a running Faust worker out.
 
 Faust is the runtime: it owns the event loop and the signals, supervises the
-services, and runs the two agents of the design. The **model agent** gets every
+services, and runs the agents of the design. The **model agent** gets every
 model-topic message (from :class:`~service.kafka.model_feed.ModelFeed`) and
-validates, builds and swaps; the **scoring agent** gets every fetched batch
-(from :class:`~service.kafka.data_feed.DataFeed`), scores it and queues the
-outputs. Both agents read in-memory channels; Faust's own Kafka consumer and
+validates, builds and swaps; the **rollouts agent** gets every control-topic
+message (from a second feed) and begins, promotes or aborts rollouts; the
+**scoring agent** gets every fetched batch (from
+:class:`~service.kafka.data_feed.DataFeed`), scores it and queues the outputs.
+The fleet heartbeat and the decider of automatic promotions run beside them.
+The agents read in-memory channels; Faust's own Kafka consumer and
 producer are switched off (its per-event stream costs more than scoring, and
 its app consumer group would rebalance, pause and clear its queues whenever a
 worker joins). A hand-over channel never clears its queue and holds one item,
@@ -19,6 +22,7 @@ import asyncio
 import logging
 import os
 import signal
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -86,6 +90,20 @@ class HandOverChannel(faust.Channel):  # type: ignore[misc,type-arg]
         await super().put(value)
 
 
+async def _in_order(
+    updates: Any,
+    submit: Callable[[ModelUpdate], Awaitable[None]],
+    settle: Callable[[], Awaitable[None]],
+) -> None:
+    """A feed's messages, one at a time; a barrier (end of replay) waits for all of them."""
+    async for update in updates:
+        try:
+            await (settle() if update.barrier else submit(update))
+        finally:
+            if not update.done.done():
+                update.done.set_result(None)
+
+
 def create_app(settings: Settings) -> faust.App:
     """A Faust app that runs agents and services, with no Kafka client of its own."""
     app = faust.App(
@@ -138,28 +156,14 @@ def build_worker(settings: Settings) -> WorkerParts:
     @app.agent(model_channel, name="models", concurrency=1)  # type: ignore[misc]
     async def model_agent(updates: Any) -> None:
         """Validate, build (off the loop) and swap each model message, in log order per name."""
-        async for update in updates:
-            try:
-                if update.barrier:
-                    await swapper.settle()
-                else:
-                    await swapper.submit(update.key, update.value)
-            finally:
-                if not update.done.done():
-                    update.done.set_result(None)
+        await _in_order(updates, lambda u: swapper.submit(u.key, u.value), swapper.settle)
 
     @app.agent(control_channel, name="rollouts", concurrency=1)  # type: ignore[misc]
     async def control_agent(updates: Any) -> None:
         """Begin, change, promote or abort rollouts, in control-topic order."""
-        async for update in updates:
-            try:
-                if update.barrier:
-                    await rollouts.settle()
-                else:
-                    await rollouts.submit(update.key, update.value, replay=update.replay)
-            finally:
-                if not update.done.done():
-                    update.done.set_result(None)
+        await _in_order(
+            updates, lambda u: rollouts.submit(u.key, u.value, replay=u.replay), rollouts.settle
+        )
 
     @app.agent(batch_channel, name="score", concurrency=1)  # type: ignore[misc]
     async def scoring_agent(batches: Any) -> None:

@@ -72,6 +72,8 @@ class RolloutControl:
         if control.stage in ACTIVE_STAGES:
             await self._begin(control)
         else:
+            if self._registry.rollout(name) is None:  # replayed after its end: show how it ended
+                self._registry.begin_rollout(Rollout(control))
             self._registry.end_rollout(control.name, control)
             who, why = control.who, control.why
             logger.info("model %s: rollout %s by %s (%s)", name, control.stage, who, why)

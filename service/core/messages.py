@@ -36,6 +36,7 @@ __all__ = [
     "decode_record",
     "encode_model_message",
     "parse_model_message",
+    "problems",
     "utc_now_iso",
 ]
 
@@ -90,15 +91,19 @@ class ModelMessage(BaseModel):
         return None
 
 
+def problems(exc: ValidationError) -> str:
+    """What a message got wrong, on one line: ``field: problem; ...``."""
+    return "; ".join(
+        f"{'.'.join(str(p) for p in e['loc']) or 'message'}: {e['msg']}" for e in exc.errors()
+    )
+
+
 def parse_model_message(key: bytes | None, value: bytes) -> ModelMessage:
     """Validate a model message; the Kafka key, when set, must equal ``name``."""
     try:
         message = ModelMessage.model_validate_json(value)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'message'}: {e['msg']}" for e in exc.errors()
-        )
-        raise errors.InvalidModelMessage(problems[:500]) from None
+        raise errors.InvalidModelMessage(problems(exc)[:500]) from None
     if key is not None and key.decode("utf-8", "replace") != message.name:
         raise errors.InvalidModelMessage(f"message key {key!r} differs from name {message.name!r}")
     if message.format != "onnx":

@@ -36,6 +36,7 @@ logger = logging.getLogger(__name__)
 
 Status = Literal["accepted", "rejected", "retired", "removed", "candidate", "promoted", "aborted"]
 _HISTORY_LIMIT = 100
+_NAMES_LIMIT = 2000  # names kept in the history; the oldest that never served go first
 
 
 def _now() -> datetime:
@@ -268,7 +269,19 @@ class ModelRegistry:
         return old
 
     def _entries(self, name: str) -> deque[HistoryEntry]:
-        return self._history.setdefault(name, deque(maxlen=_HISTORY_LIMIT))
+        entries = self._history.get(name)
+        if entries is None:
+            if len(self._history) >= _NAMES_LIMIT:
+                self._forget_one()
+            entries = self._history[name] = deque(maxlen=_HISTORY_LIMIT)
+        return entries
+
+    def _forget_one(self) -> None:
+        """Drop the oldest history of a name that serves nothing: junk names stay bounded."""
+        for name in self._history:
+            if name not in self._current:
+                del self._history[name]
+                return
 
     def describe(self, model: ServingModel) -> dict[str, Any]:
         """The public view of a serving model (``GET /models/{name}``)."""

@@ -24,7 +24,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from service.core import errors
-from service.core.messages import ModelMessage
+from service.core.messages import ModelMessage, problems
 
 __all__ = [
     "ACTIVE_STAGES",
@@ -158,10 +158,7 @@ def parse_control_message(key: bytes | None, value: bytes) -> ControlMessage:
     try:
         message = ControlMessage.model_validate_json(value)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'message'}: {e['msg']}" for e in exc.errors()
-        )
-        raise errors.InvalidModelMessage(f"control message: {problems}"[:500]) from None
+        raise errors.InvalidModelMessage(f"control message: {problems(exc)}"[:500]) from None
     if key is not None and key.decode("utf-8", "replace") != message.name:
         raise errors.InvalidModelMessage(f"control key {key!r} differs from name {message.name!r}")
     return message

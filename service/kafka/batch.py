@@ -20,7 +20,8 @@ from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 from service.core import errors
 from service.core.metrics import Metrics
 from service.core.scoring import InputRecord, Scored
-from service.kafka.publisher import Failure, Output, tombstone_letter
+from service.kafka.publisher import Failure, Output
+from service.kafka.refused import tombstone_letter
 
 __all__ = ["Batch", "BatchState", "account", "records_of", "rewind"]
 

@@ -32,7 +32,7 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 from mode import Service
 
 from service.core.metrics import Metrics
@@ -40,8 +40,11 @@ from service.core.scoring import InputRecord
 from service.core.settings import Settings
 from service.kafka.batch import Batch, BatchState, account, records_of, rewind
 from service.kafka.clients import group_consumer_config
-from service.kafka.publisher import Output, Publisher, permanent, reroute
+from service.kafka.commits import DeliveredOffsets
+from service.kafka.publisher import Output, Publisher, permanent
+from service.kafka.refused import reroute
 from service.kafka.threads import bounded
+from service.kafka.transactions import Transactions
 
 __all__ = ["DataFeed"]
 
@@ -76,9 +79,11 @@ class DataFeed(Service):
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="data-feed")
         self._consumer: Consumer | None = None
         self._assigned: set[tuple[str, int]] = set()
+        self._offsets = DeliveredOffsets()  # at_least_once: what may be committed
         self._finished = asyncio.Event()
         self._deadline: float | None = None  # set by a stop: give up the batch after it
         self.progress = BatchState(stall_after=settings.stall_timeout)
+        self._txn = Transactions(publisher, metrics, self._call, self._gave_up, self._fenced)
 
     async def _call(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._thread, fn, *args)
@@ -150,8 +155,11 @@ class DataFeed(Service):
         logger.info("data partitions assigned: %s", sorted(tp.partition for tp in partitions))
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        # Called inside consume(), between batches: nothing is in flight to finish.
-        self._assigned -= {(tp.topic, tp.partition) for tp in partitions}
+        # Called inside consume(), between batches: nothing is in flight to finish, but the
+        # asynchronous commits of the last batches are made sure of before the partitions go.
+        revoked = {(tp.topic, tp.partition) for tp in partitions}
+        self._offsets.revoke(consumer, revoked)
+        self._assigned -= revoked
         logger.info("data partitions revoked: %s", sorted(tp.partition for tp in partitions))
 
     async def on_stop(self) -> None:
@@ -162,6 +170,8 @@ class DataFeed(Service):
             await asyncio.wait_for(self._finished.wait(), timeout=budget)
         except TimeoutError:
             logger.warning("the in-flight batch did not finish within %.1f s", budget)
+        if self._consumer is not None and not self._eos:
+            await self._offsets.commit_sync(self._consumer, 1.5)
         # On a thread of its own: the feed's thread may still be blocked on a silent broker.
         if not await bounded(self._close, 2.0):
             logger.warning("the data consumer did not leave its group within 2 s")
@@ -179,7 +189,7 @@ class DataFeed(Service):
         consumer = self._consumer
         assert consumer is not None
         s = self._settings
-        messages = await self._call(consumer.consume, s.batch_size, s.batch_timeout)
+        messages = await self._call(self._fetch, consumer, s.batch_size, s.batch_timeout)
         if not messages:
             self.progress.idle()
             return
@@ -200,6 +210,20 @@ class DataFeed(Service):
             return
         await self._deliver(consumer, offsets, outputs)
 
+    def _fetch(self, consumer: Consumer, most: int, timeout: float) -> list[Message]:
+        """A batch: in exactly_once, up to ``most`` records gathered for up to ``timeout``
+        (one transaction each); in at_least_once, what has arrived, waiting up to
+        ``timeout`` only for the first record, so a quiet stream is scored at once."""
+        if self._eos:
+            return consumer.consume(most, timeout)
+        messages = consumer.consume(most, 0)
+        if messages:
+            return messages
+        first = consumer.poll(timeout)
+        if first is None:
+            return []
+        return [first, *consumer.consume(most - 1, 0)] if most > 1 else [first]
+
     async def _score(self, records: list[InputRecord]) -> list[Output]:
         if not records:
             return []
@@ -212,14 +236,18 @@ class DataFeed(Service):
     ) -> None:
         """Send ``outputs`` until every one is acknowledged (or rerouted), then commit."""
         pending: list[Output] = []  # the agent sent them all once already
+        attempt = 0
         while True:
             if self._gave_up():
                 await self._call(self._abandon)
                 return
             if pending:
                 self._publisher.send(pending)
+            started = time.monotonic()
             left, failures = await self._call(self._publisher.wait, 1.0)
             while left and not self._gave_up():
+                if self._eos and time.monotonic() - started > self._settings.transaction_timeout:
+                    break  # this transaction cannot complete: abort it and try again
                 left, more = await self._call(self._publisher.wait, 1.0)
                 failures += more
             self.progress.failed(failures, left)
@@ -238,20 +266,29 @@ class DataFeed(Service):
                 outputs = [o for o in outputs if id(o) not in refused] + letters
             if self._eos:
                 if failures or left:
-                    await self._call(self._publisher.abort, 5.0)
-                    await self._call(self._publisher.begin)
+                    attempt += 1  # from the second failure on, start over with a new producer
+                    if not await self._txn.restart(fresh=attempt >= 2):
+                        return  # stopping: fenced, or out of time
                     pending = outputs
                     continue
-                if await self._commit_transaction(consumer, offsets):
+                if await self._txn.commit(consumer, offsets):
                     break
                 return  # aborted: the records are read again from the committed offsets
             pending = [f.output for f in failures if not permanent(f.error)] + letters
             if not pending and not left:
-                await self._commit_offsets(consumer, offsets)
+                if self._deadline is None:
+                    self._offsets.commit_async(consumer, offsets)
+                else:
+                    self._offsets.delivered(offsets)
+                    await self._offsets.commit_sync(consumer, self._deadline - time.monotonic())
                 break
             await asyncio.sleep(0.2)
         self.progress.committed()
         account(self._metrics, outputs)
+
+    def _fenced(self) -> None:
+        self._on_fenced()
+        self._deadline = time.monotonic()
 
     def _gave_up(self) -> bool:
         return self._deadline is not None and time.monotonic() > self._deadline
@@ -264,47 +301,3 @@ class DataFeed(Service):
                 self._publisher.abort(1.0)
             except KafkaException as exc:
                 logger.debug("abort on stop: %s", exc)
-
-    async def _commit_transaction(self, consumer: Consumer, offsets: list[TopicPartition]) -> bool:
-        try:
-            metadata = consumer.consumer_group_metadata()
-            await self._call(self._publisher.commit, offsets, metadata, 10.0)
-            self._metrics.transactions.labels("committed").inc()
-            return True
-        except KafkaException as exc:
-            error = exc.args[0]
-            self._metrics.transactions.labels("aborted").inc()
-            if error.fatal():
-                logger.error("producer fenced (%s): another instance took over; stopping", error)
-                self._on_fenced()
-                self._deadline = time.monotonic()
-                return False
-            logger.warning("transaction failed (%s); aborting and reading the batch again", error)
-            try:
-                await self._call(self._publisher.abort, 10.0)
-            except KafkaException as abort_error:
-                logger.warning("abort failed: %s", abort_error)
-            await self._call(rewind, consumer, offsets)
-            return False
-
-    async def _commit_offsets(self, consumer: Consumer, offsets: list[TopicPartition]) -> None:
-        """Commit synchronously, on a thread of its own, for as long as the stop allows.
-
-        librdkafka's synchronous commit has no timeout and waits for a coordinator
-        that may be gone; a commit still pending when the wait ends may land later
-        or not (then the batch is scored again: a duplicate, never a loss).
-        """
-
-        def commit() -> None:
-            consumer.commit(offsets=offsets, asynchronous=False)
-
-        limit = self._settings.session_timeout
-        if self._deadline is not None:
-            limit = max(0.1, self._deadline - time.monotonic())
-        try:
-            if not await bounded(commit, limit):
-                logger.warning("offset commit unanswered for %.1fs; expect duplicates", limit)
-        except KafkaException as exc:
-            # The partitions moved on (rebalance): their new owner re-reads from the last
-            # commit, which makes duplicates, never a loss.
-            logger.warning("commit of a delivered batch failed (%s); expect duplicates", exc)

@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Producer
@@ -30,12 +30,17 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]
 )
 
 from service.core import errors
-from service.core.messages import HEADER_REASON
-from service.core.scoring import DeadLetter, InputRecord, Scored, dead_letter
+from service.core.scoring import DeadLetter, Scored
 from service.core.settings import Settings
 from service.kafka.clients import rdkafka_config
 
-__all__ = ["Failure", "Output", "Publisher", "permanent", "reroute", "tombstone_letter"]
+__all__ = [
+    "Failure",
+    "Output",
+    "Publisher",
+    "fenced",
+    "permanent",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -68,6 +73,18 @@ def permanent(error: KafkaError) -> bool:
     return error.code() in _PERMANENT
 
 
+#: Fatal answers meaning another instance now owns this transactional id: stop.
+_FENCED = {
+    KafkaError.PRODUCER_FENCED,
+    KafkaError._FENCED,
+    KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
+}
+
+
+def fenced(error: KafkaError) -> bool:
+    return error.code() in _FENCED
+
+
 @dataclass(slots=True)
 class Failure:
     output: Output
@@ -77,24 +94,6 @@ class Failure:
         if self.error.code() in {KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.RECORD_LIST_TOO_LARGE}:
             return errors.OutputTooLarge(f"{self.error.name()}: {self.error.str()}"[:500])
         return errors.OutputRefused(f"{self.error.name()}: {self.error.str()}"[:500])
-
-
-def tombstone_letter(
-    source: InputRecord, rejection: errors.RecordRejected, reason: str | None = None
-) -> DeadLetter:
-    """A dead letter without the record's value: where it was, how big, and why.
-
-    ``reason`` keeps the record's own reason (e.g. ``invalid_json``) when it is
-    its dead-letter copy that did not fit; ``rejection`` then says why not.
-    """
-    where = InputRecord(source.key, None, source.topic, source.partition, source.offset)
-    letter = dead_letter(where, rejection)
-    size = len(source.value or b"") + len(source.key or b"")
-    headers = [(HEADER_ORIGINAL_SIZE, str(size).encode()), *letter.headers]
-    if reason is not None:
-        headers = [(n, reason.encode() if n == HEADER_REASON else v) for n, v in headers]
-        return replace(letter, headers=headers, reason=reason)
-    return replace(letter, headers=headers)
 
 
 @dataclass
@@ -233,6 +232,18 @@ class Publisher:
         if self.transactional:
             self._producer.abort_transaction(timeout)
 
+    def replace(self, timeout: float) -> None:
+        """After a fatal error: a new producer under the same transactional id.
+
+        ``init_transactions`` bumps the id's epoch, which aborts whatever the old
+        producer left open; the batch is then sent again in a new transaction.
+        """
+        old, self._producer = self._producer, Producer(self._config)
+        if old is not None:
+            old.purge()
+            old.flush(0)
+        self._producer.init_transactions(timeout)
+
     def poll(self) -> None:
         self._producer.poll(0)
 
@@ -264,24 +275,3 @@ class _Callback:
     def __call__(self, error: KafkaError | None, message: Any) -> None:
         if error is not None:
             self.report.add(self.out, error)
-
-
-def reroute(failures: Sequence[Failure]) -> list[DeadLetter]:
-    """Dead letters for outputs the broker refused for good."""
-    letters: list[DeadLetter] = []
-    for failure in failures:
-        rejection = failure.as_rejection()
-        source = failure.output.source
-        if isinstance(failure.output, Scored):
-            letters.append(dead_letter(source, rejection))
-        elif not any(h == HEADER_ORIGINAL_SIZE for h, _ in failure.output.headers):
-            letters.append(tombstone_letter(source, rejection, failure.output.reason))
-        else:
-            logger.error(
-                "cannot write even a dead-letter entry for %s[%d]@%d: %s",
-                source.topic,
-                source.partition,
-                source.offset,
-                failure.error,
-            )
-    return letters

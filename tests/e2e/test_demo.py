@@ -18,7 +18,7 @@ def test_demo_runs_the_whole_stack_and_stops_cleanly(tmp_path: Path) -> None:
     done = subprocess.run(
         [
             sys.executable, "scripts/demo.py", "--port", str(free_port()),
-            "--http-port", str(free_port()), "--duration", "24", "--swap-every", "7",
+            "--http-port", str(free_port()), "--duration", "30", "--swap-every", "7",
             "--rate", "300", "--state-dir", str(tmp_path / "demo"),
         ],
         cwd=REPO,
@@ -33,6 +33,8 @@ def test_demo_runs_the_whole_stack_and_stops_cleanly(tmp_path: Path) -> None:
     assert "corrupt wine version 3" in out
     assert "last rejection: v3 sha256_mismatch" in out
     assert "wine v2 (wine-forest (demo))" in out, out
+    assert "wine version 4 (wine-forest) in shadow" in out, out
+    assert "[demo] promoted the candidate (compared" in out, out
     scored = [line for line in out.splitlines() if " rec/s" in line and "in all" in line]
     assert scored, out
     assert int(scored[-1].split(" in all")[0].rsplit(" ", 1)[1]) > 1000

@@ -68,8 +68,15 @@ def _publish(settings: Settings, model: Path, version: str, *flags: str) -> str:
     return run_cli(settings, *args).stdout
 
 
-def _second(make_settings: Callable[..., Settings], base: Settings) -> Settings:
-    return base.model_copy(update={"http_port": make_settings().http_port})
+@pytest.fixture
+def two_workers(
+    make_settings: Callable[..., Settings], workers: Workers, wine_worker: WineWorker
+) -> tuple[Settings, list[WorkerProcess]]:
+    """Two workers of one group serving wine v1 (ready)."""
+    settings, first = wine_worker()
+    second = workers(settings.model_copy(update={"http_port": make_settings().http_port}))
+    second.wait_ready()
+    return settings, [first, second]
 
 
 def test_shadow_survives_a_restart_and_abort_returns_everything_to_serving(
@@ -146,15 +153,11 @@ def test_canary_routes_each_key_to_one_version_close_to_the_fraction(
 
 
 def test_promote_reaches_two_workers_within_seconds_and_survives_a_restart(
-    make_settings: Callable[..., Settings],
-    workers: Workers,
-    wine_worker: WineWorker,
-    trained: dict[str, Path],
+    two_workers: tuple[Settings, list[WorkerProcess]], workers: Workers, trained: dict[str, Path]
 ) -> None:
-    settings, first = wine_worker()
-    second = workers(_second(make_settings, settings))
-    second.wait_ready()
-    pair = [first, second]
+    settings, pair = two_workers
+
+    first, second = pair
 
     def fleet_lists_both(worker: WorkerProcess, version: str) -> bool:
         fleet = worker.get("/fleet").json()
@@ -185,6 +188,8 @@ def test_promote_reaches_two_workers_within_seconds_and_survives_a_restart(
     _on_each(pair, lambda w: fleet_lists_both(w, "2"), 10, "/fleet showing v2")
 
     assert second.stop() == 0, second.tail()
+    # Its tombstone, not the 6 s window: at most 2 s passed since its last heartbeat.
+    wait_for(lambda: len(first.get("/fleet").json()["workers"]) == 1, 3, "a clean stop to show")
     again = workers(second.settings)
     again.wait_ready()
     assert again.model_version("wine") == "2"
@@ -195,15 +200,9 @@ def test_promote_reaches_two_workers_within_seconds_and_survives_a_restart(
 
 
 def test_two_workers_and_a_policy_make_exactly_one_automatic_decision(
-    make_settings: Callable[..., Settings],
-    workers: Workers,
-    wine_worker: WineWorker,
-    trained: dict[str, Path],
+    two_workers: tuple[Settings, list[WorkerProcess]], trained: dict[str, Path]
 ) -> None:
-    settings, first = wine_worker()
-    second = workers(_second(make_settings, settings))
-    second.wait_ready()
-    pair = [first, second]
+    settings, pair = two_workers
     policy = ["--promote-after", "600", "--min-agreement", "0.5", "--max-p99-ms", "1000"]
     _publish(settings, trained["wine-forest"], "2", "--shadow", *policy)
     for worker in pair:
@@ -223,8 +222,8 @@ def test_two_workers_and_a_policy_make_exactly_one_automatic_decision(
     assert decision["figures"]["compared"] >= 600
     models = [m for m in read_to_end(settings, settings.model_topic) if m.key() == b"wine"]
     assert [orjson.loads(m.value() or b"")["version"] for m in models] == ["1", "2"]
-    view = _rollout(second)
-    assert view["decision"]["why"] == decision["why"]
+    for worker in pair:
+        assert _rollout(worker)["decision"]["why"] == decision["why"]
 
 
 def test_backtest_prints_a_report_and_writes_nothing(

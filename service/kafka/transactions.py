@@ -1,0 +1,108 @@
+"""exactly_once: commit a batch's transaction, or abort it and recover.
+
+One transaction per batch holds the scored records, the dead letters and the
+input offsets (sent with the consumer's group metadata, KIP-447, so a zombie
+whose partitions moved on cannot commit). Any failure aborts it and the batch
+is sent again. A producer in a fatal state is replaced under the same
+transactional id (its epoch bump aborts what the old one left open), except
+when another instance holds that id: then this one is the zombie, and stops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaException, TopicPartition
+
+from service.core.metrics import Metrics
+from service.kafka.batch import rewind
+from service.kafka.publisher import Publisher, fenced
+
+__all__ = ["Transactions"]
+
+logger = logging.getLogger(__name__)
+
+Call = Callable[..., Awaitable[Any]]
+
+
+class Transactions:
+    """The transaction steps of the data feed, run on the feed's thread through ``call``."""
+
+    def __init__(
+        self,
+        publisher: Publisher,
+        metrics: Metrics,
+        call: Call,
+        gave_up: Callable[[], bool],
+        on_fenced: Callable[[], None],
+    ) -> None:
+        self._publisher = publisher
+        self._metrics = metrics
+        self._call = call
+        self._gave_up = gave_up
+        self._on_fenced = on_fenced
+
+    async def commit(self, consumer: Consumer, offsets: list[TopicPartition]) -> bool:
+        """Commit outputs and offsets together; False (and the batch rewound) if aborted."""
+        try:
+            metadata = consumer.consumer_group_metadata()
+            await self._call(self._publisher.commit, offsets, metadata, 10.0)
+            self._metrics.transactions.labels("committed").inc()
+            return True
+        except KafkaException as exc:
+            self._metrics.transactions.labels("aborted").inc()
+            logger.warning("transaction failed (%s); reading the batch again", exc.args[0])
+            if await self.restart(begin=False):
+                await self._call(rewind, consumer, offsets)
+            return False
+
+    async def restart(self, *, begin: bool = True, fresh: bool = False) -> bool:
+        """Abort the open transaction (replacing a producer in a fatal state), then begin.
+
+        ``fresh`` replaces the producer outright: after a broker restart a producer
+        can be left waiting for an epoch bump that a plain abort does not bring.
+        False when the worker must stop instead: its transactional id was fenced by
+        another instance (a zombie never writes again), or a stop ran out of time.
+        """
+        delay = 0.5
+        while not self._gave_up():
+            if fresh:
+                logger.warning("the transaction failed again; replacing the producer")
+                if await self._replace(begin):
+                    return True
+                await asyncio.sleep(delay)
+                delay = min(2 * delay, 5.0)
+                continue
+            try:
+                await self._call(self._publisher.abort, 5.0)
+                if begin:
+                    await self._call(self._publisher.begin)
+                return True
+            except KafkaException as exc:
+                error = exc.args[0]
+                if fenced(error):
+                    logger.error("producer fenced (%s): another instance took over", error)
+                    self._on_fenced()
+                    return False
+                if error.fatal():
+                    logger.warning("producer in a fatal state (%s); replacing it", error)
+                    if await self._replace(begin):
+                        return True
+                else:
+                    logger.warning("abort failed (%s); retrying in %.1fs", error, delay)
+            await asyncio.sleep(delay)
+            delay = min(2 * delay, 5.0)
+        return False
+
+    async def _replace(self, begin: bool) -> bool:
+        try:
+            await self._call(self._publisher.replace, 10.0)
+            if begin:
+                await self._call(self._publisher.begin)
+            return True
+        except KafkaException as exc:
+            logger.warning("cannot replace the producer yet (%s)", exc)
+            return False
