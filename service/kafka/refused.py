@@ -47,7 +47,17 @@ def reroute(failures: Sequence[Failure]) -> list[DeadLetter]:
     for failure in failures:
         rejection = failure.as_rejection()
         source = failure.output.source
-        if isinstance(failure.output, Scored):
+        if isinstance(failure.output, Scored) and failure.output.shadow:
+            # The serving version's output of this record stands; a candidate's output
+            # that does not fit is no reason to dead-letter the record.
+            logger.warning(
+                "shadow output for %s[%d]@%d refused: %s",
+                source.topic,
+                source.partition,
+                source.offset,
+                failure.error,
+            )
+        elif isinstance(failure.output, Scored):
             letters.append(dead_letter(source, rejection))
         elif not any(h == HEADER_ORIGINAL_SIZE for h, _ in failure.output.headers):
             letters.append(tombstone_letter(source, rejection, failure.output.reason))
