@@ -167,7 +167,7 @@ def build_worker(settings: Settings) -> WorkerParts:
 
     @app.agent(batch_channel, name="score", concurrency=1)  # type: ignore[misc]
     async def scoring_agent(batches: Any) -> None:
-        """Score each batch (one predict call per model) and queue its outputs."""
+        """Score each batch (one predict call per model); the feed delivers the outputs."""
         async for batch in batches:
             try:
                 result = scorer.score(batch.records)
@@ -175,7 +175,6 @@ def build_worker(settings: Settings) -> WorkerParts:
                     label = metrics.model_label(call.model)
                     metrics.scoring_latency.labels(label).observe(call.seconds)
                 metrics.batch_size.observe(len(batch.records))
-                publisher.send(result.outputs)
             except Exception as exc:
                 if not batch.done.done():
                     batch.done.set_exception(exc)

@@ -23,7 +23,7 @@ from service.core.scoring import InputRecord, Scored
 from service.kafka.publisher import Failure, Output
 from service.kafka.refused import tombstone_letter
 
-__all__ = ["Batch", "BatchState", "account", "records_of", "rewind"]
+__all__ = ["Batch", "BatchState", "account", "fetch", "records_of", "rewind"]
 
 logger = logging.getLogger(__name__)
 
@@ -53,8 +53,14 @@ class BatchState:
         self.partitions = [f"{tp.topic}[{tp.partition}]" for tp in offsets]
         self.last_error = ""
 
-    def failed(self, failures: Sequence[Failure], left: int) -> None:
+    def failed(self, failures: Sequence[Failure], left: int, permanent: int = 0) -> None:
         if failures:
+            logger.warning(
+                "%d outputs failed (%d for good: dead-lettered), e.g. %s",
+                len(failures),
+                permanent,
+                failures[0].error,
+            )
             first = failures[0].error
             self.last_error = f"{len(failures)} outputs failed, e.g. {first.name()}: {first.str()}"
         elif left:
@@ -108,6 +114,21 @@ def account(metrics: Metrics, outputs: Sequence[Output]) -> None:
         histogram = metrics.end_to_end_latency.labels(metrics.model_label(model))
         for value in values:
             histogram.observe(max(0.0, value))
+
+
+def fetch(consumer: Consumer, most: int, timeout: float, eager: bool) -> list[Message]:
+    """Up to ``most`` records. ``eager``: what has arrived, waiting up to ``timeout`` only
+    for the first record (a quiet stream is scored at once); otherwise records gathered
+    for up to ``timeout`` (an exactly_once transaction of a useful size)."""
+    if not eager:
+        return consumer.consume(most, timeout)
+    messages = consumer.consume(most, 0)
+    if messages:
+        return messages
+    first = consumer.poll(timeout)
+    if first is None:
+        return []
+    return [first, *consumer.consume(most - 1, 0)] if most > 1 else [first]
 
 
 def records_of(

@@ -1,25 +1,22 @@
-"""The data path: fetch a batch, hand it to the scoring agent, deliver, commit.
+"""The data path: fetch a batch, have the scoring agent score it, deliver, commit.
 
-Records come off Kafka a batch at a time on one confluent-kafka consumer in
-the ``HOTSWAP_APP_ID`` group (Faust's per-event stream costs tens of
-microseconds a record, several times the cost of scoring it). Each batch goes
-to the Faust scoring agent as one event; the agent scores it and queues the
-outputs on the :class:`~service.kafka.publisher.Publisher`. This feed then
-waits for the broker's answer for every output and commits:
+One confluent-kafka consumer in the ``HOTSWAP_APP_ID`` group reads a batch at a
+time (Faust's per-event stream costs more per record than scoring it); the Faust
+scoring agent scores each batch as one event; this feed sends the outputs and
+waits for the broker's answer for every one of them before committing:
 
-* ``at_least_once``: offsets are committed after every output is
-  acknowledged; a crash before the commit re-scores the batch (duplicates,
-  never a loss).
-* ``exactly_once``: one transaction per batch holds the outputs and the input
-  offsets, committed with the consumer's group metadata (KIP-447), so a
-  zombie whose partitions moved on is fenced. Any failed send aborts it and
-  the batch is sent again; readers with ``isolation.level=read_committed``
-  see each output once.
+* ``at_least_once``: offsets are committed after every output is acknowledged
+  (a crash in between re-scores the batch: duplicates, never a loss).
+* ``exactly_once``: one transaction per batch holds outputs and input offsets,
+  committed with the consumer's group metadata (KIP-447), so a zombie is fenced;
+  any failed send aborts it and the batch is sent again.
 
-The consumer is polled only between batches, so a rebalance (its callbacks
-run inside ``consume``) never finds a batch half done. Every blocking call
-runs on this feed's own thread with a bounded timeout, so a stop finishes the
-batch in flight (or gives it up after ``HOTSWAP_STOP_TIMEOUT``) and returns.
+The wait for batch N's acknowledgements (or its commit) overlaps the fetching
+and scoring of batch N+1.
+A rebalance (its callbacks run inside ``consume``) waits for the batch being
+delivered. Blocking calls run on a consumer thread and a producer thread with
+bounded timeouts, so a stop finishes the batch (or gives it up after
+``HOTSWAP_STOP_TIMEOUT``) and returns.
 """
 
 from __future__ import annotations
@@ -27,18 +24,19 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 from mode import Service
 
 from service.core.metrics import Metrics
 from service.core.scoring import InputRecord
 from service.core.settings import Settings
-from service.kafka.batch import Batch, BatchState, account, records_of, rewind
+from service.kafka.batch import Batch, BatchState, account, fetch, records_of, rewind
 from service.kafka.clients import group_consumer_config
 from service.kafka.commits import DeliveredOffsets
 from service.kafka.publisher import Output, Publisher, permanent
@@ -76,17 +74,27 @@ class DataFeed(Service):
         self._metrics = metrics
         self._on_fenced = on_fenced
         self._eos = settings.processing_guarantee == "exactly_once"
-        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="data-feed")
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="data-consumer")
+        self._sender = ThreadPoolExecutor(max_workers=1, thread_name_prefix="data-producer")
+        self._delivery: asyncio.Future[bool] | None = None  # the batch being delivered
+        self._rewind_to: list[TopicPartition] = []  # an aborted batch, to read again
+        self._idle = threading.Event()  # set while no batch is being delivered
+        self._idle.set()
         self._consumer: Consumer | None = None
         self._assigned: set[tuple[str, int]] = set()
         self._offsets = DeliveredOffsets()  # at_least_once: what may be committed
         self._finished = asyncio.Event()
         self._deadline: float | None = None  # set by a stop: give up the batch after it
         self.progress = BatchState(stall_after=settings.stall_timeout)
-        self._txn = Transactions(publisher, metrics, self._call, self._gave_up, self._fenced)
+        self._txn = Transactions(publisher, metrics, self._send_call, self._gave_up, self._fenced)
 
     async def _call(self, fn: Callable[..., T], *args: Any) -> T:
+        """On the consumer's thread: fetching, seeking, closing."""
         return await asyncio.get_running_loop().run_in_executor(self._thread, fn, *args)
+
+    async def _send_call(self, fn: Callable[..., T], *args: Any) -> T:
+        """On the producer's thread: waiting for acknowledgements, transactions."""
+        return await asyncio.get_running_loop().run_in_executor(self._sender, fn, *args)
 
     def assigned_partitions(self) -> int:
         return len(self._assigned)
@@ -110,6 +118,7 @@ class DataFeed(Service):
                 await self._start_clients()
             while not self.should_stop:
                 await self._step()
+            await self._delivered()
         except Exception as exc:
             logger.exception("the data feed failed: %s", exc)
             raise
@@ -155,8 +164,11 @@ class DataFeed(Service):
         logger.info("data partitions assigned: %s", sorted(tp.partition for tp in partitions))
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        # Called inside consume(), between batches: nothing is in flight to finish, but the
-        # asynchronous commits of the last batches are made sure of before the partitions go.
+        # Called inside consume() on the consumer's thread: the batch being delivered (its
+        # transaction, or its acknowledgements) completes before the partitions go, and the
+        # asynchronous commits of the last batches are made sure of.
+        if not self._idle.wait(self._settings.stop_timeout + self._settings.transaction_timeout):
+            logger.warning("revoking partitions with a batch still being delivered")
         revoked = {(tp.topic, tp.partition) for tp in partitions}
         self._offsets.revoke(consumer, revoked)
         self._assigned -= revoked
@@ -176,6 +188,7 @@ class DataFeed(Service):
         if not await bounded(self._close, 2.0):
             logger.warning("the data consumer did not leave its group within 2 s")
         self._thread.shutdown(wait=False, cancel_futures=True)
+        self._sender.shutdown(wait=False, cancel_futures=True)
 
     def _close(self) -> None:
         if self._consumer is not None:
@@ -186,43 +199,51 @@ class DataFeed(Service):
     # --- one batch ---------------------------------------------------------------------
 
     async def _step(self) -> None:
+        """Fetch and score a batch while the previous one is delivered, then deliver it.
+
+        The broker's acknowledgements (or the transaction commit) of batch N
+        overlap the fetching and scoring of batch N+1, whose outputs are sent
+        only once N is committed, so order per partition holds. If N's
+        transaction aborts, the consumer is rewound and N+1 is dropped unsent.
+        """
         consumer = self._consumer
         assert consumer is not None
         s = self._settings
-        messages = await self._call(self._fetch, consumer, s.batch_size, s.batch_timeout)
+        most = s.transaction_records if self._eos else s.batch_size
+        wait = s.transaction_time if self._eos else s.batch_timeout
+        messages = await self._call(fetch, consumer, most, wait, not self._eos)
         if not messages:
-            self.progress.idle()
+            if self._delivery is None or self._delivery.done():
+                self.progress.idle()
             return
         records, letters, offsets = records_of(messages)
-        self.progress.started(offsets)
+        failed: Exception | None = None
+        outputs: list[Output] = []
         try:
-            await self._call(self._publisher.begin)
-            outputs = await self._score(records)  # the agent queues them on the publisher
-            self._publisher.send(letters)
-            outputs += letters
+            outputs = await self._score(records) + letters
         except Exception as exc:  # the agent could not score: read the batch again
-            logger.exception(
-                "scoring a batch of %d failed (%s); reading it again", len(records), exc
-            )
-            await self._call(self._publisher.abort, 5.0)
-            await self._call(rewind, consumer, offsets)
-            await self.sleep(1.0)
+            logger.exception("scoring %d records failed; reading them again", len(records))
+            failed = exc
+        if not await self._delivered() or failed is not None:
+            # The previous transaction aborted (read it again, and this batch after it),
+            # or this batch could not be scored.
+            if not self._gave_up():
+                await self._call(rewind, consumer, self._rewind_to + offsets)
+            self._rewind_to = []
+            if failed is not None:
+                await self.sleep(1.0)
             return
-        await self._deliver(consumer, offsets, outputs)
+        self.progress.started(offsets)
+        self._idle.clear()
+        self._delivery = asyncio.ensure_future(self._deliver(consumer, offsets, outputs))
+        self._delivery.add_done_callback(lambda _: self._idle.set())
 
-    def _fetch(self, consumer: Consumer, most: int, timeout: float) -> list[Message]:
-        """A batch: in exactly_once, up to ``most`` records gathered for up to ``timeout``
-        (one transaction each); in at_least_once, what has arrived, waiting up to
-        ``timeout`` only for the first record, so a quiet stream is scored at once."""
-        if self._eos:
-            return consumer.consume(most, timeout)
-        messages = consumer.consume(most, 0)
-        if messages:
-            return messages
-        first = consumer.poll(timeout)
-        if first is None:
-            return []
-        return [first, *consumer.consume(most - 1, 0)] if most > 1 else [first]
+    async def _delivered(self) -> bool:
+        """Wait for the batch being delivered; False if it was not committed."""
+        if self._delivery is None:
+            return True
+        delivery, self._delivery = self._delivery, None
+        return await delivery
 
     async def _score(self, records: list[InputRecord]) -> list[Output]:
         if not records:
@@ -233,33 +254,28 @@ class DataFeed(Service):
 
     async def _deliver(
         self, consumer: Consumer, offsets: list[TopicPartition], outputs: list[Output]
-    ) -> None:
+    ) -> bool:
         """Send ``outputs`` until every one is acknowledged (or rerouted), then commit."""
-        pending: list[Output] = []  # the agent sent them all once already
+        await self._send_call(self._publisher.begin)
+        pending: list[Output] = outputs
         attempt = 0
         while True:
             if self._gave_up():
-                await self._call(self._abandon)
-                return
+                await self._send_call(self._abandon)
+                return False
             if pending:
                 self._publisher.send(pending)
             started = time.monotonic()
-            left, failures = await self._call(self._publisher.wait, 1.0)
+            left, failures = await self._send_call(self._publisher.wait, 1.0)
             while left and not self._gave_up():
                 if self._eos and time.monotonic() - started > self._settings.transaction_timeout:
-                    break  # this transaction cannot complete: abort it and try again
-                left, more = await self._call(self._publisher.wait, 1.0)
+                    logger.warning("%d outputs unacknowledged; aborting the transaction", left)
+                    break
+                left, more = await self._send_call(self._publisher.wait, 1.0)
                 failures += more
-            self.progress.failed(failures, left)
             hard = [f for f in failures if permanent(f.error)]
+            self.progress.failed(failures, left, len(hard))
             letters: list[Output] = list(reroute(hard))
-            if failures:
-                logger.warning(
-                    "%d outputs failed (%d for good: dead-lettered), e.g. %s",
-                    len(failures),
-                    len(hard),
-                    failures[0].error,
-                )
             if hard:
                 self._metrics.outputs_rerouted.inc(len(hard))
                 refused = {id(f.output) for f in hard}
@@ -268,12 +284,13 @@ class DataFeed(Service):
                 if failures or left:
                     attempt += 1  # from the second failure on, start over with a new producer
                     if not await self._txn.restart(fresh=attempt >= 2):
-                        return  # stopping: fenced, or out of time
+                        return False  # stopping: fenced, or out of time
                     pending = outputs
                     continue
                 if await self._txn.commit(consumer, offsets):
                     break
-                return  # aborted: the records are read again from the committed offsets
+                self._rewind_to = offsets
+                return False  # aborted: the records are read again from the committed offsets
             pending = [f.output for f in failures if not permanent(f.error)] + letters
             if not pending and not left:
                 if self._deadline is None:
@@ -285,6 +302,7 @@ class DataFeed(Service):
             await asyncio.sleep(0.2)
         self.progress.committed()
         account(self._metrics, outputs)
+        return True
 
     def _fenced(self) -> None:
         self._on_fenced()

@@ -18,8 +18,8 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from service.core.metrics import Metrics
-from service.kafka.batch import rewind
 from service.kafka.publisher import Publisher, fenced
+from service.kafka.threads import bounded
 
 __all__ = ["Transactions"]
 
@@ -29,7 +29,7 @@ Call = Callable[..., Awaitable[Any]]
 
 
 class Transactions:
-    """The transaction steps of the data feed, run on the feed's thread through ``call``."""
+    """The transaction steps of the data feed, run on the producer's thread (``call``)."""
 
     def __init__(
         self,
@@ -46,17 +46,26 @@ class Transactions:
         self._on_fenced = on_fenced
 
     async def commit(self, consumer: Consumer, offsets: list[TopicPartition]) -> bool:
-        """Commit outputs and offsets together; False (and the batch rewound) if aborted."""
+        """Commit outputs and offsets together; False if aborted (the caller rewinds)."""
         try:
             metadata = consumer.consumer_group_metadata()
-            await self._call(self._publisher.commit, offsets, metadata, 10.0)
-            self._metrics.transactions.labels("committed").inc()
-            return True
+
+            def commit() -> None:
+                self._publisher.commit(offsets, metadata, 10.0)
+
+            # On a thread of its own: after a broker restart, librdkafka's
+            # send_offsets_to_transaction was seen blocking far past its timeout.
+            if await bounded(commit, 15.0):
+                self._metrics.transactions.labels("committed").inc()
+                return True
+            self._metrics.transactions.labels("aborted").inc()
+            logger.warning("the transaction commit hangs; replacing the producer")
+            await self.restart(begin=False, fresh=True)
+            return False
         except KafkaException as exc:
             self._metrics.transactions.labels("aborted").inc()
             logger.warning("transaction failed (%s); reading the batch again", exc.args[0])
-            if await self.restart(begin=False):
-                await self._call(rewind, consumer, offsets)
+            await self.restart(begin=False)
             return False
 
     async def restart(self, *, begin: bool = True, fresh: bool = False) -> bool:
