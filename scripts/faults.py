@@ -198,24 +198,32 @@ class FaultRun:
         return stream.acked
 
 
-def worker_kill(run: FaultRun) -> Tally:
-    """Two workers; SIGKILL one a third of the way in, restart it at two thirds."""
+def _two_workers(run: FaultRun) -> tuple[Settings, WorkerProcess, WorkerProcess, Stream]:
+    """A model, two ready workers in one group, and a stream of records under way."""
     settings = run.settings()
     run.prepare(settings)
     a, b = run.worker(settings), run.worker(settings, free_port())
     a.wait_ready()
     b.wait_ready()
-    stream = run.stream(settings)
+    return settings, a, b, run.stream(settings)
+
+
+def _stop_all(result: Tally, *workers: WorkerProcess) -> Tally:
+    for w in workers:
+        w.stop()
+    return result
+
+
+def worker_kill(run: FaultRun) -> Tally:
+    """Two workers; SIGKILL one a third of the way in, restart it at two thirds."""
+    settings, a, b, stream = _two_workers(run)
     run.at_fraction(stream, 1 / 3)
     a.kill()
     run.at_fraction(stream, 2 / 3)
     a = run.worker(settings, a.settings.http_port)
     a.wait_ready()
     ids = run.finish(stream)
-    result = tally("kill -9 a worker (2 workers), restart it", settings, ids)
-    for w in (a, b):
-        w.stop()
-    return result
+    return _stop_all(tally("kill -9 a worker (2 workers), restart it", settings, ids), a, b)
 
 
 def rebalance(run: FaultRun) -> Tally:
@@ -301,12 +309,7 @@ def sigterm(run: FaultRun) -> Tally:
 
 def kill_twice(run: FaultRun) -> Tally:
     """Two workers; SIGKILL one mid-stream, and again while it restarts."""
-    settings = run.settings()
-    run.prepare(settings)
-    a, b = run.worker(settings), run.worker(settings, free_port())
-    a.wait_ready()
-    b.wait_ready()
-    stream = run.stream(settings)
+    settings, a, b, stream = _two_workers(run)
     run.at_fraction(stream, 0.3)
     a.kill()
     a = run.worker(settings, a.settings.http_port)
@@ -316,20 +319,12 @@ def kill_twice(run: FaultRun) -> Tally:
     a = run.worker(settings, a.settings.http_port)
     a.wait_ready()
     ids = run.finish(stream)
-    result = tally("kill -9 a worker, again during its restart", settings, ids)
-    for w in (a, b):
-        w.stop()
-    return result
+    return _stop_all(tally("kill -9 a worker, again during its restart", settings, ids), a, b)
 
 
 def zombie(run: FaultRun) -> Tally:
     """SIGSTOP a worker past the session timeout (its partitions move), then SIGCONT it."""
-    settings = run.settings()
-    run.prepare(settings)
-    a, b = run.worker(settings), run.worker(settings, free_port())
-    a.wait_ready()
-    b.wait_ready()
-    stream = run.stream(settings)
+    settings, a, b, stream = _two_workers(run)
     run.at_fraction(stream, 0.3)
     a.signal(signal.SIGSTOP)
     partitions = settings.data_partitions
@@ -343,9 +338,7 @@ def zombie(run: FaultRun) -> Tally:
     result = tally("zombie: SIGSTOP past the session timeout, then SIGCONT", settings, ids)
     if a.proc is not None and a.proc.poll() is not None:
         result.notes.append(f"the zombie stopped itself (exit {a.proc.returncode})")
-    for w in (a, b):
-        w.stop()
-    return result
+    return _stop_all(result, a, b)
 
 
 SCENARIOS: dict[str, Callable[[FaultRun], Tally]] = {

@@ -45,7 +45,7 @@ logger = logging.getLogger(__name__)
 Headers = list[tuple[str, bytes]]
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)
 class InputRecord:
     """A record as read from the data topic."""
 
@@ -57,7 +57,7 @@ class InputRecord:
     timestamp: float | None = None  # seconds since the epoch
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)
 class Scored:
     key: bytes | None
     value: bytes
@@ -68,7 +68,7 @@ class Scored:
     shadow: bool = False  # a shadow candidate's output: the shadow topic, not the scored one
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)
 class DeadLetter:
     key: bytes | None
     value: bytes | None

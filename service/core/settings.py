@@ -87,7 +87,7 @@ class Settings(BaseSettings):
         description="Stable id of this worker (transactional id); default: host name and port.",
     )
     transaction_records: int = Field(
-        2000, ge=1, description="exactly_once: most records per transaction (one batch)."
+        5000, ge=1, description="exactly_once: most records per transaction (one batch)."
     )
     transaction_time: float = Field(
         0.1, gt=0, description="exactly_once: seconds a transaction gathers records for."

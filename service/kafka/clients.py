@@ -17,6 +17,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from confluent_kafka import Consumer, Message
 
 from service.core.settings import Settings
 
@@ -25,6 +26,7 @@ __all__ = [
     "client_options",
     "consumer",
     "ensure_topics",
+    "fetch",
     "group_consumer_config",
     "partitions_of",
     "producer",
@@ -210,3 +212,18 @@ async def ensure_topics(settings: Settings, *, timeout: float = 30.0) -> None:
                 logger.info("created topic %s", topic)
     finally:
         await admin.close()
+
+
+def fetch(consumer: Consumer, most: int, timeout: float, eager: bool) -> list[Message]:
+    """Up to ``most`` records. ``eager``: what has arrived, waiting up to ``timeout`` only
+    for the first record (a quiet stream is scored at once); otherwise records gathered
+    for up to ``timeout`` (an exactly_once transaction of a useful size)."""
+    if not eager:
+        return consumer.consume(most, timeout)
+    messages = consumer.consume(most, 0)
+    if messages:
+        return messages
+    first = consumer.poll(timeout)
+    if first is None:
+        return []
+    return [first, *consumer.consume(most - 1, 0)] if most > 1 else [first]

@@ -36,12 +36,12 @@ from mode import Service
 from service.core.metrics import Metrics
 from service.core.scoring import InputRecord
 from service.core.settings import Settings
-from service.kafka.batch import Batch, BatchState, account, fetch, records_of, rewind
-from service.kafka.clients import group_consumer_config
+from service.kafka.batch import Batch, BatchState, account, records_of, rewind
+from service.kafka.clients import fetch, group_consumer_config
 from service.kafka.commits import DeliveredOffsets
 from service.kafka.publisher import Output, Publisher, permanent
 from service.kafka.refused import reroute
-from service.kafka.threads import bounded
+from service.kafka.threads import bounded, wait_or_stop
 from service.kafka.transactions import Transactions
 
 __all__ = ["DataFeed"]
@@ -110,7 +110,7 @@ class DataFeed(Service):
         try:
             if not self._replayed.is_set():
                 logger.info("scoring waits for the model topic to be replayed")
-                await self._wait_or_stop(self._replayed.wait())
+                await wait_or_stop(self._replayed.wait(), lambda: self.should_stop)
             # Start-up objects live until exit: keep full collections from walking them.
             gc.collect()
             gc.freeze()
@@ -129,12 +129,6 @@ class DataFeed(Service):
     async def _watch(self) -> None:
         """Keep ``hotswap_stalled`` current for scrapes, not only for ``/ready``."""
         self._metrics.stalled.set(1 if self.progress.stalled() else 0)
-
-    async def _wait_or_stop(self, waiting: Awaitable[Any]) -> None:
-        task = asyncio.ensure_future(waiting)
-        while not task.done() and not self.should_stop:
-            await asyncio.wait({task}, timeout=0.2)
-        task.cancel()
 
     async def _start_clients(self) -> None:
         delay = 0.5

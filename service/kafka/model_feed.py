@@ -32,7 +32,7 @@ from confluent_kafka import Consumer, KafkaException, Message
 from mode import Service
 
 from service.core.settings import Settings
-from service.kafka.clients import ensure_topics
+from service.kafka.clients import ensure_topics, fetch
 from service.kafka.readtoend import assign_all, drain, standalone_consumer
 
 __all__ = ["ModelFeed", "ModelUpdate"]
@@ -173,7 +173,7 @@ class ModelFeed(Service):
     async def _tail(self) -> None:
         while not self.should_stop and self._consumer is not None:
             consumer = self._consumer
-            messages = await self._call(consumer.consume, 100, 0.5)
+            messages = await self._call(fetch, consumer, 100, 0.5, True)
             for message in messages:
                 error = message.error()
                 if error is not None:

@@ -56,6 +56,7 @@ _PERMANENT = {
     KafkaError.INVALID_MSG_SIZE,
 }
 HEADER_ORIGINAL_SIZE = "hotswap-original-size"
+_PURGED = {KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT}
 _OVERHEAD = 512  # record and batch framing, generously
 _ADMIN_KEYS = {
     "bootstrap.servers",
@@ -98,19 +99,42 @@ class Failure:
 
 @dataclass
 class _Report:
-    """Failures of one batch, filled by librdkafka's callbacks (any thread)."""
+    """One batch's outputs as sent, and the failures librdkafka reported (any thread).
 
+    A failure names only topic, key and value; it is matched to its output when
+    taken, so the common case, no failure, costs nothing per record.
+    """
+
+    sent: list[Output] = field(default_factory=list)
     failures: list[Failure] = field(default_factory=list)
+    raw: list[tuple[str, bytes | None, bytes | None, KafkaError]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def add(self, output: Output, error: KafkaError) -> None:
         with self.lock:
             self.failures.append(Failure(output, error))
 
+    def add_raw(
+        self, topic: str, key: bytes | None, value: bytes | None, error: KafkaError
+    ) -> None:
+        with self.lock:
+            self.raw.append((topic, key, value, error))
+
     def take(self) -> list[Failure]:
         """The failures reported since the last call (each is handled once)."""
         with self.lock:
             taken, self.failures = self.failures, []
+            raw, self.raw = self.raw, []
+        if raw:
+            by_content: dict[tuple[bytes | None, bytes | None], list[Output]] = {}
+            for out in self.sent:
+                by_content.setdefault((out.key, out.value), []).append(out)
+            for _topic, key, value, error in raw:
+                matches = by_content.get((key, value))
+                if matches:
+                    taken.append(Failure(matches.pop(), error))
+                else:
+                    logger.warning("a failed delivery matches no output of this batch: %s", error)
         return taken
 
 
@@ -138,6 +162,7 @@ class Publisher:
             config["message.timeout.ms"] = min(
                 config["message.timeout.ms"], config["transaction.timeout.ms"]
             )
+        config["on_delivery"] = self._undelivered  # called only for failures (see above)
         self._config = rdkafka_config(settings, **config)
         self._producer: Producer = None  # type: ignore[assignment]  # made by start()
         self._partitions: dict[str, int] = {}
@@ -192,6 +217,7 @@ class Publisher:
         produce = self._producer.produce
         report = self._report
         check_above = self._check_above
+        report.sent.extend(outputs)
         for out in outputs:
             if type(out) is Scored:
                 topic = shadow_topic if out.shadow else scored_topic
@@ -202,16 +228,21 @@ class Publisher:
             if value is not None and len(value) > check_above and self._too_large(out, topic):
                 report.add(out, KafkaError(KafkaError.MSG_SIZE_TOO_LARGE, "over max.message.bytes"))
                 continue
-            callback = _Callback(report, out)
             while True:
                 try:
-                    produce(topic, value, key, partition, on_delivery=callback, headers=out.headers)  # type: ignore[arg-type]
+                    produce(topic, value, key, partition, headers=out.headers)  # type: ignore[arg-type]
                     break
                 except BufferError:  # the local queue is full: let librdkafka drain it
                     self._producer.poll(0.05)
                 except KafkaException as exc:
                     report.add(out, exc.args[0])
                     break
+
+    def _undelivered(self, error: KafkaError | None, message: Any) -> None:
+        """librdkafka's delivery report, for failures only (any thread)."""
+        if error is None or error.code() in _PURGED:
+            return  # purged by our own abort: that transaction's batch is sent again anyway
+        self._report.add_raw(message.topic(), message.key(), message.value(), error)
 
     def _too_large(self, out: Output, topic: str) -> bool:
         size = len(out.value or b"") + len(out.key or b"") + _OVERHEAD
@@ -261,17 +292,3 @@ def topic_limits(config: dict[str, Any], topics: Sequence[str], timeout: float) 
     except (KafkaException, ValueError) as exc:
         logger.warning("cannot read the output topics' max.message.bytes (%s)", exc)
     return limits
-
-
-class _Callback:
-    """Delivery callback of one output; librdkafka calls it only when delivery failed."""
-
-    __slots__ = ("out", "report")
-
-    def __init__(self, report: _Report, out: Output) -> None:
-        self.report = report
-        self.out = out
-
-    def __call__(self, error: KafkaError | None, message: Any) -> None:
-        if error is not None:
-            self.report.add(self.out, error)

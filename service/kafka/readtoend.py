@@ -16,7 +16,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaExcepti
 from confluent_kafka import TopicPartition as TP
 
 from service.core.settings import Settings
-from service.kafka.clients import rdkafka_config
+from service.kafka.clients import fetch, rdkafka_config
 
 __all__ = ["assign_all", "drain", "read_to_end", "standalone_consumer"]
 
@@ -83,7 +83,7 @@ def drain(
     remaining = {p for p, end in ends.items() if end > 0}
     idle_since = time.monotonic()
     while remaining and not should_stop():
-        messages = consumer.consume(500, timeout=poll)
+        messages = fetch(consumer, 500, poll, eager=True)
         for message in messages:
             error = message.error()
             if error is not None:

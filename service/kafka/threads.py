@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
-__all__ = ["bounded"]
+__all__ = ["bounded", "wait_or_stop"]
 
 
 async def bounded(fn: Callable[[], None], timeout: float) -> bool:
@@ -42,3 +42,11 @@ def _settle(future: asyncio.Future[None], error: BaseException | None) -> None:
         future.set_result(None)
     else:
         future.set_exception(error)
+
+
+async def wait_or_stop(waiting: Awaitable[object], stopping: Callable[[], bool]) -> None:
+    """Wait for ``waiting`` unless ``stopping()`` turns true first (checked 5 times a second)."""
+    task = asyncio.ensure_future(waiting)
+    while not task.done() and not stopping():
+        await asyncio.wait({task}, timeout=0.2)
+    task.cancel()

@@ -59,7 +59,7 @@ class Transactions:
                 self._metrics.transactions.labels("committed").inc()
                 return True
             self._metrics.transactions.labels("aborted").inc()
-            logger.warning("the transaction commit hangs; replacing the producer")
+            logger.warning("the transaction commit hangs")
             await self.restart(begin=False, fresh=True)
             return False
         except KafkaException as exc:
@@ -78,35 +78,28 @@ class Transactions:
         """
         delay = 0.5
         while not self._gave_up():
-            if fresh:
-                logger.warning("the transaction failed again; replacing the producer")
-                if await self._replace(begin):
-                    return True
-                await asyncio.sleep(delay)
-                delay = min(2 * delay, 5.0)
-                continue
-            try:
-                await self._call(self._publisher.abort, 5.0)
-                if begin:
-                    await self._call(self._publisher.begin)
+            if fresh and await self._replace(begin):
                 return True
-            except KafkaException as exc:
-                error = exc.args[0]
-                if fenced(error):
-                    logger.error("producer fenced (%s): another instance took over", error)
-                    self._on_fenced()
-                    return False
-                if error.fatal():
-                    logger.warning("producer in a fatal state (%s); replacing it", error)
-                    if await self._replace(begin):
-                        return True
-                else:
-                    logger.warning("abort failed (%s); retrying in %.1fs", error, delay)
+            if not fresh:
+                try:
+                    await self._call(self._publisher.abort, 5.0)
+                    if begin:
+                        await self._call(self._publisher.begin)
+                    return True
+                except KafkaException as exc:
+                    error = exc.args[0]
+                    if fenced(error):
+                        logger.error("producer fenced (%s): another instance took over", error)
+                        self._on_fenced()
+                        return False
+                    fresh = error.fatal()  # a producer in a fatal state is replaced
+                    logger.warning("abort failed (%s)%s", error, "; replacing" if fresh else "")
             await asyncio.sleep(delay)
             delay = min(2 * delay, 5.0)
         return False
 
     async def _replace(self, begin: bool) -> bool:
+        logger.warning("replacing the producer (same transactional id, next epoch)")
         try:
             await self._call(self._publisher.replace, 10.0)
             if begin:
