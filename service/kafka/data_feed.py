@@ -177,10 +177,10 @@ class DataFeed(Service):
         except TimeoutError:
             logger.warning("the in-flight batch did not finish within %.1f s", budget)
         if self._consumer is not None and not self._eos:
-            await self._offsets.commit_sync(self._consumer, 1.5)
+            await self._offsets.commit_sync(self._consumer, 1.0)
         # On a thread of its own: the feed's thread may still be blocked on a silent broker.
-        if not await bounded(self._close, 2.0):
-            logger.warning("the data consumer did not leave its group within 2 s")
+        if not await bounded(self._close, 1.5):
+            logger.warning("the data consumer did not leave its group within 1.5 s")
         self._thread.shutdown(wait=False, cancel_futures=True)
         self._sender.shutdown(wait=False, cancel_futures=True)
 
