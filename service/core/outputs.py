@@ -10,6 +10,7 @@ writes them to the shadow topic, never to the scored topic.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,6 +39,7 @@ __all__ = [
     "fixed_headers",
     "render",
     "scored",
+    "scored_all",
 ]
 
 logger = logging.getLogger(__name__)
@@ -86,12 +88,13 @@ def _source_headers(record: InputRecord) -> Headers:
     ]
 
 
-def fixed_headers(model: ServingModel, topic: str) -> Headers:
-    """The headers every record scored by ``model`` from ``topic`` shares."""
+def fixed_headers(model: ServingModel, topic: str, partition: int) -> Headers:
+    """The headers every record scored by ``model`` from one source partition shares."""
     return [
         (HEADER_MODEL, model.name.encode()),
         (HEADER_VERSION, model.version.encode()),
         (HEADER_SOURCE_TOPIC, topic.encode()),
+        (HEADER_SOURCE_PARTITION, str(partition).encode()),
     ]
 
 
@@ -113,13 +116,24 @@ def scored(
     shadow: bool = False,
 ) -> Scored:
     if fixed is None:
-        fixed = fixed_headers(model, record.topic)
-    headers = [
-        *fixed,
-        (HEADER_SOURCE_PARTITION, str(record.partition).encode()),
-        (HEADER_SOURCE_OFFSET, str(record.offset).encode()),
-    ]
+        fixed = fixed_headers(model, record.topic, record.partition)
+    headers = [*fixed, (HEADER_SOURCE_OFFSET, str(record.offset).encode())]
     return Scored(record.key, value, headers, model.name, model.version, record, shadow)
+
+
+def scored_all(
+    model: ServingModel, records: Sequence[InputRecord], docs: list[bytes], shadow: bool = False
+) -> list[Scored]:
+    """The outputs of rows scored by one model; shared headers built once per partition."""
+    cache: dict[tuple[str, int], Headers] = {}
+    outputs: list[Scored] = []
+    for record, value in zip(records, docs):
+        where = (record.topic, record.partition)
+        fixed = cache.get(where)
+        if fixed is None:
+            fixed = cache[where] = fixed_headers(model, *where)
+        outputs.append(scored(model, record, value, fixed, shadow))
+    return outputs
 
 
 def render(model: ServingModel, outputs: dict[str, np.ndarray], ids: list[Any]) -> list[bytes]:

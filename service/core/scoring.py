@@ -19,13 +19,12 @@ from service.core import errors
 from service.core.messages import DataRecord, decode_record
 from service.core.outputs import (
     DeadLetter,
-    Headers,
     InputRecord,
     Scored,
     dead_letter,
-    fixed_headers,
     render,
     scored,
+    scored_all,
 )
 from service.core.registry import ModelRegistry, ServingModel
 from service.core.rollout import Rollout, compare_outputs
@@ -192,14 +191,12 @@ class Scorer:
         sig = candidate.runtime.signature
         compare_outputs(model.runtime.signature, mine, sig, got, len(picked), figures)
         docs = render(candidate, got, [ids[j] for j in picked])
+        sources = [records[positions[j]] for j in picked]
         if shadow:
-            shadows.extend(
-                scored(candidate, records[positions[j]], docs[n], shadow=True)
-                for n, j in enumerate(picked)
-            )
+            shadows.extend(scored_all(candidate, sources, docs, shadow=True))
             return set()
-        for n, j in enumerate(picked):
-            slots[positions[j]] = scored(candidate, records[positions[j]], docs[n])
+        for j, output in zip(picked, scored_all(candidate, sources, docs)):
+            slots[positions[j]] = output
         return set(picked)
 
     @staticmethod
@@ -228,12 +225,9 @@ class Scorer:
         records: Sequence[InputRecord],
         slots: list[Scored | DeadLetter | None],
     ) -> None:
-        fixed: dict[str, Headers] = {}
-        for j, value in enumerate(render(model, outputs, ids)):
-            record = records[positions[j]]
-            if record.topic not in fixed:
-                fixed[record.topic] = fixed_headers(model, record.topic)
-            slots[positions[j]] = scored(model, record, value, fixed[record.topic])
+        sources = [records[i] for i in positions]
+        for i, output in zip(positions, scored_all(model, sources, render(model, outputs, ids))):
+            slots[i] = output
 
     def _score_rows(
         self,
