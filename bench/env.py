@@ -16,13 +16,12 @@ import asyncio
 import base64
 import subprocess
 import sys
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 from models.train import train_model
-from scripts.harness import REPO, WorkerProcess, settings_env
-from scripts.localkafka import LocalKafka, free_port
+from scripts.harness import REPO, WorkerProcess, isolated_settings, settings_env
+from scripts.localkafka import LocalKafka
 from service.core.messages import ModelMessage, encode_model_message
 from service.core.settings import Settings
 from service.kafka.clients import ensure_topics
@@ -104,19 +103,7 @@ class Env:
 
     def settings(self) -> Settings:
         """Fresh topics (created now) and a fresh consumer group."""
-        tag = uuid.uuid4().hex[:8]
-        settings = Settings(
-            broker=f"kafka://{self.kafka.bootstrap}",
-            model_topic=f"b{tag}-models",
-            archive_topic=f"b{tag}-archive",
-            data_topic=f"b{tag}-records",
-            scored_topic=f"b{tag}-scored",
-            dead_letter_topic=f"b{tag}-dlq",
-            app_id=f"bench-{tag}",
-            http_host="127.0.0.1",
-            http_port=free_port(),
-            data_dir=str(self.work / f"w-{tag}"),
-        )
+        settings = isolated_settings(self.kafka.bootstrap, self.work, "b")
         asyncio.run(ensure_topics(settings))
         return settings
 

@@ -33,7 +33,13 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from scripts.harness import WorkerProcess, consume, publish_file, wait_for  # noqa: E402
+from scripts.harness import (  # noqa: E402
+    WorkerProcess,
+    consume,
+    isolated_settings,
+    publish_file,
+    wait_for,
+)
 from scripts.localkafka import LocalKafka, fetch, free_port  # noqa: E402
 from service.core.settings import Settings  # noqa: E402
 
@@ -151,26 +157,9 @@ class FaultRun:
     guarantee: str = "at_least_once"
 
     def settings(self, **overrides: object) -> Settings:
-        tag = uuid.uuid4().hex[:8]
-        values: dict[str, object] = {
-            "broker": f"kafka://{self.kafka.bootstrap}",
-            "model_topic": f"f{tag}-models",
-            "archive_topic": f"f{tag}-models.archive",
-            "data_topic": f"f{tag}-records",
-            "scored_topic": f"f{tag}-scored",
-            "dead_letter_topic": f"f{tag}-dlq",
-            "control_topic": f"f{tag}-control",
-            "shadow_topic": f"f{tag}-shadow",
-            "status_topic": f"f{tag}-status",
-            "app_id": f"fault-{tag}",
-            "http_host": "127.0.0.1",
-            "http_port": free_port(),
-            "data_dir": str(self.workdir / f"w-{tag}"),
-            "session_timeout": 6.0,
-            "processing_guarantee": self.guarantee,
-        }
+        values: dict[str, object] = {"session_timeout": 6.0, "processing_guarantee": self.guarantee}
         values.update(overrides)
-        return Settings(**values)  # type: ignore[arg-type]
+        return isolated_settings(self.kafka.bootstrap, self.workdir, "f", **values)
 
     def worker(self, settings: Settings, port: int | None = None) -> WorkerProcess:
         if port is not None:

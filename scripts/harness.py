@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,7 @@ import httpx
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from scripts.localkafka import free_port
 from service.core.settings import Settings
 from service.kafka.clients import partitions_of
 from service.tools.publish import PublishRequest, build_message, publish_message
@@ -30,6 +32,7 @@ __all__ = [
     "ConsumedRecord",
     "WorkerProcess",
     "consume",
+    "isolated_settings",
     "publish_file",
     "run_cli",
     "send_raw",
@@ -39,6 +42,32 @@ __all__ = [
 
 T = TypeVar("T")
 REPO = Path(__file__).resolve().parents[1]
+
+
+def isolated_settings(bootstrap: str, data_dir: Path, prefix: str, **overrides: object) -> Settings:
+    """Settings with topics, consumer group and HTTP port of their own (``prefix`` + a tag).
+
+    Every test, fault run and benchmark builds its worker settings here, so
+    none of them shares a topic, a group or a port with another.
+    """
+    tag = f"{prefix}{uuid.uuid4().hex[:8]}"
+    values: dict[str, object] = {
+        "broker": f"kafka://{bootstrap}",
+        "model_topic": f"{tag}-models",
+        "archive_topic": f"{tag}-models.archive",
+        "data_topic": f"{tag}-records",
+        "scored_topic": f"{tag}-scored",
+        "dead_letter_topic": f"{tag}-records.dlq",
+        "control_topic": f"{tag}-models.control",
+        "shadow_topic": f"{tag}-scored.shadow",
+        "status_topic": f"{tag}-status",
+        "app_id": f"hotswap-{tag}",
+        "http_host": "127.0.0.1",
+        "http_port": free_port(),
+        "data_dir": str(data_dir / f"worker-{tag}"),
+    }
+    values.update(overrides)
+    return Settings(**values)  # type: ignore[arg-type]
 
 
 def settings_env(settings: Settings) -> dict[str, str]:

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from scripts.harness import WorkerProcess, publish_file
+from scripts.harness import WorkerProcess, isolated_settings, publish_file
 from scripts.localkafka import LocalKafka, fetch, free_port
 from service.core.settings import Settings
 
@@ -27,27 +26,9 @@ def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalKafka]:
 @pytest.fixture
 def make_settings(kafka: LocalKafka, tmp_path: Path) -> Callable[..., Settings]:
     """Settings with this test's own topics, consumer group and HTTP port."""
-    test_id = uuid.uuid4().hex[:10]
 
     def make(**overrides: object) -> Settings:
-        values: dict[str, object] = {
-            "broker": f"kafka://{kafka.bootstrap}",
-            "model_topic": f"t{test_id}-models",
-            "archive_topic": f"t{test_id}-models.archive",
-            "data_topic": f"t{test_id}-records",
-            "scored_topic": f"t{test_id}-scored",
-            "dead_letter_topic": f"t{test_id}-records.dlq",
-            "control_topic": f"t{test_id}-models.control",
-            "shadow_topic": f"t{test_id}-scored.shadow",
-            "status_topic": f"t{test_id}-status",
-            "app_id": f"hotswap-{test_id}",
-            "http_host": "127.0.0.1",
-            "http_port": free_port(),
-            "data_dir": str(tmp_path / f"worker-{uuid.uuid4().hex[:6]}"),
-            "log_level": "INFO",
-        }
-        values.update(overrides)
-        return Settings(**values)  # type: ignore[arg-type]
+        return isolated_settings(kafka.bootstrap, tmp_path, "t", log_level="INFO", **overrides)
 
     return make
 

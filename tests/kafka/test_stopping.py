@@ -19,7 +19,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from scripts.harness import WorkerProcess, publish_file, send_raw, wait_for
+from scripts.harness import WorkerProcess, isolated_settings, publish_file, send_raw, wait_for
 from scripts.localkafka import LocalKafka, free_port
 from service.core.settings import Settings
 
@@ -36,23 +36,7 @@ def own_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalKafka]:
 
 @pytest.fixture
 def settings(own_kafka: LocalKafka, tmp_path: Path) -> Settings:
-    tag = os.urandom(4).hex()
-    return Settings(
-        broker=f"kafka://{own_kafka.bootstrap}",
-        model_topic=f"s{tag}-models",
-        archive_topic=f"s{tag}-archive",
-        data_topic=f"s{tag}-records",
-        scored_topic=f"s{tag}-scored",
-        dead_letter_topic=f"s{tag}-dlq",
-        control_topic=f"s{tag}-control",
-        shadow_topic=f"s{tag}-shadow",
-        status_topic=f"s{tag}-status",
-        app_id=f"stop-{tag}",
-        http_host="127.0.0.1",
-        http_port=free_port(),
-        data_dir=str(tmp_path / "w"),
-        session_timeout=6.0,
-    )
+    return isolated_settings(own_kafka.bootstrap, tmp_path, "s", session_timeout=6.0)
 
 
 def _stop_time(worker: WorkerProcess) -> tuple[float, int | None]:
