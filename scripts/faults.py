@@ -157,9 +157,14 @@ class FaultRun:
     guarantee: str = "at_least_once"
 
     def settings(self, **overrides: object) -> Settings:
-        values: dict[str, object] = {"session_timeout": 6.0, "processing_guarantee": self.guarantee}
-        values.update(overrides)
-        return isolated_settings(self.kafka.bootstrap, self.workdir, "f", **values)
+        settings = isolated_settings(
+            self.kafka.bootstrap,
+            self.workdir,
+            "f",
+            session_timeout=6.0,
+            processing_guarantee=self.guarantee,
+        )
+        return settings.model_copy(update=overrides) if overrides else settings
 
     def worker(self, settings: Settings, port: int | None = None) -> WorkerProcess:
         if port is not None:

@@ -44,13 +44,17 @@ T = TypeVar("T")
 REPO = Path(__file__).resolve().parents[1]
 
 
-def isolated_settings(bootstrap: str, data_dir: Path, prefix: str, **overrides: object) -> Settings:
+def isolated_settings(
+    bootstrap: str, data_dir: Path, prefix: str, *, tag: str = "", **overrides: object
+) -> Settings:
     """Settings with topics, consumer group and HTTP port of their own (``prefix`` + a tag).
 
     Every test, fault run and benchmark builds its worker settings here, so
-    none of them shares a topic, a group or a port with another.
+    none of them shares a topic, a group or a port with another. Calls with the
+    same ``tag`` share topics and group (several workers of one test), each with
+    its own port and scratch directory.
     """
-    tag = f"{prefix}{uuid.uuid4().hex[:8]}"
+    tag = f"{prefix}{tag or uuid.uuid4().hex[:8]}"
     values: dict[str, object] = {
         "broker": f"kafka://{bootstrap}",
         "model_topic": f"{tag}-models",
@@ -64,7 +68,7 @@ def isolated_settings(bootstrap: str, data_dir: Path, prefix: str, **overrides: 
         "app_id": f"hotswap-{tag}",
         "http_host": "127.0.0.1",
         "http_port": free_port(),
-        "data_dir": str(data_dir / f"worker-{tag}"),
+        "data_dir": str(data_dir / f"worker-{uuid.uuid4().hex[:6]}"),
     }
     values.update(overrides)
     return Settings(**values)  # type: ignore[arg-type]

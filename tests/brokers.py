@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -25,10 +26,13 @@ def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalKafka]:
 
 @pytest.fixture
 def make_settings(kafka: LocalKafka, tmp_path: Path) -> Callable[..., Settings]:
-    """Settings with this test's own topics, consumer group and HTTP port."""
+    """Settings with this test's own topics and consumer group (shared by its workers)."""
+    test_id = uuid.uuid4().hex[:10]
 
     def make(**overrides: object) -> Settings:
-        return isolated_settings(kafka.bootstrap, tmp_path, "t", log_level="INFO", **overrides)
+        return isolated_settings(
+            kafka.bootstrap, tmp_path, "t", tag=test_id, log_level="INFO", **overrides
+        )
 
     return make
 

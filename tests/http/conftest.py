@@ -12,6 +12,7 @@ import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -23,20 +24,10 @@ from tests.models import WINE_SAMPLE_INDEX, BuiltModel, sha256_of
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(scope="session")
-def text_model() -> BuiltModel:
-    """Wine with string classes, so the label output is a BYTES tensor."""
-    from sklearn.datasets import load_wine
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
+def _built(estimator: Any, wine: Any) -> BuiltModel:
+    """The fitted wine ``estimator`` as ONNX, with its sample rows and labels."""
     from service.core.convert import sklearn_to_onnx
 
-    wine = load_wine()
-    names = np.array(["barolo", "grignolino", "barbera"])[wine.target]
-    estimator = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
-    estimator.fit(wine.data, names)
     rows = wine.data[WINE_SAMPLE_INDEX].astype(np.float32)
     converted = sklearn_to_onnx(estimator, rows)
     assert converted.classes is not None
@@ -48,6 +39,21 @@ def text_model() -> BuiltModel:
         rows.tolist(),
         converted.sample_labels,
     )
+
+
+@pytest.fixture(scope="session")
+def text_model() -> BuiltModel:
+    """Wine with string classes, so the label output is a BYTES tensor."""
+    from sklearn.datasets import load_wine
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    wine = load_wine()
+    names = np.array(["barolo", "grignolino", "barbera"])[wine.target]
+    estimator = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
+    estimator.fit(wine.data, names)
+    return _built(estimator, wine)
 
 
 @pytest.fixture(scope="session")
@@ -58,24 +64,12 @@ def deep_model() -> BuiltModel:
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    from service.core.convert import sklearn_to_onnx
-
     wine = load_wine()
     mlp = MLPClassifier((512, 512), max_iter=20, random_state=0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # not converged: its speed is what matters here
         estimator = make_pipeline(StandardScaler(), mlp).fit(wine.data, wine.target)
-    rows = wine.data[WINE_SAMPLE_INDEX].astype(np.float32)
-    converted = sklearn_to_onnx(estimator, rows)
-    assert converted.classes is not None
-    assert converted.sample_labels is not None
-    return BuiltModel(
-        converted.onnx,
-        list(wine.feature_names),
-        converted.classes,
-        rows.tolist(),
-        converted.sample_labels,
-    )
+    return _built(estimator, wine)
 
 
 @dataclass
