@@ -77,6 +77,7 @@ class Transactions:
         another instance (a zombie never writes again), or a stop ran out of time.
         """
         delay = 0.5
+        failed = 0
         while not self._gave_up():
             if fresh and await self._replace(begin):
                 return True
@@ -92,7 +93,10 @@ class Transactions:
                         logger.error("producer fenced (%s): another instance took over", error)
                         self._on_fenced()
                         return False
-                    fresh = error.fatal()  # a producer in a fatal state is replaced
+                    failed += 1
+                    # A producer in a fatal state is replaced; so is one whose abort keeps
+                    # timing out (seen after a broker restart: its coordinator request stuck).
+                    fresh = error.fatal() or failed >= 2
                     logger.warning("abort failed (%s)%s", error, "; replacing" if fresh else "")
             await asyncio.sleep(delay)
             delay = min(2 * delay, 5.0)
