@@ -210,11 +210,11 @@ def build_worker(settings: Settings) -> WorkerParts:
 
     async def finish_in_flight_batch(sender: Any, *args: Any, **kwargs: Any) -> None:
         swapper.close()  # a model fetch in progress ends now; nothing waits for it
-        await data.stop()  # before the agents stop: the last batch completes and commits
-        await decider.stop()
-        await fleet.stop()  # a tombstone: this worker leaves the fleet view now
-        await control.stop()
-        await models.stop()
+        # Before the agents stop: the last batch completes and commits, the fleet gets a
+        # tombstone. Side by side, so a silent broker costs one timeout, not one per feed.
+        await asyncio.gather(
+            data.stop(), decider.stop(), fleet.stop(), control.stop(), models.stop()
+        )
 
     app.on_before_shutdown.connect(finish_in_flight_batch)  # type: ignore[arg-type]
 

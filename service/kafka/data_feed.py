@@ -172,15 +172,17 @@ class DataFeed(Service):
         """Let the in-flight batch finish and commit, then leave the group."""
         budget = self._settings.stop_timeout
         self._deadline = time.monotonic() + budget
+        slack = 1.0  # for the last commit and leaving the group; halved if the broker is silent
         try:
             await asyncio.wait_for(self._finished.wait(), timeout=budget)
         except TimeoutError:
             logger.warning("the in-flight batch did not finish within %.1f s", budget)
+            slack = 0.5
         if self._consumer is not None and not self._eos:
-            await self._offsets.commit_sync(self._consumer, 1.0)
+            await self._offsets.commit_sync(self._consumer, slack)
         # On a thread of its own: the feed's thread may still be blocked on a silent broker.
-        if not await bounded(self._close, 1.5):
-            logger.warning("the data consumer did not leave its group within 1.5 s")
+        if not await bounded(self._close, slack):
+            logger.warning("the data consumer did not leave its group within %.1f s", slack)
         self._thread.shutdown(wait=False, cancel_futures=True)
         self._sender.shutdown(wait=False, cancel_futures=True)
 

@@ -115,10 +115,10 @@ class Fleet(Service):
             logger.warning("no tombstone on the status topic: %s", exc)
 
         def flush() -> None:
-            producer.flush(2.0)
+            producer.flush(1.5)
 
-        if not await bounded(flush, 2.5):
-            logger.warning("the status producer did not flush within 2 s")
+        if not await bounded(flush, 2.0):
+            logger.warning("the status producer did not flush within 1.5 s")
 
     # --- what the others say -----------------------------------------------------------
 

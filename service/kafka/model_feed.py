@@ -143,9 +143,9 @@ class ModelFeed(Service):
 
     async def on_stop(self) -> None:
         try:
-            await asyncio.wait_for(self._call(self._close), timeout=2.0)
-        except TimeoutError:
-            logger.warning("the %s consumer did not close within 2 s", self._label)
+            await asyncio.wait_for(self._call(self._close), timeout=1.0)
+        except TimeoutError:  # no group to leave, no offsets to commit: nothing is lost
+            logger.warning("the %s consumer did not close within 1 s", self._label)
         self._thread.shutdown(wait=False, cancel_futures=True)
 
     # --- replay and tail ----------------------------------------------------------

@@ -52,6 +52,7 @@ def _stop_time(worker: WorkerProcess) -> tuple[float, int | None]:
 
 
 def _check(seconds: float, code: int | None, worker: WorkerProcess) -> None:
+    print(f"stopped in {seconds:.1f}s")
     assert code == 0, f"exit code {code}:\n{worker.tail(40)}"
     assert seconds < GRACE, f"took {seconds:.1f}s to stop:\n{worker.tail(40)}"
 
@@ -137,7 +138,10 @@ def test_stop_with_the_broker_away(
     trained: dict[str, Path],
 ) -> None:
     worker = _ready_worker(settings, tmp_path, trained)
-    send_raw(settings, settings.data_topic, _records(2000))
+    # Enough records that the broker goes away while a batch is being delivered: the stop
+    # then waits out stop_timeout for it, the worst case.
+    send_raw(settings, settings.data_topic, _records(200_000))
+    wait_for(lambda: "hotswap_records_scored_total" in worker.get("/metrics").text, 30, "scoring")
     pid = own_kafka.pid
     assert pid is not None
     if how == "down":
