@@ -63,12 +63,13 @@ def _as_worker(out: Path, interval: float) -> None:
         profiler = pyinstrument.Profiler(interval=interval, async_mode="disabled")
     except ImportError:
         print("pyinstrument is not installed: GC timings only", file=sys.stderr)
-    from service.cli import main as hotswap
+    from service.core.settings import Settings
+    from service.worker import serve
 
     if profiler is not None:
         profiler.start()
     try:
-        hotswap(["worker"])
+        serve(Settings())
     finally:
         if profiler is not None:
             profiler.stop()

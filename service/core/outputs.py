@@ -127,12 +127,14 @@ def scored_all(
     """The outputs of rows scored by one model; shared headers built once per partition."""
     cache: dict[tuple[str, int], Headers] = {}
     outputs: list[Scored] = []
+    append, name, version = outputs.append, model.name, model.version
     for record, value in zip(records, docs):
         where = (record.topic, record.partition)
         fixed = cache.get(where)
         if fixed is None:
             fixed = cache[where] = fixed_headers(model, *where)
-        outputs.append(scored(model, record, value, fixed, shadow))
+        headers = [*fixed, (HEADER_SOURCE_OFFSET, b"%d" % record.offset)]
+        append(Scored(record.key, value, headers, name, version, record, shadow))
     return outputs
 
 
@@ -140,21 +142,38 @@ def render(model: ServingModel, outputs: dict[str, np.ndarray], ids: list[Any]) 
     """One JSON document per row: id, model, version, label/probabilities or outputs."""
     sig = model.runtime.signature
     scored_at = utc_now_iso()
+    name, version = model.name, model.version
     columns: dict[str, list[Any]] = {name: value.tolist() for name, value in outputs.items()}
     labels = columns.pop(sig.label_output) if sig.label_output else None
     probas = columns.pop(sig.probability_output) if sig.probability_output else None
+    if labels and all(type(label) is list and len(label) == 1 for label in labels):
+        labels = [label[0] for label in labels]  # a column vector: one label per row
     classes = [str(c) for c in sig.classes] if sig.classes else None
+    dumps = orjson.dumps
+    if labels is not None and probas is not None and classes and not columns:  # a classifier
+        return [
+            dumps(
+                {
+                    "id": record_id,
+                    "model": name,
+                    "version": version,
+                    "label": label,
+                    "probabilities": dict(zip(classes, row)),
+                    "scored_at": scored_at,
+                }
+            )
+            for record_id, label, row in zip(ids, labels, probas)
+        ]
     docs: list[bytes] = []
     for j, record_id in enumerate(ids):
-        doc: dict[str, Any] = {"id": record_id, "model": model.name, "version": model.version}
+        doc: dict[str, Any] = {"id": record_id, "model": name, "version": version}
         if labels is not None:
-            label = labels[j]
-            doc["label"] = label[0] if isinstance(label, list) and len(label) == 1 else label
+            doc["label"] = labels[j]
         if probas is not None:
             row = probas[j]
             doc["probabilities"] = dict(zip(classes, row)) if classes else row
         if columns:
-            doc["outputs"] = {name: col[j] for name, col in columns.items()}
+            doc["outputs"] = {column: values[j] for column, values in columns.items()}
         doc["scored_at"] = scored_at
-        docs.append(orjson.dumps(doc))
+        docs.append(dumps(doc))
     return docs

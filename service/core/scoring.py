@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from service.core import errors
-from service.core.messages import DataRecord, decode_record
+from service.core.messages import DataRecord, decode_records
 from service.core.outputs import (
     DeadLetter,
     InputRecord,
@@ -92,15 +92,18 @@ class Scorer:
         result = BatchResult()
         slots: list[Scored | DeadLetter | None] = [None] * len(records)
         groups: dict[str, list[tuple[int, DataRecord]]] = {}
-        for i, record in enumerate(records):
-            try:
-                decoded = decode_record(
-                    record.value, max_bytes=self._max_bytes, default_model=self._default_model
-                )
-            except errors.RecordRejected as exc:
-                slots[i] = dead_letter(record, exc)
-                continue
-            groups.setdefault(decoded.model, []).append((i, decoded))
+        values = [record.value for record in records]
+        decoded = decode_records(
+            values, max_bytes=self._max_bytes, default_model=self._default_model
+        )
+        for i, item in enumerate(decoded):
+            if type(item) is DataRecord:
+                group = groups.get(item.model)
+                if group is None:
+                    group = groups[item.model] = []
+                group.append((i, item))
+            else:
+                slots[i] = dead_letter(records[i], item)  # type: ignore[arg-type]
         shadows: list[Scored] = []
         for name, members in groups.items():
             model = self._registry.get(name)
@@ -124,14 +127,21 @@ class Scorer:
         shadows: list[Scored],
     ) -> None:
         signature = model.runtime.signature
-        rows: list[list[float]] = []
-        positions: list[int] = []
-        for i, decoded in members:
-            try:
-                rows.append(_row(decoded.features, signature))
+        width = signature.width
+        rows: list[list[float]] = [d.features for _, d in members]  # type: ignore[misc]
+        if all(type(row) is list and len(row) == width for row in rows):  # the common case
+            positions = [i for i, _ in members]
+            ids = [d.id for _, d in members]
+        else:
+            rows, positions, ids = [], [], []
+            for i, decoded in members:
+                try:
+                    rows.append(_row(decoded.features, signature))
+                except errors.RecordRejected as exc:
+                    slots[i] = dead_letter(records[i], exc)
+                    continue
                 positions.append(i)
-            except errors.RecordRejected as exc:
-                slots[i] = dead_letter(records[i], exc)
+                ids.append(decoded.id)
         if not rows:
             return
         batch = np.asarray(rows, dtype=np.float32)
@@ -139,8 +149,6 @@ class Scorer:
         if outputs is None:
             self._score_rows(model, batch, positions, members, records, slots, result)
             return
-        by_index = {i: d.id for i, d in members}
-        ids = [by_index[i] for i in positions]
         rollout = self._registry.rollout(model.name)
         if rollout is None or not rollout.active():
             self._place(model, outputs, ids, positions, records, slots)
