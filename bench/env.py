@@ -140,6 +140,9 @@ class Env:
         ]  # fmt: skip
         if name in _MODULES:
             module, extra = _MODULES[name], ["--model", str(self.logreg_onnx)]
+            # the worker's batch settings (HOTSWAP_BATCH_SIZE/_TIMEOUT) hold for the floors too
+            extra += ["--batch", str(settings.batch_size)]
+            extra += ["--timeout-ms", str(round(settings.batch_timeout * 1000))]
         elif name == "naive":
             module = "bench.naive"
             extra = ["--estimator", str(self.logreg), "--datadir", settings.data_dir]

@@ -14,8 +14,8 @@ import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from itertools import chain
 from datetime import UTC, datetime
+from itertools import chain
 from typing import Any
 
 import orjson
@@ -247,14 +247,15 @@ def decode_records(
         out.append(_decode_or_refuse(value, max_bytes, default_model))
     if lists and not set(map(type, chain.from_iterable(lists))) <= _PLAIN:
         for i, record in enumerate(out):  # some record holds a non-number: find which
-            if type(record) is DataRecord and type(record.features) is list:
-                if not _plain_numbers(record.features):
-                    try:
-                        record.features = [
-                            _number(v, f"features[{j}]") for j, v in enumerate(record.features)
-                        ]
-                    except errors.RecordRejected as exc:
-                        out[i] = exc
+            if type(record) is not DataRecord or type(record.features) is not list:
+                continue
+            if not _plain_numbers(record.features):
+                try:
+                    record.features = [
+                        _number(v, f"features[{j}]") for j, v in enumerate(record.features)
+                    ]
+                except errors.RecordRejected as exc:
+                    out[i] = exc
     return out
 
 

@@ -15,6 +15,7 @@ from service.core.messages import (
     DataRecord,
     ModelMessage,
     decode_record,
+    decode_records,
     encode_model_message,
     parse_model_message,
 )
@@ -160,6 +161,52 @@ def test_decode_record_arbitrary_objects_only_rejects(doc: dict[str, Any]) -> No
     except errors.RecordRejected:
         return
     assert record.model == doc["model"]
+
+
+# --- decode_records: the batch path agrees with the per-record one ------------------
+
+
+def _one(value: bytes | None, default_model: str) -> DataRecord | str:
+    try:
+        return decode_record(value, max_bytes=200, default_model=default_model)
+    except errors.RecordRejected as exc:
+        return exc.reason
+
+
+def _outcomes(items: list[DataRecord | errors.RecordRejected]) -> list[DataRecord | str]:
+    return [item if isinstance(item, DataRecord) else item.reason for item in items]
+
+
+_record_values = st.one_of(
+    st.none(),
+    st.binary(max_size=250),
+    st.fixed_dictionaries(
+        {},
+        optional={
+            "id": _json,
+            "model": st.sampled_from(["wine", "", "iris"]) | _json,
+            "features": st.lists(_json_leaf, max_size=4) | _json,
+        },
+    ).map(lambda doc: json.dumps(doc).encode()),
+    st.lists(st.floats(allow_nan=False, allow_infinity=False), max_size=4).map(
+        lambda fs: orjson.dumps({"model": "wine", "features": fs})
+    ),
+)
+
+
+@FUZZ
+@given(st.lists(_record_values, max_size=12), st.sampled_from(["", "d"]))
+def test_decode_records_agrees_with_decode_record(values: list[bytes | None], default: str) -> None:
+    """Same records, same reasons, same order, whatever the mix of good and bad records."""
+    got = decode_records(values, max_bytes=200, default_model=default)
+    assert _outcomes(got) == [_one(value, default) for value in values]
+
+
+def test_decode_records_one_bad_number_refuses_only_its_record() -> None:
+    good = b'{"model": "wine", "features": [1, 2.5]}'
+    values = [good, b'{"model": "wine", "features": [1, true]}', good, b"[1]"]
+    got = _outcomes(decode_records(values, max_bytes=LIMIT))
+    assert got == [DataRecord(None, "wine", [1, 2.5]), "non_numeric", got[0], "not_an_object"]
 
 
 # --- model messages ------------------------------------------------------------
