@@ -97,12 +97,15 @@ def account(metrics: Metrics, outputs: Sequence[Output]) -> None:
     dead: dict[str, int] = {}
     latencies: dict[str, list[float]] = {}
     for out in outputs:
-        if type(out) is Scored and out.shadow:
-            shadowed[(out.model, out.version)] = shadowed.get((out.model, out.version), 0) + 1
-        elif type(out) is Scored:
-            scored[(out.model, out.version)] = scored.get((out.model, out.version), 0) + 1
-            if out.source.timestamp:
-                latencies.setdefault(out.model, []).append(now - out.source.timestamp)
+        if type(out) is Scored:
+            key = (out.model, out.version)
+            if out.shadow:
+                shadowed[key] = shadowed.get(key, 0) + 1
+                continue
+            scored[key] = scored.get(key, 0) + 1
+            stamp = out.source.timestamp
+            if stamp:
+                latencies.setdefault(out.model, []).append(now - stamp)
         else:
             reason: Any = getattr(out, "reason", "error")
             dead[reason] = dead.get(reason, 0) + 1
@@ -122,25 +125,28 @@ def account(metrics: Metrics, outputs: Sequence[Output]) -> None:
 def records_of(
     messages: list[Message],
 ) -> tuple[list[InputRecord], list[Output], list[TopicPartition]]:
-    """Input records, dead letters for what the client could not read, offsets to commit."""
+    """Input records, dead letters for what the client could not read, offsets to commit.
+
+    Only every few records keep their Kafka timestamp: the end-to-end latency
+    histogram observes a sample of each batch anyway (see :func:`account`).
+    """
     records: list[InputRecord] = []
     letters: list[Output] = []
     ends: dict[tuple[str, int], int] = {}
-    for m in messages:
-        error = m.error()
+    step = max(1, len(messages) // _LATENCY_SAMPLES)
+    for n, m in enumerate(messages):
         topic, partition, offset = m.topic() or "", m.partition(), m.offset()
         if partition is None or offset is None or offset < 0:
-            logger.warning("data consumer: %s", error)
+            logger.warning("data consumer: %s", m.error())
             continue
+        error = m.error()
         if error is None:
-            records.append(
-                InputRecord(m.key(), m.value(), topic, partition, offset, m.timestamp()[1] / 1000)
-            )
+            stamp = m.timestamp()[1] / 1000 if n % step == 0 else None
+            records.append(InputRecord(m.key(), m.value(), topic, partition, offset, stamp))
         else:
             where = InputRecord(None, None, topic, partition, offset)
             letters.append(tombstone_letter(where, errors.UndecodableBatch(str(error)[:500])))
-        if offset + 1 > ends.get((topic, partition), -1):
-            ends[(topic, partition)] = offset + 1
+        ends[(topic, partition)] = offset + 1  # a fetch holds each partition in offset order
     return records, letters, [TopicPartition(t, p, o) for (t, p), o in ends.items()]
 
 

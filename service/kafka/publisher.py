@@ -141,7 +141,9 @@ class _Report:
 class Publisher:
     """The producer of scored records and dead letters."""
 
-    def __init__(self, settings: Settings, *, transactional: bool) -> None:
+    def __init__(
+        self, settings: Settings, *, transactional: bool, queue_limit: int = 1_000_000
+    ) -> None:
         self._settings = settings
         self.transactional = transactional
         config: dict[str, Any] = {
@@ -154,7 +156,7 @@ class Publisher:
             "delivery.report.only.error": True,
             # librdkafka's own retries of one record; a transaction must outlive them.
             "message.timeout.ms": int(max(settings.stall_timeout, 5.0) * 1000),
-            "queue.buffering.max.messages": 1_000_000,
+            "queue.buffering.max.messages": queue_limit,  # records queued, not yet sent
         }
         if transactional:
             config["transactional.id"] = f"{settings.app_id}-{settings.worker_id}"
@@ -210,33 +212,49 @@ class Publisher:
 
     def send(self, outputs: Sequence[Output]) -> None:
         """Queue every output (event loop thread; never blocks for long)."""
-        scored_topic = self._settings.scored_topic
-        dead_topic = self._settings.dead_letter_topic
-        shadow_topic = self._settings.shadow_topic
-        counts = self._partitions
-        produce = self._producer.produce
-        report = self._report
+        self._report.sent.extend(outputs)
+        produce, scored_topic = self._producer.produce, self._settings.scored_topic
         check_above = self._check_above
-        report.sent.extend(outputs)
-        for out in outputs:
-            if type(out) is Scored:
-                topic = shadow_topic if out.shadow else scored_topic
-            else:
-                topic = dead_topic
-            key, value = out.key, out.value
-            partition = -1 if key is not None else max(out.source.partition, 0) % counts[topic]
-            if value is not None and len(value) > check_above and self._too_large(out, topic):
-                report.add(out, KafkaError(KafkaError.MSG_SIZE_TOO_LARGE, "over max.message.bytes"))
-                continue
-            while True:
-                try:
-                    produce(topic, value, key, partition, headers=out.headers)  # type: ignore[arg-type]
-                    break
-                except BufferError:  # the local queue is full: let librdkafka drain it
-                    self._producer.poll(0.05)
-                except KafkaException as exc:
-                    report.add(out, exc.args[0])
-                    break
+        i, n = 0, len(outputs)
+        while i < n:
+            try:
+                for out in outputs[i:] if i else outputs:
+                    i += 1
+                    # The common output, on its own short path: a keyed scored record of
+                    # an ordinary size (partitioned by its key, as Java clients do).
+                    if (
+                        type(out) is Scored
+                        and out.key is not None
+                        and not out.shadow
+                        and len(out.value) <= check_above
+                    ):
+                        produce(scored_topic, out.value, out.key, headers=out.headers)  # type: ignore[arg-type]
+                    else:
+                        self._send_one(out)
+            except BufferError:  # the local queue is full: let librdkafka drain it, go on
+                i -= 1
+                self._producer.poll(0.05)
+            except KafkaException as exc:  # refused at once: this record is named, the rest go
+                self._report.add(outputs[i - 1], exc.args[0])
+
+    def _send_one(self, out: Output) -> None:
+        if type(out) is Scored:
+            topic = self._settings.shadow_topic if out.shadow else self._settings.scored_topic
+        else:
+            topic = self._settings.dead_letter_topic
+        key, value = out.key, out.value
+        partition = (
+            -1 if key is not None else max(out.source.partition, 0) % self._partitions[topic]
+        )
+        if value is not None and len(value) > self._check_above and self._too_large(out, topic):
+            self._report.add(
+                out, KafkaError(KafkaError.MSG_SIZE_TOO_LARGE, "over max.message.bytes")
+            )
+            return
+        try:
+            self._producer.produce(topic, value, key, partition, headers=out.headers)  # type: ignore[arg-type]
+        except KafkaException as exc:
+            self._report.add(out, exc.args[0])
 
     def _undelivered(self, error: KafkaError | None, message: Any) -> None:
         """librdkafka's delivery report, for failures only (any thread)."""
