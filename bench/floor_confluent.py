@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scored-topic", required=True)
     parser.add_argument("--group", required=True)
     parser.add_argument("--model", required=True, help="the ONNX file hotswap serves")
-    parser.add_argument("--batch", type=int, default=500, help="as HOTSWAP_BATCH_SIZE")
+    parser.add_argument("--batch", type=int, default=2000, help="as HOTSWAP_BATCH_SIZE")
     parser.add_argument("--timeout-ms", type=int, default=20, help="as HOTSWAP_BATCH_TIMEOUT")
     parser.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads")
     run(parser.parse_args(argv))

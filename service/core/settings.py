@@ -49,7 +49,7 @@ class Settings(BaseSettings):
 
     data_partitions: int = Field(4, ge=1, description="Partitions when creating the data topic.")
     replication_factor: int = Field(1, ge=1, description="Replication when creating topics.")
-    batch_size: int = Field(500, ge=1, description="Most records scored in one ONNX call.")
+    batch_size: int = Field(2000, ge=1, description="Most records scored in one ONNX call.")
     batch_timeout: float = Field(0.02, gt=0, description="Seconds to wait to fill a batch.")
     default_model: str = Field("", description="Model for records with no `model` field.")
     max_record_bytes: int = Field(1_000_000, ge=1, description="Larger records are rejected.")

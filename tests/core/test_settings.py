@@ -29,7 +29,7 @@ def test_documented_defaults() -> None:
     assert settings.http_host == "0.0.0.0"
     assert settings.app_id == "hotswap"
     assert settings.default_model == ""
-    assert settings.batch_size == 500
+    assert settings.batch_size == 2000
     assert settings.max_record_bytes == 1_000_000
     assert settings.max_model_bytes == 200_000_000
     assert settings.fetch_timeout == 15.0

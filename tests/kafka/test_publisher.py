@@ -64,7 +64,8 @@ def test_a_full_local_queue_loses_reorders_and_doubles_nothing(
         else:
             expected[settings.scored_topic].append(out.source.offset)
     for topic, offsets in expected.items():
-        got = consume(settings, topic, until=lambda rs, want=len(offsets): len(rs) >= want)
+        want = len(offsets)
+        got = consume(settings, topic, until=lambda rs: len(rs) >= want)  # noqa: B023
         assert sorted(_offsets(got)) == offsets, topic  # each exactly once
         by_partition: dict[int, list[int]] = defaultdict(list)
         for record in got:
