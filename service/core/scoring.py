@@ -90,12 +90,14 @@ class Scorer:
 
     def score(self, records: Sequence[InputRecord]) -> BatchResult:
         result = BatchResult()
-        slots: list[Scored | DeadLetter | None] = [None] * len(records)
-        groups: dict[str, list[tuple[int, DataRecord]]] = {}
         values = [record.value for record in records]
         decoded = decode_records(
             values, max_bytes=self._max_bytes, default_model=self._default_model
         )
+        if self._score_uniform(records, decoded, result):
+            return result
+        slots: list[Scored | DeadLetter | None] = [None] * len(records)
+        groups: dict[str, list[tuple[int, DataRecord]]] = {}
         for i, item in enumerate(decoded):
             if type(item) is DataRecord:
                 group = groups.get(item.model)
@@ -116,6 +118,43 @@ class Scorer:
         result.outputs = [s for s in slots if s is not None]
         result.outputs += shadows  # after the batch's own outputs; their topic is another
         return result
+
+    def _score_uniform(
+        self,
+        records: Sequence[InputRecord],
+        decoded: list[DataRecord | errors.RecordRejected],
+        result: BatchResult,
+    ) -> bool:
+        """The usual batch in one pass: every record valid, one model, no rollout.
+
+        False when the batch is anything else: the general path then handles it,
+        group by group and record by record where it has to.
+        """
+        if not decoded or not all(type(d) is DataRecord for d in decoded):
+            return False
+        good: list[DataRecord] = decoded  # type: ignore[assignment]
+        name = good[0].model
+        model = self._registry.get(name)
+        if model is None or any(d.model != name for d in good):
+            return False
+        rollout = self._registry.rollout(name)
+        if rollout is not None and rollout.active():
+            return False
+        width = model.runtime.signature.width
+        rows = [d.features for d in good]
+        if not all(type(row) is list and len(row) == width for row in rows):
+            return False
+        batch = np.asarray(rows, dtype=np.float32)
+        outputs = self._predict(model, batch, result)
+        if outputs is None:  # isolate the rows that make the model fail
+            slots: list[Scored | DeadLetter | None] = [None] * len(records)
+            members = list(enumerate(good))
+            self._score_rows(model, batch, list(range(len(good))), members, records, slots, result)
+            result.outputs = [s for s in slots if s is not None]
+            return True
+        docs = render(model, outputs, [d.id for d in good])
+        result.outputs = list(scored_all(model, records, docs))
+        return True
 
     def _score_group(
         self,

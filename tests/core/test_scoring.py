@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 import orjson
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from service.core.registry import ModelRegistry, ServingModel
 from service.core.runtime import ModelRuntime, Signature, TensorSpec
@@ -243,3 +246,43 @@ def test_null_and_oversize_records(registry: ModelRegistry) -> None:
 def test_empty_batch(registry: ModelRegistry) -> None:
     result = Scorer(registry, max_record_bytes=10).score([])
     assert (result.outputs, result.calls) == ([], [])
+
+
+def _comparable(out: Scored | DeadLetter, approx: bool = False) -> tuple[Any, ...]:
+    """An output without its ``scored_at`` (two calls a millisecond apart differ there);
+    ``approx``: probabilities to 1e-5 (ONNX Runtime's sums vary a little with batch size)."""
+    if isinstance(out, DeadLetter):
+        return ("dead", out.key, out.value, out.reason, out.detail, out.headers)
+    doc = orjson.loads(out.value)
+    doc.pop("scored_at")
+    if approx and "probabilities" in doc:
+        doc["probabilities"] = pytest.approx(doc["probabilities"], rel=1e-5, abs=1e-7)
+    return ("scored", out.key, doc, out.headers, out.model, out.version, out.shadow)
+
+
+@settings(
+    max_examples=60,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(st.lists(st.integers(min_value=0, max_value=6), min_size=1, max_size=12))
+def test_a_batch_scores_as_its_records_would_one_by_one(
+    registry: ModelRegistry, wine_model: BuiltModel, kinds: list[int]
+) -> None:
+    """Uniform batches take a one-pass path, mixed ones the general one: same outputs."""
+    rows, names = wine_model.sample_inputs, wine_model.feature_names
+    makers: list[Callable[[int], Any]] = [
+        lambda i: {"id": i, "model": "wine", "features": rows[i % len(rows)]},
+        lambda i: {"id": f"n{i}", "model": "wine", "features": dict(zip(names, rows[0]))},
+        lambda i: {"id": i, "model": "wine", "features": rows[0][:3]},  # wrong width
+        lambda i: {"id": i, "model": "nope", "features": rows[0]},  # unknown model
+        lambda i: {"id": i, "model": "wine", "features": [*rows[0][:-1], True]},
+        lambda i: b"{not json",
+        lambda i: {"id": [i, {"x": None}], "model": "wine", "features": rows[1]},
+    ]
+    inputs = [_record(makers[k](i), 100 + i, key=f"k{i}".encode()) for i, k in enumerate(kinds)]
+    scorer = Scorer(registry, max_record_bytes=10_000)
+    batch = [_comparable(out) for out in scorer.score(inputs).outputs]
+    alone = [_comparable(o, True) for record in inputs for o in scorer.score([record]).outputs]
+    assert batch == alone
