@@ -37,8 +37,8 @@ from service.core.scoring import InputRecord
 from service.core.settings import Settings
 from service.kafka.batch import Batch, BatchState, account, records_of, rewind
 from service.kafka.clients import fetch, group_consumer_config
-from service.kafka.collector import tune_collector
 from service.kafka.commits import DeliveredOffsets
+from service.kafka.memory import tune_memory
 from service.kafka.publisher import Output, Publisher, permanent
 from service.kafka.refused import reroute
 from service.kafka.threads import bounded, wait_or_stop
@@ -111,7 +111,7 @@ class DataFeed(Service):
             if not self._replayed.is_set():
                 logger.info("scoring waits for the model topic to be replayed")
                 await wait_or_stop(self._replayed.wait(), lambda: self.should_stop)
-            tune_collector()  # start-up is over: what it built lives until exit
+            tune_memory()  # start-up is over: what it built lives until exit
             if not self.should_stop:
                 await self._start_clients()
             while not self.should_stop:
