@@ -242,7 +242,9 @@ def build_worker(settings: Settings) -> WorkerParts:
         )
 
     ready = lambda: readiness().ready  # noqa: E731
-    fleet = Fleet(settings, registry, partitions=data.partitions, ready=ready)
+    fleet = Fleet(
+        settings, registry, partitions=data.partitions, ready=ready, lag=lambda: data.lag.value
+    )
     decider = Decider(settings, registry, fleet, metrics, partitions=data.partitions)
     api = create_api(
         registry,

@@ -17,11 +17,12 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from confluent_kafka import Consumer, Message
+from confluent_kafka import Consumer, Message, TopicPartition
 
 from service.core.settings import Settings
 
 __all__ = [
+    "Lag",
     "Security",
     "client_options",
     "consumer",
@@ -227,3 +228,33 @@ def fetch(consumer: Consumer, most: int, timeout: float, eager: bool) -> list[Me
     if first is None:
         return []
     return [first, *consumer.consume(most - 1, 0)] if most > 1 else [first]
+
+
+class Lag:
+    """Records of the assigned partitions the worker has not read yet (None: not known).
+
+    Local only, so it costs no request to the broker: the positions and the high
+    watermarks librdkafka's last fetches brought back (``cached=True``). A
+    partition not read from yet counts 0 when it is empty and is left out
+    otherwise (its start is not known before the first record). Read on the
+    consumer's thread at most once a second; heartbeats report ``value``.
+    """
+
+    def __init__(self) -> None:
+        self.value: int | None = None
+        self._at = 0.0
+
+    def refresh(self, consumer: Consumer, assigned: set[tuple[str, int]]) -> None:
+        if time.monotonic() - self._at < 1.0:
+            return
+        self._at = time.monotonic()
+        known, total = False, 0
+        for tp in consumer.position([TopicPartition(t, p) for t, p in sorted(assigned)]):
+            low, high = consumer.get_watermark_offsets(tp, cached=True)
+            if high < 0:
+                continue  # no fetch answered for it yet
+            if tp.offset >= 0:
+                known, total = True, total + max(0, high - tp.offset)
+            elif low == high:
+                known = True  # empty
+        self.value = total if known or not assigned else None

@@ -12,11 +12,10 @@ waits for the broker's answer for every one of them before committing:
   any failed send aborts it and the batch is sent again.
 
 The wait for batch N's acknowledgements (or its commit) overlaps the fetching
-and scoring of batch N+1.
-A rebalance (its callbacks run inside ``consume``) waits for the batch being
-delivered. Blocking calls run on a consumer thread and a producer thread with
-bounded timeouts, so a stop finishes the batch (or gives it up after
-``HOTSWAP_STOP_TIMEOUT``) and returns.
+and scoring of batch N+1. A rebalance (its callbacks run inside ``consume``)
+waits for the batch being delivered. Blocking calls run on a consumer thread
+and a producer thread with bounded timeouts, so a stop finishes the batch (or
+gives it up after ``HOTSWAP_STOP_TIMEOUT``) and returns.
 """
 
 from __future__ import annotations
@@ -29,14 +28,14 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 from mode import Service
 
 from service.core.metrics import Metrics
 from service.core.scoring import InputRecord
 from service.core.settings import Settings
 from service.kafka.batch import Batch, BatchState, account, records_of, rewind
-from service.kafka.clients import fetch, group_consumer_config
+from service.kafka.clients import Lag, fetch, group_consumer_config
 from service.kafka.commits import DeliveredOffsets
 from service.kafka.memory import tune_memory
 from service.kafka.publisher import Output, Publisher, permanent
@@ -86,6 +85,7 @@ class DataFeed(Service):
         self._finished = asyncio.Event()
         self._deadline: float | None = None  # set by a stop: give up the batch after it
         self.progress = BatchState(stall_after=settings.stall_timeout)
+        self.lag = Lag()  # records of its partitions not yet fetched, for heartbeats
         self._txn = Transactions(publisher, metrics, self._send_call, self._gave_up, self._fenced)
 
     async def _call(self, fn: Callable[..., T], *args: Any) -> T:
@@ -95,6 +95,11 @@ class DataFeed(Service):
     async def _send_call(self, fn: Callable[..., T], *args: Any) -> T:
         """On the producer's thread: waiting for acknowledgements, transactions."""
         return await asyncio.get_running_loop().run_in_executor(self._sender, fn, *args)
+
+    def _fetch(self, consumer: Consumer, most: int, wait: float) -> list[Message]:
+        """A batch, on the consumer's thread (where the lag is kept current)."""
+        self.lag.refresh(consumer, self._assigned)
+        return fetch(consumer, most, wait, not self._eos)
 
     def assigned_partitions(self) -> int:
         return len(self._assigned)
@@ -205,7 +210,7 @@ class DataFeed(Service):
         s = self._settings
         most = s.transaction_records if self._eos else s.batch_size
         wait = s.transaction_time if self._eos else s.batch_timeout
-        messages = await self._call(fetch, consumer, most, wait, not self._eos)
+        messages = await self._call(self._fetch, consumer, most, wait)
         if not messages:
             if self._delivery is None or self._delivery.done():
                 self.progress.idle()

@@ -54,6 +54,7 @@ class Fleet(Service):
         *,
         partitions: Callable[[], list[int]],
         ready: Callable[[], bool],
+        lag: Callable[[], int | None] = lambda: None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -61,6 +62,7 @@ class Fleet(Service):
         self._registry = registry
         self._partitions = partitions
         self._ready = ready
+        self._lag = lag
         self._statuses: dict[str, WorkerStatus] = {}
         self._producer: Producer | None = None
         self._feed = ModelFeed(
@@ -89,6 +91,7 @@ class Fleet(Service):
             models={m.name: m.version for m in registry.models()},
             rollouts=rollouts,
             partitions=self._partitions(),
+            lag=self._lag(),
             ready=self._ready(),
         )
 

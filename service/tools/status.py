@@ -140,7 +140,8 @@ def fleet_table(fleet: dict[str, Any]) -> Table:
         title=f"hotswap fleet of group {fleet.get('group')}: {len(workers)} live worker(s)",
         title_justify="left",
     )
-    for column in ("worker", "http", "ready", "partitions", "models", "rollouts", "last seen"):
+    columns = ("worker", "http", "ready", "partitions", "lag", "models", "rollouts", "last seen")
+    for column in columns:
         table.add_column(column)
     for w in workers:
         rollouts = ", ".join(
@@ -152,6 +153,7 @@ def fleet_table(fleet: dict[str, Any]) -> Table:
             str(w.get("http", "-")),
             "yes" if w.get("ready") else "no",
             ",".join(str(p) for p in w.get("partitions") or []) or "-",
+            "-" if w.get("lag") is None else f"{w['lag']:,}",
             ", ".join(f"{n} {v}" for n, v in (w.get("models") or {}).items()) or "-",
             rollouts or "-",
             str(w.get("last_seen", "-")).replace("T", " ")[:19],

@@ -198,6 +198,12 @@ def test_promote_reaches_two_workers_within_seconds_and_survives_a_restart(
     records = _by_id(consume(settings, settings.scored_topic, until=_with_prefix("p-", 300)), "p-")
     assert {r.json()["version"] for r in records.values()} == {"2"}
 
+    def caught_up() -> bool:  # each heartbeat carries its worker's lag: all read now
+        lags = [w["lag"] for w in first.get("/fleet").json()["workers"]]
+        return len(lags) == 2 and lags == [0, 0]
+
+    wait_for(caught_up, 15, "both workers reporting a lag of 0")
+
 
 def test_two_workers_and_a_policy_make_exactly_one_automatic_decision(
     two_workers: tuple[Settings, list[WorkerProcess]], trained: dict[str, Path]
