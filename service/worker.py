@@ -212,9 +212,10 @@ def build_worker(settings: Settings) -> WorkerParts:
         swapper.close()  # a model fetch in progress ends now; nothing waits for it
         # Before the agents stop: the last batch completes and commits, the fleet gets a
         # tombstone. Side by side, so a silent broker costs one timeout, not one per feed.
-        await asyncio.gather(
-            data.stop(), decider.stop(), fleet.stop(), control.stop(), models.stop()
-        )
+        stops = (data.stop(), decider.stop(), fleet.stop(), control.stop(), models.stop())
+        for failed in await asyncio.gather(*stops, return_exceptions=True):
+            if isinstance(failed, BaseException):  # each is still given its chance to stop
+                logger.error("a feed failed to stop: %r", failed)
 
     app.on_before_shutdown.connect(finish_in_flight_batch)  # type: ignore[arg-type]
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from confluent_kafka import Consumer, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
 from service.core.settings import Settings
 
@@ -249,8 +249,17 @@ class Lag:
             return
         self._at = time.monotonic()
         known, total = False, 0
-        for tp in consumer.position([TopicPartition(t, p) for t, p in sorted(assigned)]):
-            low, high = consumer.get_watermark_offsets(tp, cached=True)
+        try:
+            positions = consumer.position([TopicPartition(t, p) for t, p in sorted(assigned)])
+        except KafkaException as exc:  # a figure for heartbeats: never worth failing a fetch
+            logger.debug("no lag: %s", exc)
+            self.value = None
+            return
+        for tp in positions:
+            try:
+                low, high = consumer.get_watermark_offsets(tp, cached=True)
+            except KafkaException:
+                continue
             if high < 0:
                 continue  # no fetch answered for it yet
             if tp.offset >= 0:
