@@ -255,7 +255,7 @@ def decode_records(
                         _number(v, f"features[{j}]") for j, v in enumerate(record.features)
                     ]
                 except errors.RecordRejected as exc:
-                    out[i] = exc
+                    out[i] = _bare(exc)
     return out
 
 
@@ -265,7 +265,18 @@ def _decode_or_refuse(
     try:
         return decode_record(value, max_bytes=max_bytes, default_model=default_model)
     except errors.RecordRejected as exc:
-        return exc
+        return _bare(exc)
+
+
+def _bare(exc: errors.RecordRejected) -> errors.RecordRejected:
+    """The refusal without its traceback and context, kept as a value.
+
+    Its traceback's frames would reach the list it is kept in (a reference cycle
+    per bad record, holding the record's bytes until the cycle collector runs,
+    which a worker runs rarely); only its reason and detail are used.
+    """
+    exc.__traceback__ = exc.__context__ = exc.__cause__ = None
+    return exc
 
 
 def utc_now_iso() -> str:

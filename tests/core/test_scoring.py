@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Callable
 from typing import Any
 
@@ -286,3 +287,31 @@ def test_a_batch_scores_as_its_records_would_one_by_one(
     batch = [_comparable(out) for out in scorer.score(inputs).outputs]
     alone = [_comparable(o, True) for record in inputs for o in scorer.score([record]).outputs]
     assert batch == alone
+
+
+def test_bad_records_leave_no_reference_cycles(registry: ModelRegistry) -> None:
+    """A worker runs the cycle collector rarely (see service/kafka/memory.py): a refusal kept
+    with its traceback would pin each bad record's bytes in a cycle until it runs."""
+    values: list[bytes | None] = [
+        b"{not json",
+        b'{"model": "wine", "features": [1, NaN]}',
+        b"[1]",
+        b'{"model": "wine", "features": [true]}',
+        b'{"model": "nope", "features": [1]}',
+        b"\xff\xfe",
+        None,
+        b'{"model": "wine", "features": [1, 2]}',
+        b'{"model": "wine", "features": {"nope": 1}}',
+    ]
+    inputs = [_record(v or b"", i) for i, v in enumerate(values)]
+    inputs[6].value = None  # a null value, as Kafka delivers it
+    scorer = Scorer(registry, max_record_bytes=10_000)
+    gc.collect()
+    gc.disable()
+    try:
+        result = scorer.score(inputs * 20)
+        assert len(result.outputs) == len(inputs) * 20
+        del result
+        assert gc.collect() == 0
+    finally:
+        gc.enable()
