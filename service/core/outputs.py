@@ -143,7 +143,7 @@ def render(model: ServingModel, outputs: dict[str, np.ndarray], ids: list[Any]) 
     sig = model.runtime.signature
     scored_at = utc_now_iso()
     name, version = model.name, model.version
-    columns: dict[str, list[Any]] = {name: value.tolist() for name, value in outputs.items()}
+    columns: dict[str, list[Any]] = {output: value.tolist() for output, value in outputs.items()}
     labels = columns.pop(sig.label_output) if sig.label_output else None
     probas = columns.pop(sig.probability_output) if sig.probability_output else None
     if labels and all(type(label) is list and len(label) == 1 for label in labels):
