@@ -108,17 +108,9 @@ def dead_letter(record: InputRecord, error: errors.HotswapError) -> DeadLetter:
     return DeadLetter(record.key, record.value, headers, error.reason, error.detail, record)
 
 
-def scored(
-    model: ServingModel,
-    record: InputRecord,
-    value: bytes,
-    fixed: Headers | None = None,
-    shadow: bool = False,
-) -> Scored:
-    if fixed is None:
-        fixed = fixed_headers(model, record.topic, record.partition)
-    headers = [*fixed, (HEADER_SOURCE_OFFSET, str(record.offset).encode())]
-    return Scored(record.key, value, headers, model.name, model.version, record, shadow)
+def scored(model: ServingModel, record: InputRecord, value: bytes, shadow: bool = False) -> Scored:
+    """The output of one row (see :func:`scored_all`)."""
+    return scored_all(model, [record], [value], shadow)[0]
 
 
 def scored_all(
