@@ -146,7 +146,8 @@ def records_of(
         else:
             where = InputRecord(None, None, topic, partition, offset)
             letters.append(tombstone_letter(where, errors.UndecodableBatch(str(error)[:500])))
-        ends[(topic, partition)] = offset + 1  # a fetch holds each partition in offset order
+        if offset + 1 > ends.get((topic, partition), -1):  # the highest, whatever the order
+            ends[(topic, partition)] = offset + 1
     return records, letters, [TopicPartition(t, p, o) for (t, p), o in ends.items()]
 
 
