@@ -54,11 +54,14 @@ class Tally:
     dead_lettered: int
     duplicates: int
     lost: int
+    input_copies: int = 0  # extra copies of a record on the data topic itself
     notes: list[str] = field(default_factory=list)
     checks: dict[str, bool] = field(default_factory=dict)
 
     def row(self) -> str:
         notes = self.notes + [f"{k}: {'yes' if v else 'NO'}" for k, v in self.checks.items()]
+        if self.input_copies:
+            notes.append(f"{self.input_copies} written twice to the data topic by the sender")
         return (
             f"| {self.scenario} | {self.sent} | {self.scored} | {self.dead_lettered} | "
             f"{self.duplicates} | {self.lost} | {'; '.join(notes)} |"
@@ -140,9 +143,21 @@ def tally(scenario: str, settings: Settings, ids: set[str], timeout: float = 120
                 rid = orjson.loads(r.value).get("id")
                 if rid in ids:
                     dead.add(rid)
-    duplicates = sum(n - 1 for rid, n in seen.items() if rid in ids)
+    # A record the stream's producer wrote twice is two records to the worker: each
+    # must be scored, so a duplicate is an output beyond the copies on the data topic.
+    inputs: Counter[str] = Counter(
+        r.json()["id"]
+        for r in consume(
+            settings,
+            settings.data_topic,
+            until=lambda rs: len({r.json()["id"] for r in rs} & ids) >= len(ids),
+            timeout=timeout,
+        )
+    )
+    copies = sum(inputs[rid] - 1 for rid in ids if inputs[rid] > 1)
+    duplicates = sum(max(0, n - max(1, inputs[rid])) for rid, n in seen.items() if rid in ids)
     lost = len(ids - set(seen) - dead)
-    return Tally(scenario, len(ids), len(set(seen) & ids), len(dead), duplicates, lost)
+    return Tally(scenario, len(ids), len(set(seen) & ids), len(dead), duplicates, lost, copies)
 
 
 @dataclass

@@ -26,6 +26,7 @@ from service.core import errors
 __all__ = [
     "HEADER_ERROR",
     "HEADER_MODEL",
+    "HEADER_ORIGINAL_SIZE",
     "HEADER_REASON",
     "HEADER_SOURCE_OFFSET",
     "HEADER_SOURCE_PARTITION",
@@ -50,6 +51,7 @@ HEADER_ERROR = "hotswap-error"
 HEADER_SOURCE_TOPIC = "hotswap-source-topic"
 HEADER_SOURCE_PARTITION = "hotswap-source-partition"
 HEADER_SOURCE_OFFSET = "hotswap-source-offset"
+HEADER_ORIGINAL_SIZE = "hotswap-original-size"  # on a letter whose record was too large to keep
 
 Features = list[float] | dict[str, float]
 

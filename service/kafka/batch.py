@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -124,8 +124,9 @@ def account(metrics: Metrics, outputs: Sequence[Output]) -> None:
 
 def records_of(
     messages: list[Message],
-) -> tuple[list[InputRecord], list[Output], list[TopicPartition]]:
-    """Input records, dead letters for what the client could not read, offsets to commit.
+) -> tuple[list[InputRecord], list[Output], list[TopicPartition], list[TopicPartition]]:
+    """Input records, dead letters for what the client could not read, and per partition
+    the offset to commit (after the highest read) and the first offset read.
 
     Only every few records keep their Kafka timestamp: the end-to-end latency
     histogram observes a sample of each batch anyway (see :func:`account`).
@@ -133,6 +134,7 @@ def records_of(
     records: list[InputRecord] = []
     letters: list[Output] = []
     ends: dict[tuple[str, int], int] = {}
+    firsts: dict[tuple[str, int], int] = {}
     step = max(1, len(messages) // _LATENCY_SAMPLES)
     for n, m in enumerate(messages):
         topic, partition, offset = m.topic() or "", m.partition(), m.offset()
@@ -146,19 +148,56 @@ def records_of(
         else:
             where = InputRecord(None, None, topic, partition, offset)
             letters.append(tombstone_letter(where, errors.UndecodableBatch(str(error)[:500])))
-        if offset + 1 > ends.get((topic, partition), -1):  # the highest, whatever the order
-            ends[(topic, partition)] = offset + 1
-    return records, letters, [TopicPartition(t, p, o) for (t, p), o in ends.items()]
+        key = (topic, partition)
+        end = ends.get(key)
+        if end is None:
+            ends[key] = offset + 1
+            firsts[key] = offset
+        elif offset >= end:  # the highest and the lowest, whatever the order
+            ends[key] = offset + 1
+        elif offset < firsts[key]:
+            firsts[key] = offset
+    return (
+        records,
+        letters,
+        [TopicPartition(t, p, o) for (t, p), o in ends.items()],
+        [TopicPartition(t, p, o) for (t, p), o in firsts.items()],
+    )
 
 
-def rewind(consumer: Consumer, offsets: list[TopicPartition]) -> None:
-    """Read the batch again from the last committed offsets of its partitions."""
-    try:
-        committed = consumer.committed(offsets, timeout=5.0)
-    except KafkaException as exc:
-        logger.warning("cannot read committed offsets (%s); the group will restore them", exc)
-        return
+def rewind(
+    consumer: Consumer,
+    ends: list[TopicPartition],
+    firsts: list[TopicPartition],
+    gave_up: Callable[[], bool],
+) -> None:
+    """Read batches that were not committed again, from the group's committed offsets.
+
+    A partition with nothing committed yet (a new group) goes back to the first
+    offset the batches read. Until the committed offsets can be read (the broker
+    may be away), this keeps asking: going on from the consumer's position would
+    skip the batches. Only a stop that ran out of time ends it early, and then
+    the next owner reads them from the committed offsets.
+    """
+    first: dict[tuple[str, int], int] = {}
+    for tp in firsts:
+        key = (tp.topic, tp.partition)
+        first[key] = min(first.get(key, tp.offset), tp.offset)
+    while True:
+        try:
+            committed = consumer.committed(ends, timeout=5.0)
+            failed = next((tp.error for tp in committed if tp.error is not None), None)
+        except KafkaException as exc:
+            failed = exc.args[0]
+        if failed is None:
+            break
+        if gave_up():
+            return
+        logger.warning("cannot read the committed offsets (%s); asking again", failed)
+        time.sleep(1.0)
     for tp in committed:
+        if tp.offset < 0:  # nothing committed yet
+            tp.offset = first.get((tp.topic, tp.partition), tp.offset)
         if tp.offset >= 0:
             try:
                 consumer.seek(tp)

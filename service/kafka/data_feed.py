@@ -49,6 +49,7 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 HandOver = Callable[[Batch], Awaitable[None]]
+Offsets = list[TopicPartition]
 
 
 class DataFeed(Service):
@@ -76,7 +77,7 @@ class DataFeed(Service):
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="data-consumer")
         self._sender = ThreadPoolExecutor(max_workers=1, thread_name_prefix="data-producer")
         self._delivery: asyncio.Future[bool] | None = None  # the batch being delivered
-        self._rewind_to: list[TopicPartition] = []  # an aborted batch, to read again
+        self._in_flight: tuple[Offsets, Offsets] = ([], [])  # its ends and firsts
         self._idle = threading.Event()  # set while no batch is being delivered
         self._idle.set()
         self._consumer: Consumer | None = None
@@ -96,10 +97,13 @@ class DataFeed(Service):
         """On the producer's thread: waiting for acknowledgements, transactions."""
         return await asyncio.get_running_loop().run_in_executor(self._sender, fn, *args)
 
-    def _fetch(self, consumer: Consumer, most: int, wait: float) -> list[Message]:
-        """A batch, on the consumer's thread (where the lag is kept current)."""
+    def _fetch(self, consumer: Consumer, most: int, wait: float) -> tuple[list[Message], Any]:
+        """A batch and, in exactly_once, the group generation it was read in, which its
+        commit carries (KIP-447): if a rebalance moved its partitions on meanwhile, the
+        broker refuses the commit and the batch is read again. On the consumer's thread."""
         self.lag.refresh(consumer, self._assigned)
-        return fetch(consumer, most, wait, not self._eos)
+        messages = fetch(consumer, most, wait, not self._eos)
+        return messages, consumer.consumer_group_metadata() if self._eos and messages else None
 
     def assigned_partitions(self) -> int:
         return len(self._assigned)
@@ -210,12 +214,12 @@ class DataFeed(Service):
         s = self._settings
         most = s.transaction_records if self._eos else s.batch_size
         wait = s.transaction_time if self._eos else s.batch_timeout
-        messages = await self._call(self._fetch, consumer, most, wait)
+        messages, generation = await self._call(self._fetch, consumer, most, wait)
         if not messages:
             if self._delivery is None or self._delivery.done():
                 self.progress.idle()
             return
-        records, letters, offsets = records_of(messages)
+        records, letters, offsets, firsts = records_of(messages)
         failed: Exception | None = None
         outputs: list[Output] = []
         try:
@@ -223,18 +227,22 @@ class DataFeed(Service):
         except Exception as exc:  # the agent could not score: read the batch again
             logger.exception("scoring %d records failed; reading them again", len(records))
             failed = exc
-        if not await self._delivered() or failed is not None:
+        delivered = await self._delivered()
+        if not delivered or failed is not None:
             # The previous transaction aborted (read it again, and this batch after it),
             # or this batch could not be scored.
+            ends, starts = ([], []) if delivered else self._in_flight
             if not self._gave_up():
-                await self._call(rewind, consumer, self._rewind_to + offsets)
-            self._rewind_to = []
+                await self._call(rewind, consumer, ends + offsets, starts + firsts, self._gave_up)
             if failed is not None:
                 await self.sleep(1.0)
             return
         self.progress.started(offsets)
         self._idle.clear()
-        self._delivery = asyncio.ensure_future(self._deliver(consumer, offsets, outputs))
+        self._in_flight = (offsets, firsts)
+        self._delivery = asyncio.ensure_future(
+            self._deliver(consumer, offsets, outputs, generation)
+        )
         self._delivery.add_done_callback(lambda _: self._idle.set())
 
     async def _delivered(self) -> bool:
@@ -252,15 +260,17 @@ class DataFeed(Service):
         return await batch.done
 
     async def _deliver(
-        self, consumer: Consumer, offsets: list[TopicPartition], outputs: list[Output]
+        self, consumer: Consumer, offsets: Offsets, outputs: list[Output], generation: Any
     ) -> bool:
         """Send ``outputs`` until every one is acknowledged (or rerouted), then commit."""
         await self._send_call(self._publisher.begin)
         pending: list[Output] = outputs
         attempt = 0
         while True:
-            if self._gave_up():
-                await self._send_call(self._abandon)
+            if self._gave_up():  # a stop ran out of time: nothing is committed, all read again
+                logger.warning("stopping with a batch undelivered; it will be scored again")
+                if self._eos:
+                    await self._send_call(self._txn.abandon)
                 return False
             if pending:
                 self._publisher.send(pending)
@@ -286,9 +296,8 @@ class DataFeed(Service):
                         return False  # stopping: fenced, or out of time
                     pending = outputs
                     continue
-                if await self._txn.commit(consumer, offsets):
+                if await self._txn.commit(generation, offsets):
                     break
-                self._rewind_to = offsets
                 return False  # aborted: the records are read again from the committed offsets
             pending = [f.output for f in failures if not permanent(f.error)] + letters
             if not pending and not left:
@@ -309,12 +318,3 @@ class DataFeed(Service):
 
     def _gave_up(self) -> bool:
         return self._deadline is not None and time.monotonic() > self._deadline
-
-    def _abandon(self) -> None:
-        """A stop ran out of time: nothing of this batch is committed; it is read again."""
-        logger.warning("stopping with a batch undelivered; it will be scored again")
-        if self._eos:
-            try:
-                self._publisher.abort(1.0)
-            except KafkaException as exc:
-                logger.debug("abort on stop: %s", exc)

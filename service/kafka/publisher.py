@@ -55,7 +55,6 @@ _PERMANENT = {
     KafkaError.INVALID_MSG,
     KafkaError.INVALID_MSG_SIZE,
 }
-HEADER_ORIGINAL_SIZE = "hotswap-original-size"
 _PURGED = {KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT}
 _OVERHEAD = 512  # record and batch framing, generously
 _ADMIN_KEYS = {
@@ -278,9 +277,13 @@ class Publisher:
         return left, self._report.take()
 
     def commit(self, offsets: list[Any], group_metadata: Any, timeout: float) -> None:
-        """exactly_once: the batch's outputs and input offsets become visible together."""
-        self._producer.send_offsets_to_transaction(offsets, group_metadata, timeout)
-        self._producer.commit_transaction(timeout)
+        """exactly_once: the batch's outputs and input offsets become visible together.
+
+        On one producer: a commit that hung past its bound may wake after a replacement,
+        and must not commit the next attempt's half-sent batch (duplicates were seen)."""
+        producer = self._producer
+        producer.send_offsets_to_transaction(offsets, group_metadata, timeout)
+        producer.commit_transaction(timeout)
 
     def abort(self, timeout: float) -> None:
         if self.transactional:

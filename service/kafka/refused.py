@@ -14,9 +14,9 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 from service.core import errors
-from service.core.messages import HEADER_REASON
+from service.core.messages import HEADER_ORIGINAL_SIZE, HEADER_REASON
 from service.core.scoring import DeadLetter, InputRecord, Scored, dead_letter
-from service.kafka.publisher import HEADER_ORIGINAL_SIZE, Failure
+from service.kafka.publisher import Failure
 
 __all__ = ["reroute", "tombstone_letter"]
 

@@ -15,7 +15,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka import KafkaException, TopicPartition
 
 from service.core.metrics import Metrics
 from service.kafka.publisher import Publisher, fenced
@@ -45,13 +45,15 @@ class Transactions:
         self._gave_up = gave_up
         self._on_fenced = on_fenced
 
-    async def commit(self, consumer: Consumer, offsets: list[TopicPartition]) -> bool:
-        """Commit outputs and offsets together; False if aborted (the caller rewinds)."""
+    async def commit(self, generation: Any, offsets: list[TopicPartition]) -> bool:
+        """Commit outputs and offsets together; False if aborted (the caller rewinds).
+
+        ``generation`` is the consumer's group metadata from when the batch was read.
+        """
         try:
-            metadata = consumer.consumer_group_metadata()
 
             def commit() -> None:
-                self._publisher.commit(offsets, metadata, 10.0)
+                self._publisher.commit(offsets, generation, 10.0)
 
             # On a thread of its own: after a broker restart, librdkafka's
             # send_offsets_to_transaction was seen blocking far past its timeout.
@@ -112,3 +114,10 @@ class Transactions:
         except KafkaException as exc:
             logger.warning("cannot replace the producer yet (%s)", exc)
             return False
+
+    def abandon(self) -> None:
+        """A stop ran out of time: abort what is open (on the producer's thread)."""
+        try:
+            self._publisher.abort(1.0)
+        except KafkaException as exc:
+            logger.debug("abort on stop: %s", exc)

@@ -65,7 +65,7 @@ def read_window(
             messages.append(message)
             if len(messages) >= count:
                 break
-        records, _, _ = records_of(messages)
+        records = records_of(messages)[0]
         logger.info("read %d records of %s from %s", len(records), topic, starts)
         return records
     finally:

@@ -8,14 +8,16 @@ from __future__ import annotations
 import asyncio
 from collections import defaultdict
 from collections.abc import Callable
+from typing import Any
 
 import pytest
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from scripts.harness import ConsumedRecord, consume
 from service.core.messages import HEADER_SOURCE_OFFSET
 from service.core.outputs import DeadLetter, InputRecord, Scored
 from service.core.settings import Settings
-from service.kafka.clients import ensure_topics
+from service.kafka.clients import ensure_topics, rdkafka_config
 from service.kafka.publisher import Output, Publisher
 
 pytestmark = pytest.mark.integration
@@ -72,4 +74,60 @@ def test_a_full_local_queue_loses_reorders_and_doubles_nothing(
             by_partition[record.partition].append(int(record.headers[HEADER_SOURCE_OFFSET]))
         for partition, seen in by_partition.items():
             assert seen == sorted(seen), f"{topic}[{partition}] out of order"
+    publisher.close(5.0)
+
+
+class _AnsweredLate:
+    """A real producer whose ``send_offsets_to_transaction`` answers after the feed moved on.
+
+    The offsets land, but by the time the call returns the feed has given up on it
+    (its bound ran out), replaced the producer and begun sending the next attempt:
+    what a commit hanging through a broker restart looks like.
+    """
+
+    def __init__(self, real: Any, moved_on: Callable[[], None]) -> None:
+        self._real, self._moved_on = real, moved_on
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+    def send_offsets_to_transaction(self, *args: Any) -> None:
+        self._real.send_offsets_to_transaction(*args)
+        self._moved_on()
+
+
+def test_a_commit_that_answers_late_never_commits_the_next_attempt(
+    make_settings: Callable[..., Settings],
+) -> None:
+    settings = make_settings(processing_guarantee="exactly_once")
+    asyncio.run(ensure_topics(settings))
+    publisher = Publisher(settings, transactional=True)
+    publisher.start(10.0)
+
+    def output(n: int) -> Output:
+        source = InputRecord(b"k", b"{}", settings.data_topic, 0, n)
+        return Scored(b"k", b'{"n": %d}' % n, [], "m", "1", source)
+
+    def next_attempt() -> None:
+        publisher.replace(10.0)  # fences the producer of the late commit
+        publisher.begin()
+        publisher.send([output(1)])  # part of the batch, sent again
+        assert publisher.wait(10.0) == (0, [])
+
+    publisher.begin()
+    publisher.send([output(0)])
+    assert publisher.wait(10.0) == (0, [])
+    publisher._producer = _AnsweredLate(publisher._producer, next_attempt)  # type: ignore[assignment]
+    group = Consumer(rdkafka_config(settings, **{"group.id": settings.app_id}))
+    offsets = [TopicPartition(settings.data_topic, 0, 1)]
+    with pytest.raises(KafkaException):  # its commit_transaction is on the fenced producer
+        publisher.commit(offsets, group.consumer_group_metadata(), 10.0)
+
+    # The next attempt's transaction is still open: it finishes the batch and commits it.
+    publisher.send([output(2)])
+    assert publisher.wait(10.0) == (0, [])
+    publisher.commit(offsets, group.consumer_group_metadata(), 10.0)
+    got = consume(settings, settings.scored_topic, until=lambda rs: len(rs) >= 2)
+    assert sorted(r.json()["n"] for r in got) == [1, 2]  # the first attempt's 0 was aborted
+    group.close()
     publisher.close(5.0)

@@ -22,9 +22,13 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]
 )
 
 from scripts.harness import WorkerProcess, consume, publish_file, send_raw, wait_for
-from service.core.messages import HEADER_REASON, HEADER_SOURCE_OFFSET, HEADER_SOURCE_PARTITION
+from service.core.messages import (
+    HEADER_ORIGINAL_SIZE,
+    HEADER_REASON,
+    HEADER_SOURCE_OFFSET,
+    HEADER_SOURCE_PARTITION,
+)
 from service.core.settings import Settings
-from service.kafka.publisher import HEADER_ORIGINAL_SIZE
 
 pytestmark = pytest.mark.integration
 
