@@ -90,6 +90,7 @@ class Stream(threading.Thread):
             bootstrap_servers=self.settings.bootstrap_servers,
             linger_ms=5,
             acks="all",
+            enable_idempotence=True,  # a retry through the outage must not write a record twice
             request_timeout_ms=120_000,
             retry_backoff_ms=200,
         )
