@@ -140,6 +140,9 @@ def group_consumer_config(settings: Settings) -> dict[str, Any]:
             "session.timeout.ms": int(s.session_timeout * 1000),
             "heartbeat.interval.ms": int(min(3.0, s.session_timeout / 3) * 1000),
             "fetch.message.max.bytes": 16 * 1024 * 1024,
+            # Read-ahead kept locally: 16 MiB (librdkafka's default is 64) is over half a second
+            # of records at full rate; same throughput, ~100 MB less RSS when there is a backlog.
+            "queued.max.messages.kbytes": 16 * 1024,
             "receive.message.max.bytes": 130 * 1024 * 1024,
         },
     )
