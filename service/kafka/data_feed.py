@@ -263,7 +263,7 @@ class DataFeed(Service):
         self, consumer: Consumer, offsets: Offsets, outputs: list[Output], generation: Any
     ) -> bool:
         """Send ``outputs`` until every one is acknowledged (or rerouted), then commit."""
-        await self._send_call(self._publisher.begin)
+        await self._send_call(self._publisher.begin) if self._eos else self._publisher.begin()
         pending: list[Output] = outputs
         attempt = 0
         while True:
