@@ -8,12 +8,12 @@ first offset the batch read, never on from where the consumer stands.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Iterator
 
 import pytest
-from confluent_kafka import Consumer, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
 
-from scripts.harness import send_raw
 from service.core.settings import Settings
 from service.kafka.batch import records_of, rewind
 from service.kafka.clients import ensure_topics, rdkafka_config
@@ -27,18 +27,29 @@ def reader(make_settings: Callable[..., Settings]) -> Iterator[tuple[Consumer, s
     settings = make_settings()
     asyncio.run(ensure_topics(settings))
     topic = settings.data_topic
-    send_raw(settings, topic, [(b"one-key", b"v%d" % i) for i in range(20)])  # one partition
+    producer = Producer(rdkafka_config(settings, acks="all"))
+    for i in range(20):
+        producer.produce(topic, b"v%d" % i, b"k", 0)
+    assert producer.flush(30) == 0, "records not acknowledged"
     config = {"group.id": settings.app_id, "enable.auto.commit": False}
     consumer = Consumer(rdkafka_config(settings, **config, **{"auto.offset.reset": "earliest"}))
-    partition = next(p for p in range(settings.data_partitions) if _holds(consumer, topic, p))
-    consumer.assign([TopicPartition(topic, partition)])
+    _wait_for_coordinator(consumer, TopicPartition(topic, 0))
+    consumer.assign([TopicPartition(topic, 0)])
     yield consumer, topic
     consumer.close()
 
 
-def _holds(consumer: Consumer, topic: str, partition: int) -> bool:
-    low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
-    return bool(high > low)
+def _wait_for_coordinator(consumer: Consumer, tp: TopicPartition) -> None:
+    """A new group's coordinator may not answer yet (``NOT_COORDINATOR``); an assigned
+    partition whose committed offset could not be read is never fetched."""
+    for _ in range(100):
+        try:
+            if all(answer.error is None for answer in consumer.committed([tp], timeout=5.0)):
+                return
+        except KafkaException:
+            pass
+        time.sleep(0.2)
+    raise AssertionError("the group coordinator never answered")
 
 
 def _take(consumer: Consumer, n: int) -> list[Message]:
