@@ -17,7 +17,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from service.core.settings import Settings
 
@@ -32,6 +32,7 @@ __all__ = [
     "partitions_of",
     "producer",
     "rdkafka_config",
+    "unstarted",
 ]
 
 logger = logging.getLogger(__name__)
@@ -231,6 +232,25 @@ def fetch(consumer: Consumer, most: int, timeout: float, eager: bool) -> list[Me
     if first is None:
         return []
     return [first, *consumer.consume(most - 1, 0)] if most > 1 else [first]
+
+
+_COORDINATOR_GONE = {KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_NOT_AVAILABLE}
+
+
+def unstarted(messages: list[Message]) -> bool:
+    """Whether the client reports that the group's committed offsets could not be read.
+
+    librdkafka then never starts fetching the partitions it was reading them for
+    (issue #5586: a request-level ``NOT_COORDINATOR`` on OffsetFetch is not retried),
+    and the consumer sits idle with a growing lag. Assigning the partitions again
+    reads the committed offsets anew.
+    """
+    return any(
+        (error := m.error()) is not None
+        and m.offset() is None
+        and (error.code() in _COORDINATOR_GONE or "committed offsets" in error.str())
+        for m in messages
+    )
 
 
 class Lag:

@@ -1,21 +1,17 @@
 """The data path: fetch a batch, have the scoring agent score it, deliver, commit.
 
-One confluent-kafka consumer in the ``HOTSWAP_APP_ID`` group reads a batch at a
-time (Faust's per-event stream costs more per record than scoring it); the Faust
-scoring agent scores each batch as one event; this feed sends the outputs and
-waits for the broker's answer for every one of them before committing:
+One confluent-kafka consumer in the ``HOTSWAP_APP_ID`` group reads a batch at a time; the
+Faust scoring agent scores each batch as one event; this feed sends the outputs and waits for
+the broker's answer for every one before committing: in ``at_least_once`` the offsets, once
+every output is acknowledged (a crash in between re-scores the batch: duplicates, never a
+loss); in ``exactly_once`` one transaction per batch holding outputs and offsets, with the
+group generation the batch was read in (KIP-447), so a zombie is fenced; any failure aborts
+it and the batch is read and sent again.
 
-* ``at_least_once``: offsets are committed after every output is acknowledged
-  (a crash in between re-scores the batch: duplicates, never a loss).
-* ``exactly_once``: one transaction per batch holds outputs and input offsets,
-  committed with the consumer's group metadata (KIP-447), so a zombie is fenced;
-  any failed send aborts it and the batch is sent again.
-
-The wait for batch N's acknowledgements (or its commit) overlaps the fetching
-and scoring of batch N+1. A rebalance (its callbacks run inside ``consume``)
-waits for the batch being delivered. Blocking calls run on a consumer thread
-and a producer thread with bounded timeouts, so a stop finishes the batch (or
-gives it up after ``HOTSWAP_STOP_TIMEOUT``) and returns.
+The wait for batch N's acknowledgements (or its commit) overlaps the fetching and scoring of
+batch N+1. A rebalance (its callbacks run inside ``consume``) waits for the batch being
+delivered. Blocking calls run on a consumer thread and a producer thread with bounded
+timeouts, so a stop finishes the batch (or gives it up after ``HOTSWAP_STOP_TIMEOUT``).
 """
 
 from __future__ import annotations
@@ -35,7 +31,7 @@ from service.core.metrics import Metrics
 from service.core.scoring import InputRecord
 from service.core.settings import Settings
 from service.kafka.batch import Batch, BatchState, account, records_of, rewind
-from service.kafka.clients import Lag, fetch, group_consumer_config
+from service.kafka.clients import Lag, fetch, group_consumer_config, unstarted
 from service.kafka.commits import DeliveredOffsets
 from service.kafka.memory import tune_memory
 from service.kafka.publisher import Output, Publisher, permanent
@@ -103,6 +99,11 @@ class DataFeed(Service):
         broker refuses the commit and the batch is read again. On the consumer's thread."""
         self.lag.refresh(consumer, self._assigned)
         messages = fetch(consumer, most, wait, not self._eos)
+        if unstarted(messages):  # once the batch in flight is committed, read from there
+            logger.warning("committed offsets unreadable: assigning the partitions again")
+            self._idle.wait(self._settings.stop_timeout + self._settings.transaction_timeout)
+            consumer.assign(consumer.assignment())
+            return [], None
         return messages, consumer.consumer_group_metadata() if self._eos and messages else None
 
     def assigned_partitions(self) -> int:
@@ -240,9 +241,8 @@ class DataFeed(Service):
         self.progress.started(offsets)
         self._idle.clear()
         self._in_flight = (offsets, firsts)
-        self._delivery = asyncio.ensure_future(
-            self._deliver(consumer, offsets, outputs, generation)
-        )
+        delivery = self._deliver(consumer, offsets, outputs, generation)
+        self._delivery = asyncio.ensure_future(delivery)
         self._delivery.add_done_callback(lambda _: self._idle.set())
 
     async def _delivered(self) -> bool:

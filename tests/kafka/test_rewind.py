@@ -1,22 +1,28 @@
-"""Reading an uncommitted batch again (after an aborted transaction or a failed scoring).
+"""Where the data consumer reads from, on the real broker, when something went wrong.
 
-On the real broker: the consumer goes back to the group's committed offset, and a
-partition with nothing committed yet (a new group's first batch) goes back to the
-first offset the batch read, never on from where the consumer stands.
+A batch that was not committed (an aborted transaction, a failed scoring) is read
+again from the group's committed offset, or, with nothing committed yet (a new
+group's first batch), from the first offset the batch read, never on from where the
+consumer stands. Partitions whose committed offsets could not be read are assigned
+again rather than left unfetched.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
 
+from scripts.harness import isolated_settings
+from scripts.localkafka import LocalKafka, free_port
 from service.core.settings import Settings
 from service.kafka.batch import records_of, rewind
-from service.kafka.clients import ensure_topics, rdkafka_config
+from service.kafka.clients import ensure_topics, fetch, rdkafka_config, unstarted
 
 pytestmark = pytest.mark.integration
 
@@ -83,3 +89,37 @@ def test_a_batch_is_read_again_from_the_committed_offset(reader: tuple[Consumer,
     _, _, ends, firsts = records_of(batch)
     rewind(consumer, ends, firsts, lambda: False)
     assert [m.offset() for m in _take(consumer, 15)] == list(range(5, 20))
+
+
+def test_partitions_whose_committed_offsets_went_unread_are_assigned_again(
+    tmp_path: Path,
+) -> None:
+    """librdkafka issue #5586: when the OffsetFetch of an assignment fails as a whole
+    (``NOT_COORDINATOR``), it never fetches those partitions. On a fresh broker a new
+    group's first OffsetFetch fails so (the offsets topic is still being made); the data
+    feed recognises the report (``unstarted``) and assigns the partitions again."""
+    with LocalKafka(free_port(), tmp_path / "kafka") as broker:
+        settings = isolated_settings(broker.bootstrap, tmp_path, "u", tag=uuid.uuid4().hex[:8])
+        asyncio.run(ensure_topics(settings))
+        topic = settings.data_topic
+        producer = Producer(rdkafka_config(settings, acks="all"))
+        for i in range(20):
+            producer.produce(topic, b"v%d" % i, b"k", 0)
+        assert producer.flush(30) == 0, "records not acknowledged"
+        config = {"group.id": settings.app_id, "auto.offset.reset": "earliest"}
+        consumer = Consumer(rdkafka_config(settings, **config))
+        consumer.assign([TopicPartition(topic, 0)])
+        offsets: list[int | None] = []
+        reassigned = 0
+        deadline = time.monotonic() + 60
+        try:
+            while len(offsets) < 20:
+                assert time.monotonic() < deadline, f"{len(offsets)} of 20 read ({reassigned})"
+                messages = fetch(consumer, 20, 0.2, True)
+                if unstarted(messages):
+                    consumer.assign(consumer.assignment())  # as DataFeed._fetch does
+                    reassigned += 1
+                offsets += [m.offset() for m in messages if m.error() is None]
+        finally:
+            consumer.close()
+        assert offsets == list(range(20))
