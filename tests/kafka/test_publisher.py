@@ -6,12 +6,13 @@ librdkafka's local queue fills up mid-batch (``BufferError``) and outputs of eve
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
 
 import pytest
-from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
 from scripts.harness import ConsumedRecord, consume
 from service.core.messages import HEADER_SOURCE_OFFSET
@@ -131,3 +132,65 @@ def test_a_commit_that_answers_late_never_commits_the_next_attempt(
     assert sorted(r.json()["n"] for r in got) == [1, 2]  # the first attempt's 0 was aborted
     group.close()
     publisher.close(5.0)
+
+
+def test_a_batch_read_before_a_rebalance_cannot_commit_after_it(
+    make_settings: Callable[..., Settings],
+) -> None:
+    """The data feed commits a batch with the group generation it was read in (KIP-447):
+    once a rebalance has moved on, the broker refuses that commit, where the generation
+    current at commit time would be accepted and double the batch its new owner reads."""
+    settings = make_settings(processing_guarantee="exactly_once")
+    asyncio.run(ensure_topics(settings))
+    topic = settings.data_topic
+    config = rdkafka_config(
+        settings,
+        **{"group.id": settings.app_id, "auto.offset.reset": "earliest"},
+        **{"enable.auto.commit": False, "isolation.level": "read_committed"},
+    )
+    producer = Producer(rdkafka_config(settings, acks="all"))
+    for p in range(settings.data_partitions):
+        producer.produce(topic, b"v", b"k", p)
+    assert producer.flush(30) == 0
+    first, second = Consumer(config), Consumer(config)
+    publisher = Publisher(settings, transactional=True)
+    try:
+        first.subscribe([topic])
+        read = _consume_until(lambda: first.consume(10, 0.2), lambda got: bool(got))
+        read_in = first.consumer_group_metadata()  # what DataFeed._fetch keeps with the batch
+        offsets = [TopicPartition(topic, m.partition() or 0, (m.offset() or 0) + 1) for m in read]
+
+        second.subscribe([topic])  # a rebalance: a new generation
+        _consume_until(
+            lambda: first.consume(10, 0.1) + second.consume(10, 0.1),
+            lambda _: (
+                bool(second.assignment()) and len(first.assignment()) < settings.data_partitions
+            ),
+        )
+        publisher.start(10.0)
+
+        def attempt(generation: Any) -> None:
+            publisher.begin()
+            publisher.send([Scored(b"k", b"{}", [], "m", "1", InputRecord(b"k", b"{}", topic))])
+            assert publisher.wait(10.0) == (0, [])
+            publisher.commit(offsets, generation, 10.0)
+
+        with pytest.raises(KafkaException):
+            attempt(read_in)
+        publisher.abort(10.0)
+        attempt(first.consumer_group_metadata())  # the old choice: accepted
+    finally:
+        first.close()
+        second.close()
+        publisher.close(5.0)
+
+
+def _consume_until(
+    consume: Callable[[], list[Any]], done: Callable[[list[Any]], bool]
+) -> list[Any]:
+    got: list[Any] = []
+    deadline = time.monotonic() + 60
+    while not done(got):
+        assert time.monotonic() < deadline, "the group did not settle within 60 s"
+        got += [m for m in consume() if m.error() is None]
+    return got
