@@ -191,15 +191,24 @@ def publish_file(settings: Settings, path: Path, name: str, version: str, **extr
 
 
 def send_raw(
-    settings: Settings, topic: str, items: Sequence[tuple[bytes | None, bytes | None]]
+    settings: Settings,
+    topic: str,
+    items: Sequence[tuple[bytes | None, bytes | None]],
+    partition: int | None = None,
 ) -> None:
-    """Send (key, value) pairs as they are, in order, and wait for the broker."""
+    """Send (key, value) pairs as they are, in order, and wait for the broker.
+
+    ``partition``: all of them to that partition instead of by key.
+    """
 
     async def run() -> None:
         producer = AIOKafkaProducer(bootstrap_servers=settings.bootstrap_servers, linger_ms=5)
         await producer.start()
         try:
-            futures = [await producer.send(topic, value, key=key) for key, value in items]
+            futures = [
+                await producer.send(topic, value, key=key, partition=partition)
+                for key, value in items
+            ]
             await asyncio.gather(*futures)
         finally:
             await producer.stop()

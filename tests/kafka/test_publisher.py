@@ -12,9 +12,9 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 
-from scripts.harness import ConsumedRecord, consume
+from scripts.harness import ConsumedRecord, consume, send_raw
 from service.core.messages import HEADER_SOURCE_OFFSET
 from service.core.outputs import DeadLetter, InputRecord, Scored
 from service.core.settings import Settings
@@ -148,10 +148,7 @@ def test_a_batch_read_before_a_rebalance_cannot_commit_after_it(
         **{"group.id": settings.app_id, "auto.offset.reset": "earliest"},
         **{"enable.auto.commit": False, "isolation.level": "read_committed"},
     )
-    producer = Producer(rdkafka_config(settings, acks="all"))
-    for p in range(settings.data_partitions):
-        producer.produce(topic, b"v", b"k", p)
-    assert producer.flush(30) == 0
+    send_raw(settings, topic, [(b"k", b"v")])
     first, second = Consumer(config), Consumer(config)
     publisher = Publisher(settings, transactional=True)
     try:

@@ -16,15 +16,17 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
-from scripts.harness import isolated_settings
+from scripts.harness import isolated_settings, send_raw
 from scripts.localkafka import LocalKafka, free_port
 from service.core.settings import Settings
 from service.kafka.batch import records_of, rewind
 from service.kafka.clients import ensure_topics, fetch, rdkafka_config, unstarted
 
 pytestmark = pytest.mark.integration
+
+_TWENTY = [(b"k", b"v%d" % i) for i in range(20)]
 
 
 @pytest.fixture
@@ -33,10 +35,7 @@ def reader(make_settings: Callable[..., Settings]) -> Iterator[tuple[Consumer, s
     settings = make_settings()
     asyncio.run(ensure_topics(settings))
     topic = settings.data_topic
-    producer = Producer(rdkafka_config(settings, acks="all"))
-    for i in range(20):
-        producer.produce(topic, b"v%d" % i, b"k", 0)
-    assert producer.flush(30) == 0, "records not acknowledged"
+    send_raw(settings, topic, _TWENTY, partition=0)
     config = {"group.id": settings.app_id, "enable.auto.commit": False}
     consumer = Consumer(rdkafka_config(settings, **config, **{"auto.offset.reset": "earliest"}))
     _wait_for_coordinator(consumer, TopicPartition(topic, 0))
@@ -102,10 +101,7 @@ def test_partitions_whose_committed_offsets_went_unread_are_assigned_again(
         settings = isolated_settings(broker.bootstrap, tmp_path, "u", tag=uuid.uuid4().hex[:8])
         asyncio.run(ensure_topics(settings))
         topic = settings.data_topic
-        producer = Producer(rdkafka_config(settings, acks="all"))
-        for i in range(20):
-            producer.produce(topic, b"v%d" % i, b"k", 0)
-        assert producer.flush(30) == 0, "records not acknowledged"
+        send_raw(settings, topic, _TWENTY, partition=0)
         config = {"group.id": settings.app_id, "auto.offset.reset": "earliest"}
         consumer = Consumer(rdkafka_config(settings, **config))
         consumer.assign([TopicPartition(topic, 0)])
