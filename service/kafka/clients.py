@@ -17,12 +17,11 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaError, Message
 
 from service.core.settings import Settings
 
 __all__ = [
-    "Lag",
     "Security",
     "client_options",
     "consumer",
@@ -251,42 +250,3 @@ def unstarted(messages: list[Message]) -> bool:
         and (error.code() in _COORDINATOR_GONE or "committed offsets" in error.str())
         for m in messages
     )
-
-
-class Lag:
-    """Records of the assigned partitions the worker has not read yet (None: not known).
-
-    Local only, so it costs no request to the broker: the positions and the high
-    watermarks librdkafka's last fetches brought back (``cached=True``). A
-    partition not read from yet counts 0 when it is empty and is left out
-    otherwise (its start is not known before the first record). Read on the
-    consumer's thread at most once a second; heartbeats report ``value``.
-    """
-
-    def __init__(self) -> None:
-        self.value: int | None = None
-        self._at = 0.0
-
-    def refresh(self, consumer: Consumer, assigned: set[tuple[str, int]]) -> None:
-        if time.monotonic() - self._at < 1.0:
-            return
-        self._at = time.monotonic()
-        known, total = False, 0
-        try:
-            positions = consumer.position([TopicPartition(t, p) for t, p in sorted(assigned)])
-        except KafkaException as exc:  # a figure for heartbeats: never worth failing a fetch
-            logger.debug("no lag: %s", exc)
-            self.value = None
-            return
-        for tp in positions:
-            try:
-                low, high = consumer.get_watermark_offsets(tp, cached=True)
-            except KafkaException:
-                continue
-            if high < 0:
-                continue  # no fetch answered for it yet
-            if tp.offset >= 0:
-                known, total = True, total + max(0, high - tp.offset)
-            elif low == high:
-                known = True  # empty
-        self.value = total if known or not assigned else None

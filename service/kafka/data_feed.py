@@ -31,8 +31,9 @@ from service.core.metrics import Metrics
 from service.core.scoring import InputRecord
 from service.core.settings import Settings
 from service.kafka.batch import Batch, BatchState, account, records_of, rewind
-from service.kafka.clients import Lag, fetch, group_consumer_config, unstarted
+from service.kafka.clients import fetch, group_consumer_config, unstarted
 from service.kafka.commits import DeliveredOffsets
+from service.kafka.lag import Lag
 from service.kafka.memory import tune_memory
 from service.kafka.publisher import Output, Publisher, permanent
 from service.kafka.refused import reroute
@@ -150,9 +151,8 @@ class DataFeed(Service):
                 logger.warning("output producer cannot start (%s); retry in %.1fs", exc, delay)
                 await self.sleep(delay)
                 delay = min(delay * 2, 5.0)
-        if self.should_stop:
-            return
-        self._consumer = await self._call(self._make_consumer)
+        if not self.should_stop:
+            self._consumer = await self._call(self._make_consumer)
 
     def _make_consumer(self) -> Consumer:
         consumer = Consumer(group_consumer_config(self._settings))
@@ -163,12 +163,12 @@ class DataFeed(Service):
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._assigned |= {(tp.topic, tp.partition) for tp in partitions}
+        self.lag.forget(partitions)
         logger.info("data partitions assigned: %s", sorted(tp.partition for tp in partitions))
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        # Called inside consume() on the consumer's thread: the batch being delivered (its
-        # transaction, or its acknowledgements) completes before the partitions go, and the
-        # asynchronous commits of the last batches are made sure of.
+        # Inside consume(), on the consumer's thread: the batch being delivered completes
+        # before the partitions go, and the last batches' asynchronous commits are made sure of.
         if not self._idle.wait(self._settings.stop_timeout + self._settings.transaction_timeout):
             logger.warning("revoking partitions with a batch still being delivered")
         revoked = {(tp.topic, tp.partition) for tp in partitions}

@@ -11,7 +11,8 @@ from confluent_kafka import Consumer, TopicPartition
 
 from scripts.harness import send_raw
 from service.core.settings import Settings
-from service.kafka.clients import Lag, ensure_topics
+from service.kafka.clients import ensure_topics
+from service.kafka.lag import Lag
 
 pytestmark = pytest.mark.integration
 
@@ -56,5 +57,49 @@ def test_lag_counts_what_is_not_read_yet(make_settings: Callable[..., Settings])
         assert lag.value == 70
         assert _fresh(consumer, assigned) == 0
         assert _fresh(consumer, set()) == 0
+    finally:
+        consumer.close()
+
+
+def test_partitions_not_read_from_yet_start_at_the_committed_offset(
+    make_settings: Callable[..., Settings],
+) -> None:
+    """A worker handed partitions has no position in them until it reads a record: where
+    the group's committed offset is (or the start, without one) is its lag, so a worker given
+    partitions already read to their end says 0, not "not known"."""
+    settings = make_settings(data_partitions=3)
+    asyncio.run(ensure_topics(settings))
+    topic = settings.data_topic
+    send_raw(settings, topic, [(b"k", b"v%d" % i) for i in range(40)], partition=0)
+    send_raw(settings, topic, [(b"k", b"w%d" % i) for i in range(10)], partition=1)
+    send_raw(settings, topic, [(b"k", b"x%d" % i) for i in range(7)], partition=2)
+    config = {
+        "bootstrap.servers": settings.bootstrap_servers[0],
+        "group.id": settings.app_id,
+        "enable.auto.commit": False,
+        "auto.offset.reset": "earliest",
+    }
+    committer = Consumer(config)
+    try:  # the group read partition 0 to its end, partition 1 up to 4 of 10, never 2
+        done = [TopicPartition(topic, 0, 40), TopicPartition(topic, 1, 4)]
+        committer.commit(offsets=done, asynchronous=False)
+    finally:
+        committer.close()
+    consumer = Consumer(config)
+    try:
+        consumer.assign([TopicPartition(topic, p) for p in range(3)])  # from the committed offsets
+        assigned = {(topic, p) for p in range(3)}
+        deadline = time.monotonic() + 10
+        while _fresh(consumer, assigned) != 0 + 6 + 7:  # never consumed: no position anywhere
+            assert time.monotonic() < deadline, _fresh(consumer, assigned)
+            time.sleep(0.05)
+        lag = Lag()
+        lag.refresh(consumer, assigned)
+        assert lag.value == 13
+        consumer.assign([TopicPartition(topic, 0)])  # partition 0 alone: read to its end
+        caught_up = {(topic, 0)}
+        while _fresh(consumer, caught_up) != 0:
+            assert time.monotonic() < deadline, _fresh(consumer, caught_up)
+            time.sleep(0.05)
     finally:
         consumer.close()

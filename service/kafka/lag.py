@@ -1,0 +1,84 @@
+"""How far a worker is behind on its data partitions, for its heartbeats."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from confluent_kafka import Consumer, KafkaException, TopicPartition
+
+__all__ = ["Lag"]
+
+logger = logging.getLogger(__name__)
+
+
+class Lag:
+    """Records of the assigned partitions the worker has not read yet (None: not known).
+
+    Mostly local, so it costs no request to the broker: the positions and the high
+    watermarks librdkafka's last fetches brought back (``cached=True``). A
+    partition read nothing from since it was assigned has no position yet: it
+    starts at the group's committed offset (the low watermark when there is
+    none), asked of the broker once per assignment, so a worker handed
+    partitions that are already read to their end reports 0, not "not known".
+    Until a fetch has answered for a partition it is left out. Read on the
+    consumer's thread at most once a second; heartbeats report ``value``.
+    """
+
+    def __init__(self) -> None:
+        self.value: int | None = None
+        self._at = 0.0
+        self._starts: dict[tuple[str, int], int] = {}  # committed, for partitions not read yet
+
+    def forget(self, partitions: list[TopicPartition]) -> None:
+        """Newly assigned: where they start is asked again (another worker may have moved it)."""
+        for tp in partitions:
+            self._starts.pop((tp.topic, tp.partition), None)
+
+    def refresh(self, consumer: Consumer, assigned: set[tuple[str, int]]) -> None:
+        if time.monotonic() - self._at < 1.0:
+            return
+        self._at = time.monotonic()
+        try:
+            positions = consumer.position([TopicPartition(t, p) for t, p in sorted(assigned)])
+        except KafkaException as exc:  # a figure for heartbeats: never worth failing a fetch
+            logger.debug("no lag: %s", exc)
+            self.value = None
+            return
+        known, total, unread = False, 0, {}
+        for tp in positions:
+            try:
+                low, high = consumer.get_watermark_offsets(tp, cached=True)
+            except KafkaException:
+                continue
+            if high < 0:
+                continue  # no fetch answered for it yet
+            start = tp.offset if tp.offset >= 0 else self._starts.get((tp.topic, tp.partition))
+            if start is None and low < high:
+                unread[(tp.topic, tp.partition)] = (low, high)
+                continue
+            known, total = True, total + max(0, high - (low if start is None else start))
+        for key, start in self._committed(consumer, unread).items():
+            self._starts[key] = start
+            known, total = True, total + max(0, unread[key][1] - start)
+        self.value = total if known or not assigned else None
+
+    @staticmethod
+    def _committed(
+        consumer: Consumer, unread: dict[tuple[str, int], tuple[int, int]]
+    ) -> dict[tuple[str, int], int]:
+        """Where each partition not read yet starts: its committed offset, or its low
+        watermark when the group has none (``auto.offset.reset=earliest``)."""
+        if not unread:
+            return {}
+        try:
+            answers = consumer.committed([TopicPartition(t, p) for t, p in unread], timeout=0.5)
+        except KafkaException as exc:  # asked again at the next refresh
+            logger.debug("no committed offsets for the lag: %s", exc)
+            return {}
+        starts = {}
+        for tp in answers:
+            if tp.error is None:
+                key = (tp.topic, tp.partition)
+                starts[key] = tp.offset if tp.offset >= 0 else unread[key][0]
+        return starts
