@@ -19,7 +19,7 @@ class Lag:
     watermarks librdkafka's last fetches brought back (``cached=True``). A
     partition read nothing from since it was assigned has no position yet: it
     starts at the group's committed offset (the low watermark when there is
-    none), asked of the broker once per assignment, so a worker handed
+    none, or retention deleted past it), asked of the broker once per assignment, so a worker handed
     partitions that are already read to their end reports 0, not "not known".
     Until a fetch has answered for a partition it is left out. Read on the
     consumer's thread at most once a second; heartbeats report ``value``.
@@ -57,10 +57,10 @@ class Lag:
             if start is None and low < high:
                 unread[(tp.topic, tp.partition)] = (low, high)
                 continue
-            known, total = True, total + max(0, high - (low if start is None else start))
+            known, total = True, total + _behind(low, high, start)
         for key, start in self._committed(consumer, unread).items():
             self._starts[key] = start
-            known, total = True, total + max(0, unread[key][1] - start)
+            known, total = True, total + _behind(*unread[key], start)
         self.value = total if known or not assigned else None
 
     @staticmethod
@@ -82,3 +82,9 @@ class Lag:
                 key = (tp.topic, tp.partition)
                 starts[key] = tp.offset if tp.offset >= 0 else unread[key][0]
         return starts
+
+
+def _behind(low: int, high: int, start: int | None) -> int:
+    """Records from ``start`` (the start when not known, or when retention deleted past it)
+    to the high watermark, which a position read after that watermark may pass."""
+    return max(0, high - (low if start is None else max(low, start)))

@@ -12,7 +12,7 @@ from confluent_kafka import Consumer, TopicPartition
 from scripts.harness import send_raw
 from service.core.settings import Settings
 from service.kafka.clients import ensure_topics
-from service.kafka.lag import Lag
+from service.kafka.lag import Lag, _behind
 
 pytestmark = pytest.mark.integration
 
@@ -103,3 +103,10 @@ def test_partitions_not_read_from_yet_start_at_the_committed_offset(
             time.sleep(0.05)
     finally:
         consumer.close()
+
+
+def test_behind_counts_from_what_can_still_be_read() -> None:
+    assert _behind(3, 9, None) == 6  # no committed offset: from the start
+    assert _behind(10, 20, 5) == 10  # retention deleted past the committed offset
+    assert _behind(0, 20, 25) == 0  # a position past a watermark read earlier
+    assert _behind(0, 20, 12) == 8
