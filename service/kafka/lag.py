@@ -18,11 +18,11 @@ class Lag:
     Mostly local, so it costs no request to the broker: the positions and the high
     watermarks librdkafka's last fetches brought back (``cached=True``). A
     partition read nothing from since it was assigned has no position yet: it
-    starts at the group's committed offset (the low watermark when there is
-    none, or retention deleted past it), asked of the broker once per assignment, so a worker handed
-    partitions that are already read to their end reports 0, not "not known".
-    Until a fetch has answered for a partition it is left out. Read on the
-    consumer's thread at most once a second; heartbeats report ``value``.
+    starts at the group's committed offset, asked of the broker once per
+    assignment, so a worker handed partitions already read to their end reports
+    0, not "not known". Until a fetch has answered for a partition it is left
+    out. Read on the consumer's thread at most once a second; heartbeats report
+    ``value``.
     """
 
     def __init__(self) -> None:
@@ -67,8 +67,7 @@ class Lag:
     def _committed(
         consumer: Consumer, unread: dict[tuple[str, int], tuple[int, int]]
     ) -> dict[tuple[str, int], int]:
-        """Where each partition not read yet starts: its committed offset, or its low
-        watermark when the group has none (``auto.offset.reset=earliest``)."""
+        """The group's committed offset of each partition not read yet (negative: none)."""
         if not unread:
             return {}
         try:
@@ -76,15 +75,11 @@ class Lag:
         except KafkaException as exc:  # asked again at the next refresh
             logger.debug("no committed offsets for the lag: %s", exc)
             return {}
-        starts = {}
-        for tp in answers:
-            if tp.error is None:
-                key = (tp.topic, tp.partition)
-                starts[key] = tp.offset if tp.offset >= 0 else unread[key][0]
-        return starts
+        return {(tp.topic, tp.partition): tp.offset for tp in answers if tp.error is None}
 
 
 def _behind(low: int, high: int, start: int | None) -> int:
-    """Records from ``start`` (the start when not known, or when retention deleted past it)
-    to the high watermark, which a position read after that watermark may pass."""
+    """Records from ``start`` to the high watermark, which a position read after that
+    watermark may pass. Without a start (none known, none committed: negative), or one
+    retention deleted, reading begins at the low watermark (``auto.offset.reset=earliest``)."""
     return max(0, high - (low if start is None else max(low, start)))

@@ -106,7 +106,8 @@ def test_partitions_not_read_from_yet_start_at_the_committed_offset(
 
 
 def test_behind_counts_from_what_can_still_be_read() -> None:
-    assert _behind(3, 9, None) == 6  # no committed offset: from the start
+    assert _behind(3, 9, None) == 6  # no start known: from the start
+    assert _behind(3, 9, -1001) == 6  # the broker says none is committed
     assert _behind(10, 20, 5) == 10  # retention deleted past the committed offset
     assert _behind(0, 20, 25) == 0  # a position past a watermark read earlier
     assert _behind(0, 20, 12) == 8
