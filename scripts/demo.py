@@ -1,12 +1,13 @@
 """The whole local stack in one command: broker, worker, models, records, swaps.
 
 Starts a real Kafka broker from the project's own jars, a hotswap worker, trains
-the example models, publishes version 1, streams demo records, then publishes
-a new version (alternating model kinds) every ``--swap-every`` seconds and a
-deliberately corrupt one once, printing what the worker reports. Version 4 goes
-through a safe rollout: shadow first (the worker prints how it compares), then
-promoted half a swap interval later. Ctrl-C (or
-``--duration``) stops everything it started.
+the example models, publishes version 1, streams demo records, then tells a short
+story, each step taken once the worker shows the previous one happened (never on a
+timer alone, so a slow machine only makes it longer): another model kind (v2) is
+served, a corrupt v3 is rejected while v2 keeps serving, v4 goes to shadow and is
+promoted once compared on enough records. Then a new version every ``--swap-every``
+seconds. Ctrl-C (or ``--duration``, counted once the story is told) stops
+everything it started.
 """
 
 from __future__ import annotations
@@ -21,7 +22,11 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import httpx
 import orjson
@@ -33,6 +38,8 @@ from scripts.localkafka import LocalKafka, fetch  # noqa: E402
 from service.core.settings import Settings  # noqa: E402
 
 KINDS = ["wine-logreg", "wine-forest", "wine-tree"]
+EVENT_BOUND = 180.0  # seconds a step may take before the demo gives up on it
+COMPARE = 300  # records the shadow is compared on before the demo promotes it
 
 
 def _env(settings: Settings) -> dict[str, str]:
@@ -124,6 +131,30 @@ def _scored_total(url: str) -> float:
     )
 
 
+def _get(url: str) -> Any:
+    """A worker view as JSON, or None while it does not answer (the demo waits on it)."""
+    try:
+        response = httpx.get(url, timeout=2)
+        return response.json() if response.status_code == 200 else None
+    except (httpx.HTTPError, ValueError):
+        return None
+
+
+def _serving(url: str, version: int) -> bool:
+    model = _get(f"{url}/models/wine")
+    return model is not None and model.get("version") == str(version)
+
+
+def _rejected(url: str, version: int) -> bool:
+    history = _get(f"{url}/models/wine/history") or []
+    return any(h["version"] == str(version) and h["status"] == "rejected" for h in history)
+
+
+def _compared(url: str, records: int) -> bool:
+    rollout = _get(f"{url}/models/wine/rollout")
+    return rollout is not None and (rollout.get("report") or {}).get("compared", 0) >= records
+
+
 def _status(url: str, last: tuple[float, float]) -> tuple[float, float]:
     try:
         model = httpx.get(f"{url}/models/wine", timeout=2).json()
@@ -151,6 +182,75 @@ def _status(url: str, last: tuple[float, float]) -> tuple[float, float]:
             f"{view['report']['compared']}, agreement {view['report']['agreement']}"
         )
     return now, total
+
+
+@dataclass
+class Wait:
+    """What the story waits for before its next step: a time, or an event the worker shows.
+
+    An event has a bound (``within`` seconds), generous on purpose: on a slow machine the
+    story only takes longer; past the bound the demo stops and says which step never happened.
+    """
+
+    what: str
+    done: Callable[[], bool]
+    within: float | None = None
+
+
+class Story:
+    """The demo's steps, each taken once the worker shows the previous one happened.
+
+    v2 (another model kind) is served; a corrupt v3 is rejected while v2 keeps serving;
+    v4 runs in shadow until it has been compared on ``compare`` records, then is promoted
+    and served. After that, a new version every ``swap_every`` seconds, each waited for.
+    """
+
+    def __init__(self, settings: Settings, url: str, models: Path, swap_every: float) -> None:
+        self.told = False  # the scripted steps (v2 .. v4 promoted) have all happened
+        self._steps = self._script(settings, url, models, swap_every)
+        self._wait: Wait = next(self._steps)
+        self._since = time.monotonic()
+        self._url = url
+
+    def tick(self, last: tuple[float, float]) -> tuple[float, float]:
+        """Take every step whose wait is over; raise if an event missed its bound."""
+        while self._wait.done():
+            if self._wait.within is not None:  # an event: show what the worker reports now
+                last = _status(self._url, last)
+            self._wait = next(self._steps)
+            self._since = time.monotonic()
+        bound = self._wait.within
+        if bound is not None and time.monotonic() - self._since > bound:
+            raise RuntimeError(f"waited {bound:.0f} s for {self._wait.what}; see the worker log")
+        return last
+
+    def _script(
+        self, settings: Settings, url: str, models: Path, swap_every: float
+    ) -> Iterator[Wait]:
+        def pause() -> Wait:
+            until = time.monotonic() + swap_every
+            return Wait(f"{swap_every:.0f} s", lambda: time.monotonic() >= until)
+
+        yield pause()
+        _publish(settings, models, KINDS[1], 2)
+        yield Wait("wine v2 to be served", lambda: _serving(url, 2), EVENT_BOUND)
+        yield pause()
+        _publish_corrupt(settings, 3)
+        yield Wait("wine v3 to be rejected", lambda: _rejected(url, 3), EVENT_BOUND)
+        yield pause()
+        _publish(settings, models, KINDS[1], 4, "--shadow")
+        yield Wait("the shadow to be compared", lambda: _compared(url, COMPARE), EVENT_BOUND)
+        _promote(settings, url)
+        yield Wait("wine v4 to be served", lambda: _serving(url, 4), EVENT_BOUND)
+        self.told = True
+        version = 4
+        while True:
+            yield pause()
+            version += 1
+            _publish(settings, models, KINDS[(version - 1) % len(KINDS)], version)
+            yield Wait(
+                f"wine v{version} to be served", partial(_serving, url, version), EVENT_BOUND
+            )
 
 
 def main() -> int:
@@ -227,31 +327,17 @@ def main() -> int:
             f"       version 4 goes to shadow, then is promoted: {url}/models/wine/rollout\n"
             f"       worker log: {state / 'worker.log'}; Ctrl-C stops everything"
         )
-        started = last_swap = time.monotonic()
-        last = (time.monotonic(), 0.0)
-        corrupt_sent = False
-        shadow_since: float | None = None
+        started = last_print = time.monotonic()
+        last = (started, 0.0)
+        story = Story(settings, url, state / "models", args.swap_every)
         while not stop["now"]:
             time.sleep(0.5)
+            last = story.tick(last)
             now = time.monotonic()
-            if args.duration and now - started > args.duration:
+            if args.duration and now - started > args.duration and story.told:
                 break
-            if now - last_swap >= args.swap_every:
-                version += 1
-                if version == 3 and not corrupt_sent:
-                    _publish_corrupt(settings, version)
-                    corrupt_sent = True
-                elif version == 4:
-                    _publish(settings, state / "models", KINDS[1], version, "--shadow")
-                    shadow_since = now
-                else:
-                    _publish(settings, state / "models", KINDS[(version - 1) % len(KINDS)], version)
-                last_swap = now
-            if shadow_since is not None and now - shadow_since >= args.swap_every / 2:
-                _promote(settings, url)
-                shadow_since = None
-            if int(now * 2) % 10 == 0:
-                last = _status(url, last)
+            if now - last_print >= 5:
+                last, last_print = _status(url, last), now
     finally:
         print("[demo] stopping …")
         for proc in reversed(procs):
