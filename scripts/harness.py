@@ -84,8 +84,19 @@ def settings_env(settings: Settings) -> dict[str, str]:
     return env
 
 
+#: The least any wait for an event is bounded by (seconds; ``HOTSWAP_TEST_WAIT_FLOOR``).
+#: A wait ends as soon as its event happens, so a generous bound costs a green run nothing,
+#: and a slow or loaded machine (CI on 2 cores) only makes the run longer, never red.
+WAIT_FLOOR = float(os.environ.get("HOTSWAP_TEST_WAIT_FLOOR", "120"))
+
+
 def wait_for(probe: Callable[[], T | None], timeout: float, what: str, interval: float = 0.05) -> T:
-    """Poll ``probe`` until it returns something truthy; fail with ``what`` on timeout."""
+    """Poll ``probe`` until it returns something truthy; fail with ``what`` on timeout.
+
+    ``timeout`` is what the event usually takes at most; the bound is never below
+    :data:`WAIT_FLOOR`, since how fast an event comes depends on the machine.
+    """
+    timeout = max(timeout, WAIT_FLOOR)
     deadline = time.monotonic() + timeout
     last: Any = None
     while time.monotonic() < deadline:
@@ -234,9 +245,13 @@ def consume(
     topic: str,
     *,
     until: Callable[[list[ConsumedRecord]], bool],
-    timeout: float = 60,
+    timeout: float = 180,
 ) -> list[ConsumedRecord]:
-    """Read ``topic`` from the beginning (no group, committed records only) until ``until``."""
+    """Read ``topic`` from the beginning (no group, committed records only) until ``until``.
+
+    ``timeout`` ends the read: a bound for a wait (generous: it ends at ``until``), or how
+    long to look when ``until`` never holds (to show that nothing arrives).
+    """
 
     async def run() -> list[ConsumedRecord]:
         consumer = AIOKafkaConsumer(

@@ -146,7 +146,8 @@ def test_a_dripping_server_is_cut_at_the_deadline(base: str) -> None:
     error, took = _rejected(url, FetchPolicy(timeout=1.0, attempts=2))
     assert error.reason == "fetch_timeout"
     assert error.transient
-    assert 1.0 <= took < 1.5, took  # each byte arrives well within the idle timeout
+    # each byte arrives well within the idle timeout; uncut, the drip would last over an hour
+    assert 1.0 <= took < 10, took
 
 
 def test_a_huge_body_without_content_length_is_cut_at_the_cap(base: str) -> None:
@@ -168,7 +169,7 @@ def test_a_declared_length_over_the_cap_is_refused_before_reading(base: str) -> 
     url, path = _url(base, "declares-huge")
     error, took = _rejected(url)
     assert error.reason == "artifact_too_large"
-    assert took < 1
+    assert took < 4  # below FAST's 5 s deadline: refused, not waited for
     assert _Handler.hits[path] == 1
 
 
@@ -191,7 +192,8 @@ def test_a_stalled_connection_is_dropped_and_retried(base: str) -> None:
     url, path = _url(base, "stall1")
     started = time.monotonic()
     assert _fetch(url, FetchPolicy(timeout=4.0, attempts=4, backoff=0.05)) == ARTIFACT
-    assert 1.0 <= time.monotonic() - started < 2.5  # idle timeout = 4 s / 4 attempts
+    # the idle timeout (4 s / 4 attempts) cut the stall; waiting it out would miss the deadline
+    assert 1.0 <= time.monotonic() - started < 4.0
     assert _Handler.hits[path] == 2
 
 
@@ -208,7 +210,7 @@ def test_a_server_that_stays_unavailable_is_rejected_as_transient(base: str, kin
     assert (error.reason, error.transient) == ("fetch_transient", True)
     assert f"HTTP {kind}" in error.detail
     assert _Handler.hits[path] == FAST.attempts
-    assert took < 1
+    assert took < 4  # the attempts ran out, well before FAST's 5 s deadline
 
 
 def test_retries_stop_at_the_deadline(base: str) -> None:
@@ -216,7 +218,7 @@ def test_retries_stop_at_the_deadline(base: str) -> None:
     policy = FetchPolicy(timeout=1.0, attempts=100, backoff=0.2)
     error, took = _rejected(url, policy)
     assert error.reason == "fetch_transient"
-    assert took < 1.1
+    assert took < 1.0 + 3  # 100 attempts with doubling backoff would take minutes
     assert 2 <= _Handler.hits[path] < 10  # 0.1-0.2, 0.2-0.4, 0.4-0.8 s apart
 
 
@@ -228,7 +230,7 @@ def test_connection_refused_is_retried_then_rejected_as_transient() -> None:
     assert error.reason == "fetch_transient"
     assert "3 time(s)" in error.detail
     assert "ConnectError" in error.detail
-    assert took < 1
+    assert took < 4  # the attempts ran out, well before FAST's 5 s deadline
 
 
 # --- permanent failures: never retried -----------------------------------------------
@@ -303,7 +305,7 @@ def test_cancel_stops_a_fetch_at_once(base: str) -> None:
     started = time.monotonic()
     with pytest.raises(errors.FetchCancelled):
         _fetch(url, FetchPolicy(timeout=30), cancel=cancel)
-    assert time.monotonic() - started < 1
+    assert time.monotonic() - started < 10  # cancelled at 0.3 s, not cut at the 30 s deadline
 
 
 def test_fetches_run_in_parallel_threads(base: str) -> None:
@@ -327,4 +329,4 @@ def test_a_fetch_in_a_thread_leaves_the_event_loop_free(base: str) -> None:
             await fetch
         return max(gaps)
 
-    assert asyncio.run(main()) < 0.1
+    assert asyncio.run(main()) < 0.75  # a fetch on the loop would block it for 1.5 s

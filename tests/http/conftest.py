@@ -121,7 +121,7 @@ def serve(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerFactory]:
         process = subprocess.Popen(args, cwd=ROOT, env=env)
         server = Server(f"http://127.0.0.1:{port}", process)
         started.append(server)
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 180
         while time.monotonic() < deadline:
             assert process.poll() is None, "the server exited during start-up"
             try:

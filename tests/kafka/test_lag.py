@@ -44,7 +44,7 @@ def test_lag_counts_what_is_not_read_yet(make_settings: Callable[..., Settings])
         taken = 0
         while taken < 30:
             taken += len(consumer.consume(30 - taken, 5.0))
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 120  # a bound for the broker's answers, not a budget
         while _fresh(consumer, assigned) != 100 - taken:  # the empty partitions' answers
             assert time.monotonic() < deadline, _fresh(consumer, assigned)
             time.sleep(0.05)
@@ -89,7 +89,7 @@ def test_partitions_not_read_from_yet_start_at_the_committed_offset(
     try:
         consumer.assign([TopicPartition(topic, p) for p in range(3)])  # from the committed offsets
         assigned = {(topic, p) for p in range(3)}
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 120  # a bound for the broker's answers, not a budget
         while _fresh(consumer, assigned) != 0 + 6 + 7:  # never consumed: no position anywhere
             assert time.monotonic() < deadline, _fresh(consumer, assigned)
             time.sleep(0.05)

@@ -186,8 +186,8 @@ def _consume_until(
     consume: Callable[[], list[Any]], done: Callable[[list[Any]], bool]
 ) -> list[Any]:
     got: list[Any] = []
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 180
     while not done(got):
-        assert time.monotonic() < deadline, "the group did not settle within 60 s"
+        assert time.monotonic() < deadline, "the group did not settle within 180 s"
         got += [m for m in consume() if m.error() is None]
     return got

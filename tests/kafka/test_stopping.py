@@ -25,7 +25,9 @@ from service.core.settings import Settings
 
 pytestmark = pytest.mark.integration
 
-GRACE = 10.0
+# A stop takes HOTSWAP_STOP_TIMEOUT (5 s) at most plus the exit; the bound is the pod's
+# terminationGracePeriodSeconds (30 s, deploy/kubernetes), after which it would be killed.
+GRACE = 25.0
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +93,10 @@ def test_stop_during_start_up_and_replay(
 
 
 class _Drip(http.server.BaseHTTPRequestHandler):
+    asked = threading.Event()  # set once the worker's fetch has begun
+
     def do_GET(self) -> None:
+        _Drip.asked.set()
         self.send_response(200)
         self.send_header("Content-Length", "1000000")
         self.end_headers()
@@ -111,6 +116,7 @@ def test_stop_in_the_middle_of_a_model_build(
     settings: Settings, tmp_path: Path, trained: dict[str, Path]
 ) -> None:
     worker = _ready_worker(settings, tmp_path, trained)
+    _Drip.asked.clear()
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Drip)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
@@ -122,7 +128,8 @@ def test_stop_in_the_middle_of_a_model_build(
             store_dir=tmp_path / "store",
             base_url=f"http://127.0.0.1:{server.server_port}",
         )
-        time.sleep(1.0)  # the worker is now inside the fetch of version 2
+        # the worker is now inside the fetch of version 2
+        wait_for(_Drip.asked.is_set, 60, "the worker to fetch version 2")
         seconds, code = _stop_time(worker)
     finally:
         server.shutdown()

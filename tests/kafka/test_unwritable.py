@@ -140,7 +140,7 @@ def test_a_stalled_batch_turns_ready_to_503_with_the_reason_and_recovers(
     topic = NewTopic(settings.scored_topic, PARTITIONS, 1)
     for future in admin.create_topics([topic]).values():
         future.result(30)
-    scored = consume(settings, settings.scored_topic, until=lambda rs: len(rs) >= 300, timeout=90)
+    scored = consume(settings, settings.scored_topic, until=lambda rs: len(rs) >= 300)
     assert {r.json()["id"] for r in scored} == {f"s-{i}" for i in range(300)}
     worker.wait_ready(30)
     assert "hotswap_stalled 0.0" in worker.get("/metrics").text
