@@ -184,8 +184,8 @@ class ModelRegistry:
         if old is not None:
             old.runtime.close()
         rollout = self._rollouts.get(model.name)
-        if rollout is not None and rollout.stage == "promoted":
-            self._release_if_serving(rollout)  # the promoted candidate now serves through the swap
+        if rollout is not None:  # a candidate that now serves through the swap (promoted, or
+            self._release_if_serving(rollout)  # published meanwhile): one version, one route
         return old
 
     # --- the candidate slot (event loop only) -------------------------------------
