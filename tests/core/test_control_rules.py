@@ -135,7 +135,7 @@ def _routes(registry: ModelRegistry) -> dict[bytes, str]:
     serving = registry.get("wine")
     assert serving is not None
     rollout = registry.rollout("wine")
-    routes = {}
+    routes: dict[bytes, str] = {}
     for key in KEYS:
         to_candidate = (
             rollout is not None
@@ -143,7 +143,8 @@ def _routes(registry: ModelRegistry) -> dict[bytes, str]:
             and rollout.stage != "shadow"
             and rollout.to_candidate(key, None)
         )
-        routes[key] = rollout.candidate_version if to_candidate and rollout else serving.version
+        chosen = rollout.candidate_version if to_candidate and rollout else None
+        routes[key] = chosen or serving.version
     return routes
 
 
@@ -181,7 +182,10 @@ def test_running_and_restarted_workers_route_every_key_alike_whatever_the_junk(
     assert 'hotswap_control_rejections_total{reason="model_not_serving"} 1.0' in refused
 
     # A real promotion (the model topic first), then a junk abort: both end on v2, no rollout.
-    promote = [(w, _step(v2, "promoted", who="ann@h")), (w, _step(v2, "aborted"))]
+    promote: list[tuple[bytes, bytes | None]] = [
+        (w, _step(v2, "promoted", who="ann@h")),
+        (w, _step(v2, "aborted")),
+    ]
     for registry, control in ((running, live), (restarted, replayed)):
         registry.install(registry.build(v2))
         _feed(control, promote, replay=False)
@@ -193,8 +197,8 @@ def test_running_and_restarted_workers_route_every_key_alike_whatever_the_junk(
         assert rollout is not None
         assert (rollout.stage, rollout.active()) == ("promoted", False)
         assert _routes(registry) == dict.fromkeys(KEYS, "2")
-        refused = [h.reason for h in registry.history("wine") or [] if h.status == "rejected"]
-        assert refused[-1] == "candidate_is_serving", "the junk abort"
+        last = [h.reason for h in registry.history("wine") or [] if h.status == "rejected"][-1]
+        assert last == "candidate_is_serving", "the junk abort"
 
 
 def test_a_promotion_the_model_topic_never_got_routes_alike_live_and_on_replay(
