@@ -16,8 +16,7 @@ from pathlib import Path
 
 import orjson
 import pytest
-from confluent_kafka import NewTopic  # type: ignore[attr-defined]
-from confluent_kafka.admin import AdminClient
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from scripts.harness import ConsumedRecord, WorkerProcess, consume, run_cli, send_raw, wait_for
 from scripts.localkafka import free_port
