@@ -76,7 +76,14 @@ def load_signing_key(path: Path | None) -> Ed25519PrivateKey | None:
         ) from None
 
 
-def _signed(control: ControlMessage, key: Ed25519PrivateKey | None) -> ControlMessage:
+def _signed(
+    settings: Settings, control: ControlMessage, key: Ed25519PrivateKey | None
+) -> ControlMessage:
+    if key is None and settings.verify_key:
+        raise ToolError(
+            "workers verify rollout steps (HOTSWAP_VERIFY_KEY is set): sign this one with "
+            "--signing-key KEY, the key models are published with"
+        )
     return sign_control(control, key) if key is not None else control
 
 
@@ -101,7 +108,7 @@ def start_rollout(
         who=who_am_i(),
         why=why,
     )
-    control = _signed(control, key)
+    control = _signed(settings, control, key)
     with kafka_errors(settings):
         asyncio.run(write_control(settings, control))
     return control
@@ -115,6 +122,8 @@ def end_rollout(
     key: Ed25519PrivateKey | None = None,
 ) -> ControlMessage:
     """Promote or abort the rollout of ``name`` in progress (a :class:`ToolError` if none)."""
+    if key is None and settings.verify_key:
+        _signed(settings, ControlMessage(name=name, stage=stage), key)  # refuses, says why
     verify = ControlVerifier(key.public_key()) if key is not None else None
     with kafka_errors(settings):
         asyncio.run(ensure_topics(settings))
@@ -140,7 +149,7 @@ def end_rollout(
         who=who_am_i(),
         why=why,
     )
-    control = _signed(control, key)
+    control = _signed(settings, control, key)
     with kafka_errors(settings):
         asyncio.run(write_control(settings, control))
     return control
