@@ -144,7 +144,7 @@ def build_worker(settings: Settings) -> WorkerParts:
         limits=BuildLimits.from_settings(settings),  # size, deadline, retries, file roots
         verifier=Verifier(key) if key else None,
     )
-    swapper = Swapper(registry, metrics)
+    swapper = Swapper(registry, metrics, on_change=lambda: rollouts.model_changed())
     verify_control = ControlVerifier(key) if key else None  # rollouts signed like models
     rollouts = RolloutControl(registry, metrics, swapper.build, verify_control)
     scorer = Scorer(
@@ -189,6 +189,8 @@ def build_worker(settings: Settings) -> WorkerParts:
 
     async def hand_over_control(update: ModelUpdate) -> None:
         await control_channel.put(update)
+
+    rollouts.resubmit = lambda k, v: hand_over_control(ModelUpdate(k, v, -1, replay=False))
 
     async def hand_over_batch(batch: Batch) -> None:
         await batch_channel.put(batch)

@@ -23,8 +23,10 @@ record, as on a running worker, until its swap lands.
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
 
 from service.core import errors
 from service.core.control_rules import RolloutState, decide
@@ -40,6 +42,8 @@ logger = logging.getLogger(__name__)
 
 Build = Callable[[ModelMessage], Awaitable[ServingModel]]
 Verify = Callable[[ControlMessage], None]
+Resubmit = Callable[[bytes | None, bytes], Coroutine[Any, Any, None]]
+MAX_WAITING = 100  # names whose newest step waits for their first version to serve
 
 
 class RolloutControl:
@@ -53,6 +57,12 @@ class RolloutControl:
         self._build = build
         self._verify = verify
         self._replayed: dict[str, RolloutState] = {}
+        # A step refused as model_not_serving may have only overtaken its model's first
+        # version (two topics, two consumers): the newest such step per name is judged again,
+        # through ``resubmit`` (the control agent, in order), when that model starts serving.
+        self._waiting: dict[str, tuple[bytes | None, bytes]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.resubmit: Resubmit | None = None
 
     async def submit(self, key: bytes | None, value: bytes | None, *, replay: bool) -> None:
         """Apply one message now, or (replay) fold it into the state enacted at settle."""
@@ -60,6 +70,7 @@ class RolloutControl:
             await self.apply(key, value)
             return
         name = _name(key)
+        self._waiting.pop(name, None)  # a newer step supersedes a waiting one
         if value is None:
             self._replayed.pop(name, None)
             return
@@ -76,6 +87,7 @@ class RolloutControl:
 
     async def apply(self, key: bytes | None, value: bytes | None) -> None:
         name = _name(key)
+        self._waiting.pop(name, None)  # a newer step supersedes a waiting one
         current = self._registry.rollout(name)
         if value is None:  # a tombstone: forget the rollout, serve as before
             if current is not None and current.ended is None:
@@ -101,7 +113,21 @@ class RolloutControl:
             return decide(state, control, self._serving(control.name))
         except errors.HotswapError as exc:
             self._refuse(name, control, exc)
+            if isinstance(exc, errors.ModelNotServing):
+                self._waiting[name] = (key, value)
+                while len(self._waiting) > MAX_WAITING:  # a flood of ghost names: the oldest go
+                    del self._waiting[next(iter(self._waiting))]
             return None
+
+    def model_changed(self) -> None:
+        """A model swapped in or out: judge again the steps that waited for it to serve."""
+        if self.resubmit is None:
+            return
+        for name in [n for n in self._waiting if self._registry.get(n) is not None]:
+            key, value = self._waiting.pop(name)
+            task = asyncio.get_running_loop().create_task(self.resubmit(key, value))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
     def _serving(self, name: str) -> ModelMessage | None:
         model = self._registry.get(name)

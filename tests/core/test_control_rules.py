@@ -285,3 +285,35 @@ def test_control_messages_must_be_signed_by_the_publishers_key(
     rollout = registry.rollout("wine")
     assert rollout is not None
     assert rollout.active()
+
+
+def test_a_step_that_overtook_its_models_first_version_is_applied_when_it_serves(
+    make_message: MessageFactory,
+) -> None:
+    """Two topics, two consumers: a canary may arrive before the model topic's first version."""
+    registry = ModelRegistry()
+    metrics = Metrics()
+
+    async def build(message: ModelMessage) -> ServingModel:
+        return registry.build(message)
+
+    control = RolloutControl(registry, metrics, build)
+
+    async def run() -> None:
+        control.resubmit = lambda key, value: control.submit(key, value, replay=False)
+        await control.submit(
+            b"wine", _step(make_message(version="2"), "canary", fraction=0.3), replay=False
+        )
+        assert registry.rollout("wine") is None
+        registry.install(registry.build(make_message(version="1")))
+        control.model_changed()
+        for _ in range(100):
+            await asyncio.sleep(0.01)
+            if registry.rollout("wine") is not None:
+                break
+
+    asyncio.run(run())
+    rollout = registry.rollout("wine")
+    assert rollout is not None
+    assert (rollout.stage, rollout.active()) == ("canary", True), "as a restarted worker has it"
+    assert 'reason="model_not_serving"} 1.0' in metrics.render().decode(), "the refusal counted"
