@@ -78,6 +78,7 @@ class Fleet(Service):
         self._lag = lag
         self._metrics = metrics or Metrics()
         self._heard: dict[str, Heard] = {}
+        self._refused: dict[str, int] = {}  # heartbeats refused, by reason (a fixed set)
         self.heartbeat_problem = ""  # why the last heartbeat was not sent ("" once one is)
         self._producer: Producer | None = None
         self._feed = ModelFeed(
@@ -165,6 +166,7 @@ class Fleet(Service):
         except errors.ControlRejected as exc:
             self._heard.pop(worker, None)
             self._metrics.control_rejections.labels(exc.reason).inc()
+            self._refused[exc.reason] = self._refused.get(exc.reason, 0) + 1
             logger.debug("status message of %r refused (%s): %s", worker, exc.reason, exc.detail)
             return
         if update.replay or status.group != self._settings.app_id:
@@ -189,6 +191,7 @@ class Fleet(Service):
 
     def view(self) -> dict[str, Any]:
         """The ``GET /fleet`` document."""
-        return fleet_view(
+        view = fleet_view(
             self.status(), self.live(), group=self._settings.app_id, received_at=datetime.now(UTC)
         )
+        return {**view, "refused_heartbeats": dict(self._refused)}

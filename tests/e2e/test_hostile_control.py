@@ -142,6 +142,9 @@ def test_junk_changes_nothing_restarts_agree_and_the_decider_still_decides(
     assert first.metric('hotswap_control_rejections_total{reason="signature_invalid"}') >= 2000
     assert first.metric('hotswap_control_rejections_total{reason="invalid_status"}') >= 2
     assert first.metric('hotswap_control_rejections_total{reason="status_too_large"}') >= 1
+    refused = first.get("/fleet").json()["refused_heartbeats"]
+    assert refused["invalid_status"] >= 2, refused
+    assert refused["status_too_large"] >= 1, refused
 
     keys = [f"customer-{i}".encode() for i in range(600)]  # ~180 compared: below 500
     routes = _routes(settings, "a", keys)
