@@ -16,9 +16,12 @@ rebuild. Promote and abort end the rollout (:meth:`ModelRegistry.end_rollout`).
 During the replay at start-up every message goes through the same rule, in log
 order, but only the resulting state is kept; it is enacted at the end
 (:meth:`RolloutControl.settle`), so a worker that restarts mid-rollout builds
-the candidate once, and one whose rollout ended builds nothing, except a
-promoted candidate the model topic does not serve yet, which takes every
-record, as on a running worker, until its swap lands.
+the candidate once, and one whose rollout ended builds nothing: records go to
+what the model topic serves. (A running worker that applies ``promoted`` live
+sends every record to the built candidate until a swap of that name lands, at
+most :data:`~service.core.rollout.PROMOTION_GRACE` seconds: the promotion's
+model-topic message is normally on its way, and this keeps canary keys from
+falling back to the old version meanwhile.)
 """
 
 from __future__ import annotations
@@ -153,13 +156,7 @@ class RolloutControl:
             return
         assert state.ended is not None
         if current is None or current.control is not state.start:  # replayed, or a record only
-            rollout = Rollout(state.start)
-            candidate = state.start.candidate
-            serving = self._serving(name)
-            awaiting = state.stage == "promoted" and state.start is not state.ended
-            if awaiting and candidate is not None and not _same(candidate, serving):
-                await self._build_into(rollout, candidate)  # every record to it, until the swap
-            self._registry.begin_rollout(rollout)
+            self._registry.begin_rollout(Rollout(state.start))  # routes nothing: ended
         self._registry.end_rollout(name, state.ended)
         who, why = state.ended.who, state.ended.why
         logger.info("model %s: rollout %s by %s (%s)", name, state.stage, who, why)

@@ -17,6 +17,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from service.core import errors
+from service.core import rollout as rollout_module
 from service.core.control import RolloutControl
 from service.core.control_rules import decide
 from service.core.fleet import status_of
@@ -201,10 +202,10 @@ def test_running_and_restarted_workers_route_every_key_alike_whatever_the_junk(
         assert last == "candidate_is_serving", "the junk abort"
 
 
-def test_a_promotion_the_model_topic_never_got_routes_alike_live_and_on_replay(
-    make_message: MessageFactory,
+def test_a_promotion_the_model_topic_never_got_routes_alike_once_its_grace_is_over(
+    make_message: MessageFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A hand-written ``promoted`` (no model-topic message): both send every record to it."""
+    """A hand-written ``promoted`` (no model-topic message) routes nothing once the grace ends."""
     v2 = make_message(version="2")
     steps: list[tuple[bytes, bytes | None]] = [
         (b"wine", _step(v2, "canary", fraction=0.5)),
@@ -214,7 +215,16 @@ def test_a_promotion_the_model_topic_never_got_routes_alike_live_and_on_replay(
     _feed(live, steps, replay=False)
     restarted, replayed, _ = _worker(make_message)
     _feed(replayed, steps, replay=True)
-    assert _routes(running) == _routes(restarted) == dict.fromkeys(KEYS, "2")
+    assert _routes(restarted) == dict.fromkeys(KEYS, "1"), "ended: the model topic's version"
+    assert _routes(running) == dict.fromkeys(KEYS, "2"), "live: every record to it meanwhile"
+    monkeypatch.setattr(rollout_module, "PROMOTION_GRACE", 0.0)
+    assert _routes(running) == _routes(restarted)
+
+    # A rollback after the promotion: both serve what the model topic says.
+    for registry in (running, restarted):
+        registry.install(registry.build(v2))
+        registry.install(registry.build(make_message(version="1")))
+    assert _routes(running) == _routes(restarted) == dict.fromkeys(KEYS, "1")
 
 
 def test_ten_thousand_junk_control_messages_leave_bounded_state_and_heartbeats(
