@@ -72,23 +72,29 @@ def cmd_publish(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _start_rollout(settings: Settings, args: argparse.Namespace, message: Any) -> int:
-    from service.tools.rollouts import describe_step, policy_of, start_rollout
+    from service.tools.rollouts import describe_step, load_signing_key, policy_of, start_rollout
 
     policy = policy_of(
         args.promote_after, args.min_agreement, args.max_p99_ms, args.max_error_rate, True
     )
+    key = load_signing_key(Path(args.signing_key) if args.signing_key else None)
     with _spinner(f"starting the rollout on {settings.control_topic}"):
-        control = start_rollout(settings, message, canary=args.canary, policy=policy, why=args.why)
+        control = start_rollout(
+            settings, message, canary=args.canary, policy=policy, why=args.why, key=key
+        )
     print(describe_step(control, settings))
     return 0
 
 
 def cmd_end_rollout(settings: Settings, args: argparse.Namespace) -> int:
     """``promote`` or ``abort``."""
-    from service.tools.rollouts import describe_step, end_rollout
+    from service.tools.rollouts import describe_step, end_rollout, load_signing_key
 
     promote = args.command == "promote"
-    control = end_rollout(settings, args.name, "promoted" if promote else "aborted", args.why)
+    key = load_signing_key(Path(args.signing_key) if args.signing_key else None)
+    control = end_rollout(
+        settings, args.name, "promoted" if promote else "aborted", args.why, key=key
+    )
     print(describe_step(control, settings))
     return 0
 

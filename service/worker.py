@@ -38,7 +38,7 @@ from service.core.metrics import Metrics
 from service.core.registry import BuildLimits, ModelRegistry
 from service.core.scoring import Scorer
 from service.core.settings import Settings
-from service.core.signing import Verifier, load_public_key
+from service.core.signing import ControlVerifier, Verifier, load_public_key
 from service.core.swap import Swapper
 from service.http.api import Readiness, create_api
 from service.http.rollouts import create_rollout_router
@@ -139,12 +139,14 @@ def build_worker(settings: Settings) -> WorkerParts:
     Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
     app = create_app(settings)
     metrics = Metrics()
+    key = load_public_key(settings.verify_key) if settings.verify_key else None
     registry = ModelRegistry(
         limits=BuildLimits.from_settings(settings),  # size, deadline, retries, file roots
-        verifier=Verifier(load_public_key(settings.verify_key)) if settings.verify_key else None,
+        verifier=Verifier(key) if key else None,
     )
-    swapper = Swapper(registry, metrics)
-    rollouts = RolloutControl(registry, metrics, swapper.build)
+    swapper = Swapper(registry, metrics, on_change=lambda: rollouts.model_changed())
+    verify_control = ControlVerifier(key) if key else None  # rollouts signed like models
+    rollouts = RolloutControl(registry, metrics, swapper.build, verify_control)
     scorer = Scorer(
         registry, max_record_bytes=settings.max_record_bytes, default_model=settings.default_model
     )
@@ -187,6 +189,8 @@ def build_worker(settings: Settings) -> WorkerParts:
 
     async def hand_over_control(update: ModelUpdate) -> None:
         await control_channel.put(update)
+
+    rollouts.resubmit = lambda k, v: hand_over_control(ModelUpdate(k, v, -1, replay=False))
 
     async def hand_over_batch(batch: Batch) -> None:
         await batch_channel.put(batch)
@@ -233,6 +237,8 @@ def build_worker(settings: Settings) -> WorkerParts:
             f"crashed: {app._crash_reason}" if app._crash_reason else "",
         ]
         reason = "; ".join(r for r in reasons if r)
+        # Reported, not disqualifying: the worker still scores; only the fleet view suffers.
+        detail = "; ".join(p for p in (fleet.heartbeat_problem, decider.problem) if p)
         return Readiness(
             ready=not reason,
             broker_reachable=reachable,
@@ -240,11 +246,17 @@ def build_worker(settings: Settings) -> WorkerParts:
             models=len(registry.models()),
             assigned_partitions=data.assigned_partitions(),
             reason=reason,
+            detail=detail,
         )
 
     ready = lambda: readiness().ready  # noqa: E731
     fleet = Fleet(
-        settings, registry, partitions=data.partitions, ready=ready, lag=lambda: data.lag.value
+        settings,
+        registry,
+        metrics=metrics,
+        partitions=data.partitions,
+        ready=ready,
+        lag=lambda: data.lag.value,
     )
     decider = Decider(settings, registry, fleet, metrics, partitions=data.partitions)
     api = create_api(

@@ -12,7 +12,10 @@ from typing import ClassVar
 
 __all__ = [
     "ArtifactTooLarge",
+    "CandidateIsServing",
     "ChecksumMismatch",
+    "ControlRejected",
+    "ControlTooLarge",
     "EmptyValue",
     "FetchCancelled",
     "FetchFailed",
@@ -21,16 +24,20 @@ __all__ = [
     "HotswapError",
     "IncompatibleInputs",
     "InvalidBase64",
+    "InvalidControl",
     "InvalidJson",
     "InvalidModel",
     "InvalidModelMessage",
+    "InvalidStatus",
     "InvalidUtf8",
     "LocationOutsideRoots",
     "LocationRefused",
     "MissingFeature",
     "MissingFeatures",
     "MissingModel",
+    "ModelNotServing",
     "ModelRejected",
+    "NoRollout",
     "NonFiniteValue",
     "NonNumericValue",
     "NotARegularFile",
@@ -44,6 +51,7 @@ __all__ = [
     "RedirectRefused",
     "ScoringFailed",
     "SignatureInvalid",
+    "StatusTooLarge",
     "UndecodableBatch",
     "UnknownFeature",
     "UnknownModel",
@@ -250,3 +258,53 @@ class IncompatibleInputs(ModelRejected):
 
 class WarmupFailed(ModelRejected):
     reason = "warmup_failed"
+
+
+# --- control and status topics -----------------------------------------------------
+# A refused control message changes nothing; its reason is the ``reason`` label of
+# ``hotswap_control_rejections_total`` (a fixed set: these classes and
+# ``signature_invalid``) and, when it names a model this worker knows, a history entry.
+
+
+class ControlRejected(HotswapError):
+    """A control-topic (or status-topic) message that is not applied."""
+
+    reason = "control_rejected"
+
+
+class InvalidControl(ControlRejected):
+    """Not a control message: bad JSON, a missing or mistyped field, a naive timestamp."""
+
+    reason = "invalid_control"
+
+
+class ControlTooLarge(ControlRejected):
+    reason = "control_too_large"
+
+
+class ModelNotServing(ControlRejected):
+    """A rollout step for a model this worker serves no version of (ghost names included)."""
+
+    reason = "model_not_serving"
+
+
+class NoRollout(ControlRejected):
+    """promoted/aborted that names no candidate, or not the candidate of the rollout running."""
+
+    reason = "no_rollout"
+
+
+class CandidateIsServing(ControlRejected):
+    """A shadow, canary or abort of the version that already serves (e.g. after a promotion)."""
+
+    reason = "candidate_is_serving"
+
+
+class InvalidStatus(ControlRejected):
+    """A heartbeat that is not a worker status: bad JSON, a field mistyped, a naive time."""
+
+    reason = "invalid_status"
+
+
+class StatusTooLarge(ControlRejected):
+    reason = "status_too_large"

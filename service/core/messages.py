@@ -32,6 +32,7 @@ __all__ = [
     "HEADER_SOURCE_PARTITION",
     "HEADER_SOURCE_TOPIC",
     "HEADER_VERSION",
+    "VERSION_PATTERN",
     "DataRecord",
     "Features",
     "ModelMessage",
@@ -55,6 +56,10 @@ HEADER_ORIGINAL_SIZE = "hotswap-original-size"  # on a letter whose record was t
 
 Features = list[float] | dict[str, float]
 
+#: Version labels: a letter or digit, then letters, digits and ``. _ + : @ ~ -``, at most 200.
+#: Every one is a single URL path segment as is, so every route reaches every label.
+VERSION_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._+:@~-]{0,199}$"
+
 
 class ModelMessage(BaseModel):
     """A model version published to the model topic (key = ``name``)."""
@@ -62,7 +67,7 @@ class ModelMessage(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
     name: str = Field(min_length=1, max_length=200)
-    version: str = Field(min_length=1, max_length=200)
+    version: str = Field(pattern=VERSION_PATTERN, description="A label in the safe alphabet.")
     format: str = "onnx"
     description: str = ""
     data: str | None = Field(default=None, description="Base64 of the artifact.")

@@ -144,6 +144,17 @@ class Metrics:
             ["model", "stage"],
             registry=r,
         )
+        self.control_rejections = Counter(
+            "hotswap_control_rejections",
+            "Control or status messages refused, by reason (a fixed set).",
+            ["reason"],
+            registry=r,
+        )
+        self.heartbeat_failures = Counter(
+            "hotswap_heartbeat_failures",
+            "Heartbeats this worker could not send to the status topic.",
+            registry=r,
+        )
 
     # --- bounded labels ----------------------------------------------------------
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -185,7 +186,9 @@ class ModelRegistry:
             old.runtime.close()
         rollout = self._rollouts.get(model.name)
         if rollout is not None and rollout.stage == "promoted":
-            self._release_if_serving(rollout)  # the promoted candidate now serves through the swap
+            self._release(rollout)  # its swap landed (or a rollback came first): serve the topic's
+        elif rollout is not None:
+            self._release_if_serving(rollout)  # a candidate published meanwhile: one route
         return old
 
     # --- the candidate slot (event loop only) -------------------------------------
@@ -210,7 +213,7 @@ class ModelRegistry:
         rollout = self._rollouts.get(name)
         msg = control.candidate
         if rollout is not None:
-            rollout.ended = control
+            rollout.ended, rollout.ended_at = control, time.monotonic()
             msg = msg or rollout.control.candidate
             if control.stage == "aborted":
                 self._release(rollout)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -24,11 +25,20 @@ from service.core.rollout_messages import ControlMessage, RolloutFigures, Rollou
 from service.core.runtime import Signature
 from service.core.runtime.base import Outputs
 
-__all__ = ["Comparison", "Decision", "Rollout", "canary_share", "compare_outputs", "evaluate"]
+__all__ = [
+    "PROMOTION_GRACE",
+    "Comparison",
+    "Decision",
+    "Rollout",
+    "canary_share",
+    "compare_outputs",
+    "evaluate",
+]
 
 logger = logging.getLogger(__name__)
 
 _SCALE = float(2**64)
+PROMOTION_GRACE = 30.0  # seconds a promoted candidate takes every record while its swap lands
 
 
 def canary_share(key: bytes) -> float:
@@ -132,6 +142,7 @@ class Rollout:
     rejected: str | None = None
     ended: ControlMessage | None = None  # the promote or abort that closed it
     since: datetime = field(default_factory=lambda: datetime.now(UTC))
+    ended_at: float = 0.0  # monotonic time of ``ended``
 
     @property
     def name(self) -> str:
@@ -148,8 +159,13 @@ class Rollout:
         return c.version if c is not None else None
 
     def active(self) -> bool:
-        """Records go to the candidate now (a promoted one: until its swap lands)."""
-        return self.candidate is not None
+        """Records go to the candidate now (a promoted one: until a swap lands, at most
+        :data:`PROMOTION_GRACE` seconds, so a promotion whose model-topic message never
+        comes cannot route differently from a restarted worker for longer)."""
+        if self.candidate is None:
+            return False
+        promoted = self.ended is not None and self.ended.stage == "promoted"
+        return not promoted or time.monotonic() - self.ended_at < PROMOTION_GRACE
 
     def to_candidate(self, key: bytes | None, record_id: Any) -> bool:
         """Canary (or a promotion not swapped in yet): does this record go to the candidate?"""

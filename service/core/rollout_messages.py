@@ -7,9 +7,12 @@ the model topic), the stage (``shadow``, ``canary``, ``promoted``,
 who decided and why. The model topic is not used for this: it is compacted by
 name, so a candidate there would erase the serving version.
 
-A **worker status** (compacted status topic, key = worker id) is one worker's
-heartbeat: what it serves, where its rollouts stand, which data partitions it
-holds, and when it last said so. A tombstone means the worker stopped.
+Worker heartbeats (the status topic) are in :mod:`service.core.status_messages`.
+
+Both topics are read like the model topic: as hostile input. Schemas are
+strict (timezone-aware times, typed non-negative figures, capped strings and
+sizes); a message that fails is refused with a reason from
+:mod:`service.core.errors` and never reaches a view or the decider.
 """
 
 from __future__ import annotations
@@ -18,24 +21,33 @@ import getpass
 import logging
 import socket
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    NonNegativeInt,
+    ValidationError,
+    model_validator,
+)
 
 from service.core import errors
 from service.core.messages import ModelMessage, problems
 
 __all__ = [
     "ACTIVE_STAGES",
+    "MAX_CONTROL_BYTES",
     "ControlMessage",
+    "Figure",
     "RolloutFigures",
     "RolloutPolicy",
     "Stage",
-    "WorkerStatus",
     "encode_control_message",
     "parse_control_message",
-    "parse_worker_status",
+    "same_model",
     "who_am_i",
 ]
 
@@ -43,6 +55,10 @@ logger = logging.getLogger(__name__)
 
 Stage = Literal["shadow", "canary", "promoted", "aborted"]
 ACTIVE_STAGES: frozenset[str] = frozenset({"shadow", "canary"})
+MAX_CONTROL_BYTES = 16 * 1024**2  # the control topic's max.message.bytes: a candidate inline
+
+#: A figure from another worker: a finite, non-negative number.
+Figure = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 
 
 def _now() -> datetime:
@@ -61,9 +77,9 @@ def who_am_i() -> str:
 class RolloutPolicy(BaseModel):
     """When a rollout decides by itself: after ``promote_after`` compared records."""
 
-    model_config = ConfigDict(extra="ignore", frozen=True)
+    model_config = ConfigDict(extra="ignore", frozen=True, allow_inf_nan=False)
 
-    promote_after: int = Field(ge=1, description="Records compared before deciding.")
+    promote_after: int = Field(ge=1, le=10**15, description="Records compared before deciding.")
     min_agreement: float | None = Field(None, ge=0, le=1, description="Least label agreement.")
     max_p99_ms: float | None = Field(None, gt=0, description="Slowest candidate p99 (ms/call).")
     max_error_rate: float = Field(0.0, ge=0, le=1, description="Most candidate errors per record.")
@@ -72,16 +88,22 @@ class RolloutPolicy(BaseModel):
 class RolloutFigures(BaseModel):
     """How a candidate compares with the serving version, over the records both scored."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", strict=True)
 
-    compared: int = 0
-    agreed: int = 0  # rows whose labels are equal
-    labelled: int = 0  # rows with a label on both sides
-    abs_diff_sum: float = 0.0  # sum over rows of the mean |serving - candidate| output
-    candidate_rows: int = 0  # rows the candidate scored (compared or not)
-    candidate_errors: int = 0  # rows the candidate failed on
-    candidate_p99_ms: float | None = None
-    serving_p99_ms: float | None = None
+    compared: NonNegativeInt = 0
+    agreed: NonNegativeInt = 0  # rows whose labels are equal
+    labelled: NonNegativeInt = 0  # rows with a label on both sides
+    abs_diff_sum: Figure = 0.0  # sum over rows of the mean |serving - candidate| output
+    candidate_rows: NonNegativeInt = 0  # rows the candidate scored (compared or not)
+    candidate_errors: NonNegativeInt = 0  # rows the candidate failed on
+    candidate_p99_ms: Figure | None = None
+    serving_p99_ms: Figure | None = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RolloutFigures:
+        if self.agreed > self.labelled or self.labelled > self.compared:
+            raise ValueError("agreed <= labelled <= compared does not hold")
+        return self
 
     @property
     def agreement(self) -> float | None:
@@ -134,13 +156,14 @@ class ControlMessage(BaseModel):
 
     name: str = Field(min_length=1, max_length=200)
     stage: Stage
-    fraction: float = Field(0.0, ge=0, le=1, description="canary: share of keys to the candidate")
+    fraction: float = Field(0.0, ge=0, le=1, allow_inf_nan=False, description="canary share")
     candidate: ModelMessage | None = None
     policy: RolloutPolicy | None = None
     who: str = Field("", max_length=200)
     why: str = Field("", max_length=2000)
-    at: datetime = Field(default_factory=_now)
+    at: AwareDatetime = Field(default_factory=_now)
     figures: RolloutFigures | None = None  # what an automatic decision rested on
+    signature: str | None = Field(None, max_length=200, description="Base64 Ed25519 signature.")
 
     @model_validator(mode="after")
     def _consistent(self) -> ControlMessage:
@@ -154,49 +177,28 @@ class ControlMessage(BaseModel):
 
 
 def parse_control_message(key: bytes | None, value: bytes) -> ControlMessage:
-    """Validate a control message; the key, when set, must equal ``name``."""
+    """Validate a control message; the key, when set, must equal ``name``.
+
+    Raises :class:`~service.core.errors.ControlTooLarge` or
+    :class:`~service.core.errors.InvalidControl`, nothing else.
+    """
+    if len(value) > MAX_CONTROL_BYTES:
+        raise errors.ControlTooLarge(f"{len(value)} bytes, limit {MAX_CONTROL_BYTES}")
     try:
         message = ControlMessage.model_validate_json(value)
     except ValidationError as exc:
-        raise errors.InvalidModelMessage(f"control message: {problems(exc)}"[:500]) from None
+        raise errors.InvalidControl(problems(exc)[:500]) from None
+    except (ValueError, RecursionError) as exc:  # e.g. nesting too deep for the parser
+        raise errors.InvalidControl(str(exc)[:500]) from None
     if key is not None and key.decode("utf-8", "replace") != message.name:
-        raise errors.InvalidModelMessage(f"control key {key!r} differs from name {message.name!r}")
+        raise errors.InvalidControl(f"key {key[:200]!r} differs from name {message.name!r}")
     return message
+
+
+def same_model(a: ModelMessage | None, b: ModelMessage | None) -> bool:
+    """The same version with the same artifact (version label and sha256)."""
+    return a is not None and b is not None and (a.version, a.sha256) == (b.version, b.sha256)
 
 
 def encode_control_message(message: ControlMessage) -> bytes:
     return orjson.dumps(message.model_dump(mode="json", exclude_none=True))
-
-
-class WorkerStatus(BaseModel):
-    """One worker's heartbeat on the status topic (key = ``id``)."""
-
-    model_config = ConfigDict(extra="ignore")
-
-    id: str
-    host: str
-    http: str = Field(description="Where its HTTP API answers.")
-    group: str = Field(description="Its consumer group (HOTSWAP_APP_ID).")
-    models: dict[str, str] = Field(default_factory=dict, description="Serving version per name.")
-    rollouts: dict[str, dict[str, Any]] = Field(
-        default_factory=dict, description="Per name: stage, candidate version, figures."
-    )
-    partitions: list[int] = Field(default_factory=list, description="Data partitions it holds.")
-    lag: int | None = None
-    ready: bool = False
-    last_seen: datetime = Field(default_factory=_now)
-
-    def figures(self, name: str, candidate: str) -> RolloutFigures | None:
-        """This worker's figures for ``candidate`` of ``name``, if it reports that rollout."""
-        rollout = self.rollouts.get(name)
-        if not rollout or rollout.get("candidate") != candidate or not rollout.get("figures"):
-            return None
-        return RolloutFigures.model_validate(rollout["figures"])
-
-
-def parse_worker_status(value: bytes) -> WorkerStatus | None:
-    try:
-        return WorkerStatus.model_validate_json(value)
-    except ValidationError as exc:
-        logger.debug("ignoring a status message: %s", exc)
-        return None

@@ -107,6 +107,11 @@ class Settings(BaseSettings):
     verify_key: str = Field(
         "", description="Ed25519 public key (PEM text or file path); unsigned models are refused."
     )
+    signing_key: str = Field(
+        "",
+        description="Ed25519 private key file the worker signs its automatic rollout "
+        "decisions with (needed when verify_key is set).",
+    )
 
     security_protocol: SecurityProtocol = "PLAINTEXT"
     sasl_mechanism: str = Field("PLAIN", description="SASL mechanism, e.g. PLAIN, SCRAM-SHA-256.")

@@ -37,6 +37,9 @@ class Readiness(BaseModel):
     models: int
     assigned_partitions: int = Field(description="Data-topic partitions this worker consumes.")
     reason: str = Field("", description="Why the worker is not ready (empty when it is).")
+    detail: str = Field(
+        "", description="Problems that do not make it unready (e.g. heartbeats not sent)."
+    )
 
 
 class Latency(BaseModel):

@@ -55,7 +55,10 @@ class FleetView(BaseModel):
     me: str
     workers: list[dict[str, Any]] = Field(description="Live workers of the group.")
     disagreements: dict[str, dict[str, list[str]]] = Field(
-        description="Models whose serving version differs: name -> version -> worker ids."
+        description="Models that workers route differently: name -> routing -> worker ids."
+    )
+    refused_heartbeats: dict[str, int] = Field(
+        default_factory=dict, description="Status-topic messages refused, by reason."
     )
 
 

@@ -6,15 +6,26 @@ the model topic (so every worker swaps to it through the normal path, and a
 restart restores it), then the ``promoted`` control message. Workers that see
 ``promoted`` before their swap lands keep sending every record to the
 candidate until it does, so nothing ever falls back to the old version.
+
+Where a rollout stands is read the way workers apply it: every control message
+for the name, in log order, through :func:`service.core.control_rules.decide`
+(junk and refused steps change nothing), against the model topic's newest
+version of the name.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from service.core import errors
-from service.core.messages import ModelMessage, archive_key, encode_model_message
+from service.core.control_rules import RolloutState, decide
+from service.core.messages import (
+    ModelMessage,
+    archive_key,
+    encode_model_message,
+    parse_model_message,
+)
 from service.core.rollout_messages import (
     ControlMessage,
     encode_control_message,
@@ -25,8 +36,9 @@ from service.kafka.clients import ensure_topics, producer
 from service.kafka.readtoend import read_to_end
 
 __all__ = [
-    "current_control",
+    "current_rollout",
     "model_records",
+    "newest_model",
     "newest_value",
     "send_in_order",
     "write_control",
@@ -78,13 +90,42 @@ def newest_value(settings: Settings, topic: str, key: bytes) -> bytes | None:
     return newest
 
 
-def current_control(settings: Settings, name: str) -> ControlMessage | None:
-    """The newest control message for ``name`` (blocking; :class:`KafkaException` if unread)."""
-    newest = newest_value(settings, settings.control_topic, name.encode())
-    if newest is None:
+def newest_model(settings: Settings, name: str) -> ModelMessage | None:
+    """The model topic's newest valid message for ``name`` (what workers serve, unless refused)."""
+    value = newest_value(settings, settings.model_topic, name.encode())
+    if value is None:
         return None
     try:
-        return parse_control_message(name.encode(), newest)
-    except errors.ModelRejected as exc:
-        logger.warning("the newest control message for %s is invalid: %s", name, exc.detail)
+        return parse_model_message(name.encode(), value)
+    except errors.ModelRejected:
         return None
+
+
+def current_rollout(
+    settings: Settings,
+    name: str,
+    serving: ModelMessage | None,
+    verify: Callable[[ControlMessage], None] | None = None,
+) -> RolloutState | None:
+    """Where the rollout of ``name`` stands, by the workers' rule (blocking; reads the topic).
+
+    ``serving``: the version the workers serve; ``verify``: the signature check
+    the workers make (None: none).
+    """
+    state: RolloutState | None = None
+    key = name.encode()
+    for message in read_to_end(settings, settings.control_topic):
+        if message.key() != key:
+            continue
+        value = message.value()
+        if value is None:
+            state = None
+            continue
+        try:
+            control = parse_control_message(key, value)
+            if verify is not None:
+                verify(control)
+            state = decide(state, control, serving)
+        except errors.HotswapError as exc:
+            logger.debug("control message for %s at %s refused: %s", name, message.offset(), exc)
+    return state

@@ -11,8 +11,15 @@ then follows the control topic like after a manual promote or abort.
 
 It does not decide twice: a decision is remembered per candidate; before
 writing it reads the control topic again and writes nothing unless this
-candidate's rollout is still in progress there (a decider that restarted, or
-took partition 0 over, finds the decision already made).
+candidate's rollout is still in progress there, by the rule workers apply
+(:func:`~service.kafka.control.current_rollout`; a decider that restarted, or
+took partition 0 over, finds the decision already made, and junk written to
+the control topic does not hide the rollout).
+
+When workers verify control messages (``HOTSWAP_VERIFY_KEY``), the decider
+signs its decisions with ``HOTSWAP_SIGNING_KEY``; without that key it decides
+nothing and says so (``problem``, shown in ``/ready``'s detail and logged):
+an unsigned decision would be refused by every worker.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from mode import Service
@@ -28,9 +36,10 @@ from service.core.fleet import fleet_figures
 from service.core.metrics import Metrics
 from service.core.registry import ModelRegistry
 from service.core.rollout import Rollout, evaluate
-from service.core.rollout_messages import ACTIVE_STAGES, ControlMessage
+from service.core.rollout_messages import ControlMessage
 from service.core.settings import Settings
-from service.kafka.control import current_control, write_control
+from service.core.signing import ControlVerifier, load_private_key, load_public_key, sign_control
+from service.kafka.control import current_rollout, write_control
 from service.kafka.fleet import Fleet
 
 __all__ = ["Decider"]
@@ -60,10 +69,27 @@ class Decider(Service):
         self._metrics = metrics
         self._partitions = partitions
         self._decided: set[tuple[str, str]] = set()  # (name, candidate sha256)
+        self._verify = (
+            ControlVerifier(load_public_key(settings.verify_key)) if settings.verify_key else None
+        )
+        self._key = load_private_key(Path(settings.signing_key)) if settings.signing_key else None
+        self.problem = ""  # why it cannot decide, when it cannot
+        self._warned = False
+        if self._verify is not None and self._key is None:
+            self.problem = (
+                "decider: HOTSWAP_VERIFY_KEY is set but HOTSWAP_SIGNING_KEY is not, "
+                "so automatic promotions are not decided (workers would refuse them unsigned)"
+            )
 
     @Service.timer(1.0)
     async def _tick(self) -> None:
         if DECIDER_PARTITION not in self._partitions():
+            return
+        if self.problem:
+            waiting = any(r.control.policy and r.ended is None for r in self._registry.rollouts())
+            if waiting and not self._warned:
+                logger.warning("%s", self.problem)
+            self._warned = self._warned or waiting
             return
         for rollout in self._registry.rollouts():
             candidate = rollout.control.candidate
@@ -90,9 +116,15 @@ class Decider(Service):
         if decision is None:
             return
         self._decided.add((rollout.name, candidate.sha256))
-        latest = await asyncio.to_thread(current_control, self._settings, rollout.name)
-        running = latest is not None and latest.stage in ACTIVE_STAGES
-        if not running or latest is None or not rollout.same_candidate(latest):
+        serving = self._registry.get(rollout.name)
+        latest = await asyncio.to_thread(
+            current_rollout,
+            self._settings,
+            rollout.name,
+            serving.message if serving is not None else None,
+            self._verify,
+        )
+        if latest is None or not latest.running or not rollout.same_candidate(latest.start):
             logger.info("rollout of %s already decided on the control topic", rollout.name)
             return
         step = ControlMessage(
@@ -105,5 +137,7 @@ class Decider(Service):
             why=decision.why,
             figures=figures,
         )
+        if self._key is not None:
+            step = sign_control(step, self._key)
         await write_control(self._settings, step)
         logger.info("rollout of %s %s automatically: %s", rollout.name, step.stage, step.why)

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from service.core.messages import ModelMessage
+from service.core.messages import VERSION_PATTERN, ModelMessage
 from service.core.settings import Settings
 from service.tools.errors import ToolError, kafka_errors, one_line, require_file
 from service.tools.publish import PublishRequest, build_message, publish_message
@@ -47,6 +48,11 @@ def parse_metadata(text: str | None) -> dict[str, Any]:
 
 def prepare(request: PublishRequest, signing_key: Path | None = None) -> ModelMessage:
     """The model message for ``request``, signed with ``signing_key`` when given."""
+    if not re.fullmatch(VERSION_PATTERN, request.version):
+        raise ToolError(
+            f"version {request.version[:80]!r} is not a valid label: use letters, digits and "
+            ". _ + : @ ~ - (at most 200, the first a letter or digit), e.g. 2 or 2025-01-31.1"
+        )
     require_file(request.path, "model file")
     if request.base_url and request.store_dir is None:
         raise ToolError("--base-url needs --by-reference DIR (the directory it serves)")

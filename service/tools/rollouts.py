@@ -4,13 +4,19 @@ Each step is one message on the control topic (key = model name); a promotion
 first writes the candidate's model message to the archive and the model topic
 (see :mod:`service.kafka.control`), so the serving version becomes the
 candidate through the normal swap, durably. Workers follow the control topic
-within about a second; ``who`` is ``user@host``.
+within about a second; ``who`` is ``user@host``. With ``--signing-key`` (the
+key ``publish`` signs models with) the step is signed, as workers with
+``HOTSWAP_VERIFY_KEY`` require; ``promote`` and ``abort`` then also judge the
+rollout in progress by that key, as the workers do.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from pathlib import Path
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from service.core.messages import ModelMessage
 from service.core.rollout_messages import (
@@ -21,11 +27,12 @@ from service.core.rollout_messages import (
     who_am_i,
 )
 from service.core.settings import Settings
+from service.core.signing import ControlVerifier, load_private_key, sign_control
 from service.kafka.clients import ensure_topics
-from service.kafka.control import current_control, write_control
-from service.tools.errors import ToolError, kafka_errors, one_line
+from service.kafka.control import current_rollout, newest_model, write_control
+from service.tools.errors import ToolError, kafka_errors, one_line, require_file
 
-__all__ = ["describe_step", "end_rollout", "policy_of", "start_rollout"]
+__all__ = ["describe_step", "end_rollout", "load_signing_key", "policy_of", "start_rollout"]
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +62,31 @@ def policy_of(
         raise ToolError(f"bad policy: {one_line(exc, named=False)}") from None
 
 
+def load_signing_key(path: Path | None) -> Ed25519PrivateKey | None:
+    """``--signing-key``: the Ed25519 private key from ``hotswap keygen``, or None."""
+    if path is None:
+        return None
+    require_file(path, "signing key")
+    try:
+        return load_private_key(path)
+    except (ValueError, TypeError) as exc:
+        raise ToolError(
+            f"{path} is not an Ed25519 private key ({one_line(exc)}): "
+            "make one with `hotswap keygen PATH`"
+        ) from None
+
+
+def _signed(
+    settings: Settings, control: ControlMessage, key: Ed25519PrivateKey | None
+) -> ControlMessage:
+    if key is None and settings.verify_key:
+        raise ToolError(
+            "workers verify rollout steps (HOTSWAP_VERIFY_KEY is set): sign this one with "
+            "--signing-key KEY, the key models are published with"
+        )
+    return sign_control(control, key) if key is not None else control
+
+
 def start_rollout(
     settings: Settings,
     candidate: ModelMessage,
@@ -62,6 +94,7 @@ def start_rollout(
     canary: float | None = None,
     policy: RolloutPolicy | None = None,
     why: str = "",
+    key: Ed25519PrivateKey | None = None,
 ) -> ControlMessage:
     """Shadow ``candidate`` (``canary`` None) or send it that fraction of keys."""
     if canary is not None and not 0 < canary <= 1:
@@ -75,16 +108,28 @@ def start_rollout(
         who=who_am_i(),
         why=why,
     )
+    control = _signed(settings, control, key)
     with kafka_errors(settings):
         asyncio.run(write_control(settings, control))
     return control
 
 
-def end_rollout(settings: Settings, name: str, stage: Stage, why: str = "") -> ControlMessage:
+def end_rollout(
+    settings: Settings,
+    name: str,
+    stage: Stage,
+    why: str = "",
+    key: Ed25519PrivateKey | None = None,
+) -> ControlMessage:
     """Promote or abort the rollout of ``name`` in progress (a :class:`ToolError` if none)."""
+    if key is None and settings.verify_key:
+        _signed(settings, ControlMessage(name=name, stage=stage), key)  # refuses, says why
+    verify = ControlVerifier(key.public_key()) if key is not None else None
     with kafka_errors(settings):
         asyncio.run(ensure_topics(settings))
-        current = current_control(settings, name)
+        serving = newest_model(settings, name)
+        state = current_rollout(settings, name, serving, verify)
+    current = state.ended or state.start if state is not None else None
     if current is None or current.candidate is None:
         raise ToolError(
             f"{name} has no rollout: start one with "
@@ -104,6 +149,7 @@ def end_rollout(settings: Settings, name: str, stage: Stage, why: str = "") -> C
         who=who_am_i(),
         why=why,
     )
+    control = _signed(settings, control, key)
     with kafka_errors(settings):
         asyncio.run(write_control(settings, control))
     return control

@@ -133,6 +133,12 @@ def fleet_json(fleet: dict[str, Any]) -> str:
     return orjson.dumps(fleet, option=orjson.OPT_INDENT_2).decode()
 
 
+def _models(worker: dict[str, Any]) -> str:
+    listed = ", ".join(f"{n} {v}" for n, v in (worker.get("models") or {}).items()) or "-"
+    left_out = worker.get("models_left_out")
+    return f"{listed} (+{left_out} more)" if isinstance(left_out, int) and left_out else listed
+
+
 def fleet_table(fleet: dict[str, Any]) -> Table:
     """One row per live worker; the caption flags models whose versions differ."""
     workers = fleet["workers"]
@@ -140,7 +146,7 @@ def fleet_table(fleet: dict[str, Any]) -> Table:
         title=f"hotswap fleet of group {fleet.get('group')}: {len(workers)} live worker(s)",
         title_justify="left",
     )
-    columns = ("worker", "http", "ready", "partitions", "lag", "models", "rollouts", "last seen")
+    columns = ("worker", "http", "ready", "partitions", "lag", "models", "rollouts", "skew s")
     for column in columns:
         table.add_column(column)
     for w in workers:
@@ -154,13 +160,13 @@ def fleet_table(fleet: dict[str, Any]) -> Table:
             "yes" if w.get("ready") else "no",
             ",".join(str(p) for p in w.get("partitions") or []) or "-",
             "-" if w.get("lag") is None else f"{w['lag']:,}",
-            ", ".join(f"{n} {v}" for n, v in (w.get("models") or {}).items()) or "-",
+            _models(w),
             rollouts or "-",
-            str(w.get("last_seen", "-")).replace("T", " ")[:19],
+            _number(w.get("clock_skew_seconds"), 1),
         )
     split = fleet.get("disagreements") or {}
     if split:
-        table.caption = "versions differ: " + "; ".join(
+        table.caption = "routing differs: " + "; ".join(
             f"{name}: " + ", ".join(f"{v} on {', '.join(ids)}" for v, ids in versions.items())
             for name, versions in split.items()
         )

@@ -112,6 +112,9 @@ def add_arguments(name: str, p: argparse.ArgumentParser) -> None:
     elif name in {"promote", "abort"}:
         p.add_argument("name", help="the model name")
         p.add_argument("--why", default="", help="recorded in the history, with who")
+        p.add_argument(
+            "--signing-key", metavar="KEY", help="sign the step (workers with a verify key need it)"
+        )
     elif name == "backtest":
         p.add_argument("file", help="the candidate: .onnx, or an estimator to convert")
         p.add_argument("--name", required=True, help="the model it would replace")

@@ -45,6 +45,7 @@ def _wire(message: ModelMessage) -> ModelMessage:
 
 texts = st.text(max_size=20)
 names = st.text(min_size=1, max_size=20)
+labels = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9._+:@~-]{0,19}", fullmatch=True)  # VERSION_PATTERN
 json_values = st.recursive(
     st.none()
     | st.booleans()
@@ -68,7 +69,7 @@ def messages(draw: st.DrawFn) -> ModelMessage:
     inline = draw(st.booleans())
     return ModelMessage(
         name=draw(names),
-        version=draw(names),
+        version=draw(labels),
         format=draw(st.sampled_from(["onnx", "onnx", "pmml"])),
         description=draw(texts),
         data=draw(artifacts) if inline else None,
@@ -82,7 +83,7 @@ def messages(draw: st.DrawFn) -> ModelMessage:
 #: One way to change each signed field to a different, still valid, value.
 MUTATIONS: dict[str, st.SearchStrategy[Any]] = {
     "name": names,
-    "version": names,
+    "version": labels,
     "format": st.sampled_from(["onnx", "pmml", "ONNX"]),
     "description": texts,
     "sha256": digests,

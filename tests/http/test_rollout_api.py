@@ -57,4 +57,15 @@ def test_rollout_view_shows_candidate_stage_policy_figures_and_history(
 def test_fleet_route_serves_the_workers_view(make_message: MessageFactory) -> None:
     fleet = {"group": "g", "me": "a", "workers": [{"id": "a"}], "disagreements": {}}
     with _client(ModelRegistry(), fleet) as client:
-        assert client.get("/fleet").json() == fleet
+        assert client.get("/fleet").json() == {**fleet, "refused_heartbeats": {}}
+
+
+def test_every_label_of_the_safe_alphabet_reaches_the_versioned_routes(
+    make_message: MessageFactory,
+) -> None:
+    registry = ModelRegistry()
+    label = "2025-01-31_rc.1+build:7@eu~b"
+    registry.install(registry.build(make_message(version=label)))
+    with _client(registry) as client:
+        assert client.get(f"/v2/models/wine/versions/{label}").json()["versions"] == [label]
+        assert client.get(f"/v2/models/wine/versions/{label}/ready").status_code == 200

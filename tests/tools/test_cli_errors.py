@@ -18,8 +18,11 @@ from scripts.harness import REPO
 from scripts.localkafka import free_port
 
 
-def hotswap(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
+def hotswap(
+    *args: str, cwd: Path = REPO, more: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("HOTSWAP_")}
+    env.update(more or {})
     env["HOTSWAP_BROKER"] = f"127.0.0.1:{free_port()}"  # nothing listens there
     env["HOTSWAP_HTTP_PORT"] = str(free_port())  # nor there
     env["HOTSWAP_LOG_LEVEL"] = "DEBUG"  # the CLI's output must not depend on it
@@ -155,3 +158,16 @@ def test_usage_mistakes(args: tuple[str, ...]) -> None:
     line = one_error_line(hotswap(*args), code=2)
     assert "error:" in line
     assert "--help" in line
+
+
+def test_unsafe_version_labels_and_unsigned_rollout_steps(
+    trained: dict[str, Path], tmp_path: Path
+) -> None:
+    model = str(trained["wine-logreg"])
+    line = one_error_line(hotswap("publish", model, "--name", "w", "--version", "a/b"))
+    assert line.startswith("error: version 'a/b' is not a valid label: use letters, digits")
+    verifying = {"HOTSWAP_VERIFY_KEY": str(tmp_path / "publisher.key.pub")}
+    for command in ("promote", "abort"):
+        line = one_error_line(hotswap(command, "wine", more=verifying))
+        assert "HOTSWAP_VERIFY_KEY is set" in line
+        assert "--signing-key" in line
