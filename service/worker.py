@@ -265,15 +265,7 @@ def build_worker(settings: Settings) -> WorkerParts:
         port=settings.http_port,
         uvicorn_options={"access_log": False, "log_level": "warning"},
     )
-    grpc = None
-    if settings.grpc_port:
-        grpc = GrpcServer(
-            plane,
-            metrics,
-            host=settings.http_host,
-            port=settings.grpc_port,
-            max_request_bytes=settings.max_request_bytes,
-        )
+    grpc = GrpcServer.from_settings(settings, plane, metrics)  # None when the port is 0
     feeds = (models, control, data, fleet, decider)
     return WorkerParts(settings, app, registry, metrics, *feeds, publisher, api, http, grpc)
 

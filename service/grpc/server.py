@@ -21,6 +21,7 @@ from mode import Service
 from service import __version__
 from service.core.inference import BadRequest, DataPlane, RefusalKind, Refused
 from service.core.metrics import Metrics
+from service.core.settings import Settings
 from service.grpc import tensors
 from service.grpc.generated import grpc_predict_v2_pb2 as pb
 from service.grpc.generated import grpc_predict_v2_pb2_grpc as rpc
@@ -147,6 +148,21 @@ class GrpcServer(Service):  # type: ignore[misc]
         self.max_request_bytes = max_request_bytes
         self.server: grpc.aio.Server | None = None
         self.port: int | None = None
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, plane: DataPlane, metrics: Metrics
+    ) -> GrpcServer | None:
+        """The worker's server on ``HOTSWAP_GRPC_PORT`` (and ``HOTSWAP_HTTP_HOST``); 0: none."""
+        if not settings.grpc_port:
+            return None
+        return cls(
+            plane,
+            metrics,
+            host=settings.http_host,
+            port=settings.grpc_port,
+            max_request_bytes=settings.max_request_bytes,
+        )
 
     async def on_start(self) -> None:
         server = create_server(self.plane, self.metrics, max_request_bytes=self.max_request_bytes)
