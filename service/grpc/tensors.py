@@ -89,7 +89,8 @@ def decode_input(request: pb.ModelInferRequest) -> DecodedInput:
                 )
             if tensor.HasField("contents"):
                 raise BadRequest(f"input {tensor.name!r} has both contents and raw_input_contents")
-            array = codec.decode_tensor(tensor.datatype, shape, request.raw_input_contents[0])
+            raw = request.raw_input_contents[0]
+            array = codec.decode_tensor(tensor.datatype, shape, raw, "raw_input_contents size")
         else:
             array = _from_contents(tensor.datatype, shape, tensor.contents)
     except codec.BinaryFormatError as exc:
