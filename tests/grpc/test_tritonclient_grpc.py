@@ -236,6 +236,9 @@ def test_raw_refusals(
     with pytest.raises(InferenceServerException) as caught:
         client.get_model_metadata("nope")
     assert _refusal(caught.value) == ("StatusCode.NOT_FOUND", "no model named 'nope' is serving")
+    with pytest.raises(InferenceServerException) as caught:
+        client.get_model_config("wine")  # Triton's, not the protocol's
+    assert _refusal(caught.value)[0] == "StatusCode.UNIMPLEMENTED"
 
 
 def test_not_ready_is_unavailable(
