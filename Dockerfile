@@ -76,6 +76,8 @@ RUN mkdir -p /app/data && chown -R hotswap:hotswap /app
 
 USER hotswap
 EXPOSE 8000
+# OIP v2 over gRPC (HOTSWAP_GRPC_PORT; 0 turns it off).
+EXPOSE 8081
 
 # Liveness of the HTTP API; readiness (/ready) is checked by compose/Kubernetes.
 HEALTHCHECK --interval=15s --timeout=5s --start-period=30s --retries=3 \

@@ -2,7 +2,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: help setup demo test lint typecheck unit integration bench clean test-image test-compose
+.PHONY: help setup demo test lint typecheck unit integration bench clean test-image test-compose grpc
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -22,6 +22,9 @@ lint: ## ruff format check and lint
 
 typecheck: ## mypy (strict)
 	@$(VENV)/bin/mypy service models scripts tests bench
+
+grpc: ## regenerate service/grpc/generated from its .proto (pinned grpcio-tools)
+	@$(PY) scripts/gen_grpc.py
 
 unit: ## unit tests only (no broker)
 	@$(PY) -m pytest -m "not integration and not container"

@@ -47,7 +47,7 @@ REPO = Path(__file__).resolve().parents[1]
 def isolated_settings(
     bootstrap: str, data_dir: Path, prefix: str, *, tag: str = "", **overrides: object
 ) -> Settings:
-    """Settings with topics, consumer group and HTTP port of their own (``prefix`` + a tag).
+    """Settings with topics, group, HTTP and gRPC ports of their own (``prefix`` + a tag).
 
     Every test, fault run and benchmark builds its worker settings here, so
     none of them shares a topic, a group or a port with another. Calls with the
@@ -68,6 +68,7 @@ def isolated_settings(
         "app_id": f"hotswap-{tag}",
         "http_host": "127.0.0.1",
         "http_port": free_port(),
+        "grpc_port": free_port(),
         "data_dir": str(data_dir / f"worker-{uuid.uuid4().hex[:6]}"),
     }
     values.update(overrides)

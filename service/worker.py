@@ -34,12 +34,14 @@ from faust.contrib.asgi import AsgiService
 from mode.utils.queues import FlowControlEvent, ThrowableQueue
 
 from service.core.control import RolloutControl
+from service.core.inference import DataPlane
 from service.core.metrics import Metrics
 from service.core.registry import BuildLimits, ModelRegistry
 from service.core.scoring import Scorer
 from service.core.settings import Settings
 from service.core.signing import ControlVerifier, Verifier, load_public_key
 from service.core.swap import Swapper
+from service.grpc.server import GrpcServer
 from service.http.api import Readiness, create_api
 from service.http.rollouts import create_rollout_router
 from service.kafka.batch import Batch
@@ -132,6 +134,7 @@ class WorkerParts:
     publisher: Publisher
     api: FastAPI
     http: AsgiService
+    grpc: GrpcServer | None  # None when HOTSWAP_GRPC_PORT is 0
 
 
 def build_worker(settings: Settings) -> WorkerParts:
@@ -259,12 +262,14 @@ def build_worker(settings: Settings) -> WorkerParts:
         lag=lambda: data.lag.value,
     )
     decider = Decider(settings, registry, fleet, metrics, partitions=data.partitions)
+    plane = DataPlane(registry, metrics, ready, threads=2, max_pending=8)  # HTTP and gRPC
     api = create_api(
         registry,
         metrics,
         readiness,
         max_request_bytes=settings.max_request_bytes,
         routers=[create_rollout_router(registry, fleet.view)],
+        plane=plane,
     )
     http = AsgiService(
         api,
@@ -272,8 +277,9 @@ def build_worker(settings: Settings) -> WorkerParts:
         port=settings.http_port,
         uvicorn_options={"access_log": False, "log_level": "warning"},
     )
+    grpc = GrpcServer.from_settings(settings, plane, metrics)  # None when the port is 0
     feeds = (models, control, data, fleet, decider)
-    return WorkerParts(settings, app, registry, metrics, *feeds, publisher, api, http)
+    return WorkerParts(settings, app, registry, metrics, *feeds, publisher, api, http, grpc)
 
 
 def run_worker(settings: Settings) -> None:
@@ -288,9 +294,10 @@ def run_worker(settings: Settings) -> None:
 def serve(settings: Settings) -> int:
     """Run until SIGINT/SIGTERM and return the exit code (the process is left running)."""
     parts = build_worker(settings)
+    servers = [parts.http] if parts.grpc is None else [parts.http, parts.grpc]
     worker = faust.Worker(
         parts.app,
-        parts.http,
+        *servers,
         parts.models,
         parts.control,
         parts.data,
@@ -301,13 +308,14 @@ def serve(settings: Settings) -> int:
         quiet=True,
     )
     logger.info(
-        "hotswap worker %s (%s): broker %s, data %s -> scored %s, HTTP on :%d",
+        "hotswap worker %s (%s): broker %s, data %s -> scored %s, HTTP on :%d, gRPC on :%s",
         settings.worker_id,
         settings.processing_guarantee,
         settings.broker,
         settings.data_topic,
         settings.scored_topic,
         settings.http_port,
+        settings.grpc_port or "(off)",
     )
     try:
         worker.execute_from_commandline()

@@ -113,6 +113,12 @@ class Metrics:
             ["model", "version"],
             registry=r,
         )
+        self.grpc_inferences = Counter(
+            "hotswap_grpc_inference_rows",
+            "Rows scored over gRPC (Open Inference Protocol v2).",
+            ["model", "version"],
+            registry=r,
+        )
         self.ready = Gauge("hotswap_ready", "1 when the worker is ready to score.", registry=r)
         # --- the Kafka data path ---
         self.outputs_rerouted = Counter(
@@ -197,7 +203,7 @@ class Metrics:
             if len(versions) == self._versions_per_model:
                 dropped = versions.popleft()
                 families = (self.records_scored, self.records_shadowed, self.http_inferences)
-                for family in (*families, self.model_info):
+                for family in (*families, self.grpc_inferences, self.model_info):
                     _remove(family, model, dropped)
             versions.append(version)
 

@@ -46,6 +46,9 @@ class Settings(BaseSettings):
     app_id: str = Field("hotswap", description="Consumer group of the scoring workers.")
     http_host: str = Field("0.0.0.0", description="Interface the HTTP API binds to.")
     http_port: int = Field(8000, description="Port of the HTTP API.")
+    grpc_port: int = Field(
+        8081, ge=0, le=65535, description="Port of OIP v2 over gRPC (on `http_host`); 0: off."
+    )
 
     data_partitions: int = Field(4, ge=1, description="Partitions when creating the data topic.")
     replication_factor: int = Field(1, ge=1, description="Replication when creating topics.")

@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from service import __version__
+from service.core.inference import DataPlane
 from service.core.metrics import Metrics
 from service.core.registry import ModelRegistry
 from service.http.limits import DEFAULT_MAX_REQUEST_BYTES, BodyLimit
@@ -92,12 +93,14 @@ def create_api(
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
     inference_threads: int = 2,
     routers: Sequence[APIRouter] = (),
+    plane: DataPlane | None = None,
 ) -> FastAPI:
     """Build the FastAPI app over ``registry``; ``readiness`` is asked on every /ready.
 
     ``max_request_bytes`` is ``Settings.max_request_bytes`` (``HOTSWAP_MAX_REQUEST_BYTES``);
     OIP v2 inference runs on at most ``inference_threads`` threads, off the event loop;
-    ``routers`` are more views (the worker's rollouts and fleet, :mod:`service.http.rollouts`).
+    ``routers`` are more views (the worker's rollouts and fleet, :mod:`service.http.rollouts`);
+    ``plane`` is the inference data plane shared with the worker's gRPC server, if any.
     """
     api = FastAPI(
         title="hotswap",
@@ -113,6 +116,7 @@ def create_api(
             max_request_bytes=max_request_bytes,
             threads=inference_threads,
             max_pending=4 * inference_threads,
+            plane=plane,
         )
     )
     api.add_middleware(BodyLimit, max_bytes=max_request_bytes)

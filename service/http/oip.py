@@ -2,36 +2,34 @@
 
 The "call it directly" side of the Kafka-versus-direct trade-off, answered by
 the same in-memory model that scores the stream. Tensors come as JSON or with
-the binary tensor extension (see :mod:`service.http.oip_binary`), so
+the binary tensor extension (see :mod:`service.core.oip_binary`), so
 ``tritonclient.http`` works with its defaults. Decoding, scoring and encoding
 run in a bounded thread pool, off the event loop, so ``/health`` and the stream
 keep their pace while a large request is handled; at most ``max_pending``
 inference requests are held at once (the rest get 503), which with the body
-limit bounds the memory they can take.
+limit bounds the memory they can take. Admission, refusals, scoring and metrics
+are :class:`~service.core.inference.DataPlane`'s, shared with the gRPC adapter.
 """
 
 from __future__ import annotations
 
 import gzip
 import logging
-import time
 import zlib
 from collections.abc import Callable
 from typing import Any
 
-import anyio
-import anyio.to_thread
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 
 from service import __version__
+from service.core import oip_binary as codec
+from service.core.inference import BadRequest, DataPlane, Refused
 from service.core.metrics import Metrics
 from service.core.registry import ModelRegistry, ServingModel
 from service.core.runtime import TensorSpec
 from service.core.runtime.base import Outputs
-from service.http import oip_binary as codec
 from service.http.oip_infer import (
-    BadRequest,
     Decoded,
     InferRequest,
     decode_request,
@@ -101,6 +99,13 @@ def _compress(body: bytes, accept: str) -> tuple[bytes, str | None]:
     return body, None
 
 
+_STATUS = {"invalid": 400, "not_found": 404, "too_large": 413, "unavailable": 503, "failed": 500}
+
+
+def _refused(exc: Refused) -> JSONResponse:
+    return _error(_STATUS[exc.kind], str(exc))
+
+
 def create_oip_router(
     registry: ModelRegistry,
     metrics: Metrics,
@@ -109,19 +114,17 @@ def create_oip_router(
     max_request_bytes: int,
     threads: int = 2,
     max_pending: int = 8,
+    plane: DataPlane | None = None,
 ) -> APIRouter:
-    """The ``/v2`` routes over ``registry``; inference uses at most ``threads`` threads."""
-    router = APIRouter(prefix="/v2", tags=["open inference protocol v2"])
-    limiter = anyio.CapacityLimiter(threads)
-    pending = 0
+    """The ``/v2`` routes over ``registry``; inference uses at most ``threads`` threads.
 
-    def serving(name: str, version: str | None) -> ServingModel | JSONResponse:
-        model = registry.get(name)
-        if model is None:
-            return _error(404, f"no model named {name!r} is serving")
-        if version is not None and version != model.version:
-            return _error(404, f"{name} serves version {model.version}, not {version}")
-        return model
+    ``plane`` shares admission and threads with another transport (the worker's gRPC
+    server); without it the router has a plane of its own.
+    """
+    router = APIRouter(prefix="/v2", tags=["open inference protocol v2"])
+    plane = plane or DataPlane(
+        registry, metrics, is_ready, threads=threads, max_pending=max_pending
+    )
 
     @router.get("")
     async def server_metadata() -> dict[str, Any]:
@@ -138,9 +141,10 @@ def create_oip_router(
         return JSONResponse({"ready": state}, status_code=200 if state else 503)
 
     async def metadata(name: str, version: str | None = None) -> JSONResponse:
-        model = serving(name, version)
-        if isinstance(model, JSONResponse):
-            return model
+        try:
+            model = plane.serving(name, version)
+        except Refused as exc:
+            return _refused(exc)
         sig = model.runtime.signature
         return JSONResponse(
             {
@@ -153,15 +157,21 @@ def create_oip_router(
         )
 
     async def model_ready(name: str, version: str | None = None) -> JSONResponse:
-        model = serving(name, version)
-        if isinstance(model, JSONResponse):
-            return model
+        try:
+            plane.serving(name, version)
+        except Refused as exc:
+            return _refused(exc)
         return JSONResponse({"name": name, "ready": True})
 
     def decode(request: Request, body: bytes) -> Decoded:
         encoding = request.headers.get("content-encoding", "")
-        plain = codec.decompress(body, encoding, max_request_bytes)
-        return decode_request(plain, request.headers.get("inference-header-content-length"))
+        try:
+            plain = codec.decompress(body, encoding, max_request_bytes)
+            return decode_request(plain, request.headers.get("inference-header-content-length"))
+        except (BadRequest, codec.BinaryFormatError) as exc:
+            raise Refused("invalid", str(exc)) from None
+        except codec.BodyTooLarge as exc:
+            raise Refused("too_large", str(exc)) from None
 
     def encode(
         model: ServingModel, decoded: Decoded, outputs: Outputs, accept: str
@@ -170,47 +180,15 @@ def create_oip_router(
         content, encoding = _compress(body, accept)
         return content, header, encoding
 
-    async def score(
-        name: str, version: str | None, decoded: Decoded
-    ) -> tuple[ServingModel, Outputs, int] | JSONResponse:
-        for _ in range(2):  # once more if the model was swapped out during the call
-            model = serving(name, version)
-            if isinstance(model, JSONResponse):
-                return model
-            started = time.perf_counter()
-            try:
-                outputs, rows = await anyio.to_thread.run_sync(
-                    predict, model, decoded, limiter=limiter
-                )
-            except BadRequest as exc:
-                return _error(400, str(exc))
-            except Exception as exc:
-                if registry.get(name) is not model:
-                    continue  # released by a swap while it ran: score with the new version
-                logger.exception("OIP inference on %s %s failed", model.name, model.version)
-                return _error(500, f"scoring failed: {type(exc).__name__}: {exc}")
-            model.stats.observe((time.perf_counter() - started) * 1000, rows)
-            metrics.http_inferences.labels(
-                metrics.model_label(model.name), metrics.version_label(model.name, model.version)
-            ).inc(rows)
-            return model, outputs, rows
-        return _error(503, f"model {name!r} was swapped twice during the call; retry")
-
     async def run_inference(request: Request, name: str, version: str | None) -> Response:
         body = await request.body()
-        try:
-            decoded = await anyio.to_thread.run_sync(decode, request, body, limiter=limiter)
-        except (BadRequest, codec.BinaryFormatError) as exc:
-            return _error(400, str(exc))
-        except codec.BodyTooLarge as exc:
-            return _error(413, str(exc))
-        scored = await score(name, version, decoded)
-        if isinstance(scored, JSONResponse):
-            return scored
-        model, outputs, _ = scored
+        decoded = await plane.run(decode, request, body)
+        scored = await plane.score(
+            name, version, lambda model: predict(model, decoded), metrics.http_inferences
+        )
         accept = request.headers.get("accept-encoding", "")
-        content, header, encoding = await anyio.to_thread.run_sync(
-            encode, model, decoded, outputs, accept, limiter=limiter
+        content, header, encoding = await plane.run(
+            encode, scored.model, decoded, scored.outputs, accept
         )
         headers = {}
         if header is not None:
@@ -221,23 +199,17 @@ def create_oip_router(
         return Response(content, media_type=media, headers=headers)
 
     async def infer(request: Request, name: str, version: str | None = None) -> Response:
-        nonlocal pending
-        model = serving(name, version)
-        if isinstance(model, JSONResponse):
-            return model
-        if pending >= max_pending:
-            return _error(503, f"{pending} inference requests are in progress; retry shortly")
-        pending += 1
         try:
-            return await run_inference(request, name, version)
-        finally:
-            pending -= 1
+            async with plane.admitted(name, version):
+                return await run_inference(request, name, version)
+        except Refused as exc:
+            return _refused(exc)
 
     not_found: dict[int | str, dict[str, Any]] = {404: {"description": "No such model/version"}}
     bad: dict[int | str, dict[str, Any]] = {
         400: {"description": "Input does not fit, or a malformed binary tensor"},
         413: {"description": "Body over HOTSWAP_MAX_REQUEST_BYTES"},
-        503: {"description": "Too many inference requests in progress"},
+        503: {"description": "Not ready, or too many inference requests in progress"},
         **not_found,
     }
     router.add_api_route("/models/{name}", metadata, methods=["GET"], responses=not_found)

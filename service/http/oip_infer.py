@@ -1,7 +1,8 @@
-"""One OIP v2 inference, transport-free: body bytes in, body bytes out.
+"""One OIP v2 inference over HTTP, without the web framework: body bytes in, body bytes out.
 
 :func:`decode_request` turns a request body (JSON, or JSON plus binary tensors)
-into typed tensors; :func:`predict` runs them through a serving model;
+into typed tensors; :func:`predict` runs them through a serving model (with the
+checks of :mod:`service.core.inference`, shared with gRPC);
 :func:`encode_response` writes the outputs as JSON or binary, as the request
 asked. All three are pure and run in a worker thread, off the event loop.
 Every defect of the request raises :class:`BadRequest` with a reason (HTTP 400).
@@ -13,14 +14,20 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import numpy.typing as npt
 import orjson
 from pydantic import BaseModel, Field, ValidationError
 
+from service.core import oip_binary as codec
+from service.core.inference import (
+    MAX_ROWS,
+    BadRequest,
+    model_batch,
+    oip_datatype,
+    wanted_outputs,
+)
 from service.core.registry import ServingModel
-from service.core.runtime.base import Outputs, TensorSpec
-from service.http import oip_binary as codec
+from service.core.runtime.base import Outputs
 
 __all__ = [
     "MAX_ROWS",
@@ -35,22 +42,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-MAX_ROWS = 100_000
-_ONNX_TO_OIP = {
-    "tensor(float)": "FP32",
-    "tensor(double)": "FP64",
-    "tensor(float16)": "FP16",
-    "tensor(int64)": "INT64",
-    "tensor(int32)": "INT32",
-    "tensor(bool)": "BOOL",
-    "tensor(string)": "BYTES",
-}
 _NO_HEADER = "binary tensors need the Inference-Header-Content-Length header"
-_MODEL_INPUT = {"tensor(double)": np.dtype(np.float64)}
-
-
-class BadRequest(ValueError):
-    """The request cannot be scored; the message says why (HTTP 400)."""
 
 
 class InferInput(BaseModel):
@@ -81,10 +73,6 @@ class InferRequest(BaseModel):
 class Decoded:
     request: InferRequest
     tensors: list[npt.NDArray[Any]]
-
-
-def oip_datatype(spec: TensorSpec) -> str:
-    return _ONNX_TO_OIP.get(spec.dtype, "BYTES")
 
 
 def _param(params: dict[str, Any] | None, key: str) -> Any:
@@ -147,40 +135,15 @@ def decode_request(body: bytes, header_value: str | None) -> Decoded:
     return Decoded(request, tensors)
 
 
-def _batch(model: ServingModel, tensor: npt.NDArray[Any], datatype: str) -> npt.NDArray[Any]:
-    """The input as the model's ``(rows, width)`` float array, or why it cannot be."""
-    width = model.runtime.signature.width
-    if datatype == "BYTES":
-        raise BadRequest("datatype BYTES is not numeric; the model takes numbers")
-    shape = list(tensor.shape)
-    if len(shape) != 2 or shape[1] != width or shape[0] < 1:
-        raise BadRequest(f"shape {shape} does not fit [rows, {width}]")
-    if shape[0] > MAX_ROWS:
-        raise BadRequest(f"{shape[0]} rows is over the limit of {MAX_ROWS}")
-    dtype = _MODEL_INPUT.get(model.runtime.signature.inputs[0].dtype, np.dtype(np.float32))
-    batch = np.ascontiguousarray(tensor, dtype=dtype)
-    if not np.isfinite(batch).all():
-        raise BadRequest("data holds NaN or infinity")
-    return batch
-
-
 def _wanted(model: ServingModel, request: InferRequest) -> list[str]:
-    known = [s.name for s in model.runtime.signature.outputs]
-    if request.outputs is None:
-        return known
-    names = [o.name for o in request.outputs]
-    unknown = sorted(set(names) - set(known))
-    if unknown:
-        raise BadRequest(f"unknown outputs {unknown}; model has {sorted(known)}")
-    for out in request.outputs:
-        if _param(out.parameters, "class_count"):
-            raise BadRequest("the classification extension (class_count) is not supported")
-    return names
+    names = None if request.outputs is None else [o.name for o in request.outputs]
+    class_count = any(_param(o.parameters, "class_count") for o in request.outputs or ())
+    return wanted_outputs(model, names, class_count=class_count)
 
 
 def predict(model: ServingModel, decoded: Decoded) -> tuple[Outputs, int]:
     """Run the decoded input through ``model``: its outputs and the rows scored."""
-    batch = _batch(model, decoded.tensors[0], decoded.request.inputs[0].datatype)
+    batch = model_batch(model, decoded.tensors[0], decoded.request.inputs[0].datatype)
     _wanted(model, decoded.request)  # refuse a bad output list before scoring
     return model.runtime.predict(batch), len(batch)
 

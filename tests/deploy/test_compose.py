@@ -54,7 +54,8 @@ SWAPPED_IMAGES = {
 }
 NOT_RUN = {"grafana", "kafka-exporter"}
 WORKER_PORTS = {"worker-1": 8001, "worker-2": 8002}
-LOOPBACK_PORTS = (9092, 9093, 9090, *WORKER_PORTS.values())
+GRPC_PORTS = {"worker-1": 8081, "worker-2": 8082}  # host networking: one port each
+LOOPBACK_PORTS = (9092, 9093, 9090, *WORKER_PORTS.values(), *GRPC_PORTS.values())
 PROMETHEUS_URL = "http://127.0.0.1:9090"
 SWAP_EVERY = 40
 
@@ -92,8 +93,10 @@ def test_override_swaps_only_unservable_images_and_loopback_settings() -> None:
             assert env == {
                 "HOTSWAP_HTTP_HOST": "127.0.0.1",
                 "HOTSWAP_HTTP_PORT": str(WORKER_PORTS[name]),
+                "HOTSWAP_GRPC_PORT": str(GRPC_PORTS[name]),
             }
             assert f"{WORKER_PORTS[name]}:8000" in shipped[name]["ports"], "the shipped port"
+            assert f"{GRPC_PORTS[name]}:8081" in shipped[name]["ports"], "the shipped port"
         else:
             assert not env, name
         if "volumes" in service:

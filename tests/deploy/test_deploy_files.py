@@ -534,13 +534,15 @@ def test_workers_publish_distinct_ports_and_check_readiness() -> None:
         service = services[name]
         assert service_argv(service) == ["hotswap", "worker"], name
         port = service_environment(service).get("HOTSWAP_HTTP_PORT", "8000")
+        grpc_port = service_environment(service).get("HOTSWAP_GRPC_PORT", "8081")
         ports = [str(p) for p in service["ports"]]
-        assert len(ports) == 1, f"{name}: ports {ports}"
+        assert len(ports) == 2, f"{name}: ports {ports}"
         assert ports[0].endswith(f":{port}"), f"{name}: ports {ports}"
-        host_ports.append(ports[0].split(":")[0])
+        assert ports[1].endswith(f":{grpc_port}"), f"{name}: ports {ports}"
+        host_ports += [p.split(":")[0] for p in ports]
         check = " ".join(service["healthcheck"]["test"])
         assert "/ready" in check, f"{name}'s healthcheck must use /ready"
-    assert host_ports == ["8001", "8002"]
+    assert host_ports == ["8001", "8081", "8002", "8082"]
 
 
 def test_publisher_and_producer_commands() -> None:
@@ -661,6 +663,7 @@ def test_dockerfile_is_multi_stage_and_runs_as_non_root() -> None:
         "the runtime stage must not install anything: it copies the builder's venv"
     )
     assert "8000" in final.args("EXPOSE")
+    assert "8081" in final.args("EXPOSE")  # OIP v2 over gRPC
     assert final.last_json("ENTRYPOINT") == ["hotswap"]
     assert final.last_json("CMD") == ["worker"]
 

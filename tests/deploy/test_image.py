@@ -124,7 +124,7 @@ def test_image_serves_two_workers_on_a_real_broker(
         # As an orchestrator runs it: the image's ENTRYPOINT/CMD, no --init, no user flag.
         docker(
             "run", "-d", "--name", name, *_run_args(env, run_id),
-            "-e", f"HOTSWAP_HTTP_PORT={port}", image,
+            "-e", f"HOTSWAP_HTTP_PORT={port}", "-e", f"HOTSWAP_GRPC_PORT={free_port()}", image,
         )  # fmt: skip
     urls = [f"http://127.0.0.1:{port}" for port in ports]
 

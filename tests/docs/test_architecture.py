@@ -7,7 +7,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 DOC = REPO / "docs" / "architecture.md"
-ROOMS = ("core", "kafka", "http", "tools")
+ROOMS = ("core", "kafka", "http", "grpc", "tools")
 
 
 def _named() -> set[str]:

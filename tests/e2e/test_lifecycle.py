@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import tritonclient.grpc as grpcclient
 import tritonclient.http as triton
 
 from scripts.harness import WorkerProcess, publish_file, run_cli, wait_for
@@ -88,10 +89,11 @@ def test_signed_models_only_when_a_verify_key_is_set(
     assert "BEGIN" not in log, "key material must never be logged"
 
 
-def test_official_triton_http_client_scores_with_the_serving_model(
+def test_official_triton_clients_score_with_the_serving_model(
     wine_worker: WineWorker,
     trained: dict[str, Path],
 ) -> None:
+    """tritonclient.http on HOTSWAP_HTTP_PORT and tritonclient.grpc on HOTSWAP_GRPC_PORT."""
     settings, worker = wine_worker()
     client = triton.InferenceServerClient(url=f"127.0.0.1:{settings.http_port}")
     assert client.is_server_live()
@@ -115,9 +117,23 @@ def test_official_triton_http_client_scores_with_the_serving_model(
     assert labels.tolist() == [0, 0]
     assert probabilities.shape == (2, 3)
 
+    rpc = grpcclient.InferenceServerClient(f"127.0.0.1:{settings.grpc_port}")
+    assert rpc.is_server_ready()
+    assert rpc.is_model_ready("wine")
+    raw = grpcclient.InferInput("X", list(batch.shape), "FP32")
+    raw.set_data_from_numpy(batch)  # its defaults: raw_input_contents, every output
+    over_grpc = rpc.infer("wine", [raw])
+    assert over_grpc.get_response().model_version == "1"
+    assert over_grpc.as_numpy("label").tolist() == [0, 0]
+    np.testing.assert_allclose(over_grpc.as_numpy("probabilities"), probabilities, atol=1e-6)
+    assert worker.metric('hotswap_grpc_inference_rows_total{model="wine",version="1"}') == 2
+
     publish_file(settings, trained["wine-forest"], "wine", "2")
     wait_for(lambda: worker.model_version("wine") == "2", 10, "v2")
     assert client.infer("wine", [tensor], outputs=outputs).get_response()["model_version"] == "2"
+    assert rpc.infer("wine", [raw]).get_response().model_version == "2"
+    rpc.close()
+    assert worker.stop() == 0  # the gRPC server stops with the worker, cleanly
 
 
 def test_publish_by_reference_over_http(

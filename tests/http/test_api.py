@@ -54,11 +54,17 @@ def test_model_routes_describe_the_serving_version(client: TestClient) -> None:
 
 
 def test_not_ready_is_503(make_message: MessageFactory) -> None:
-    api = create_api(ModelRegistry(), Metrics(), lambda: _readiness(False))
+    registry = ModelRegistry()
+    registry.install(registry.build(make_message(version="3")))
+    api = create_api(registry, Metrics(), lambda: _readiness(False))
     with TestClient(api) as c:
         assert c.get("/ready").status_code == 503
         assert c.get("/v2/health/ready").status_code == 503
         assert c.get("/v2/health/live").status_code == 200
+        body = {"inputs": [{"name": "X", "shape": [1, 13], "datatype": "FP32", "data": ROW}]}
+        refused = c.post("/v2/models/wine/infer", json=body)  # the same refusal as gRPC's
+        assert refused.status_code == 503
+        assert refused.json() == {"error": "hotswap is not ready to score; retry shortly"}
 
 
 def test_oip_v2_metadata_and_infer(client: TestClient) -> None:

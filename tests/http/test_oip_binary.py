@@ -10,7 +10,7 @@ import zlib
 import numpy as np
 import pytest
 
-from service.http import oip_binary as codec
+from service.core import oip_binary as codec
 from service.http.oip_infer import BadRequest, decode_request
 
 AUTO = "auto"  # the header length is that of the JSON part

@@ -128,8 +128,17 @@ def decode_bytes(raw: bytes | memoryview, count: int) -> npt.NDArray[np.object_]
     return array
 
 
-def decode_tensor(datatype: str, shape: Sequence[int], raw: bytes | memoryview) -> npt.NDArray[Any]:
-    """The tensor ``raw`` holds, shaped ``shape``; its size must match shape and datatype."""
+def decode_tensor(
+    datatype: str,
+    shape: Sequence[int],
+    raw: bytes | memoryview,
+    size_name: str = "binary_data_size",
+) -> npt.NDArray[Any]:
+    """The tensor ``raw`` holds, shaped ``shape``; its size must match shape and datatype.
+
+    ``size_name`` names the size in a refusal as the client knows it (HTTP's
+    ``binary_data_size``, gRPC's ``raw_input_contents``).
+    """
     count = element_count(shape)
     if datatype == "BYTES":
         return decode_bytes(raw, count).reshape(tuple(shape))
@@ -137,7 +146,7 @@ def decode_tensor(datatype: str, shape: Sequence[int], raw: bytes | memoryview) 
     expected = count * dtype.itemsize
     if len(raw) != expected:
         raise BinaryFormatError(
-            f"binary_data_size {len(raw)} does not match shape {list(shape)} of {datatype} "
+            f"{size_name} {len(raw)} does not match shape {list(shape)} of {datatype} "
             f"({expected} bytes)"
         )
     if datatype == "BOOL" and np.frombuffer(raw, dtype=np.uint8).max(initial=0) > 1:
