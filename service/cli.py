@@ -50,14 +50,16 @@ def cmd_publish(settings: Settings, args: argparse.Namespace) -> int:
     from service.tools.publishing import describe, parse_metadata, prepare, send
     from service.tools.rollouts import policy_of
 
+    s3 = bool(args.by_reference and args.by_reference.startswith("s3://"))
     request = PublishRequest(
         path=Path(args.file),
         name=args.name,
         version=args.version,
         description=args.description,
         metadata=parse_metadata(args.metadata),
-        store_dir=Path(args.by_reference) if args.by_reference else None,
+        store_dir=Path(args.by_reference) if args.by_reference and not s3 else None,
         base_url=args.base_url,
+        store_s3=args.by_reference if s3 else None,
     )
     key = Path(args.signing_key) if args.signing_key else None
     with _spinner(f"converting and checking {request.path.name}"):

@@ -50,6 +50,8 @@ def prepare(request: PublishRequest, signing_key: Path | None = None) -> ModelMe
     require_file(request.path, "model file")
     if request.base_url and request.store_dir is None:
         raise ToolError("--base-url needs --by-reference DIR (the directory it serves)")
+    if request.store_s3 is not None and not request.store_s3.removeprefix("s3://").strip("/"):
+        raise ToolError("--by-reference s3:// needs a bucket: s3://BUCKET or s3://BUCKET/PREFIX")
     if signing_key is not None:
         require_file(signing_key, "signing key")
     from service.core.convert import ConversionError

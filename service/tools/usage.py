@@ -31,6 +31,7 @@ HELP: dict[str, tuple[str, str]] = {
         "hotswap publish models/trained/wine-logreg.joblib --name wine --version 2 \\\n"
         """    --description "logistic regression" --metadata '{"owner": "ml-team"}'\n"""
         "  hotswap publish wine-forest.joblib --name wine --version 3 --shadow\n"
+        "  hotswap publish wine.onnx --name wine --version 4 --by-reference s3://models/prod\n"
         "  hotswap publish wine-forest.joblib --name wine --version 3 --canary 0.1 \\\n"
         "    --promote-after 10000 --min-agreement 0.98 --max-p99-ms 5",
     ),
@@ -86,7 +87,9 @@ def add_arguments(name: str, p: argparse.ArgumentParser) -> None:
         p.add_argument("--description", default="")
         p.add_argument("--metadata", help="JSON object, or @file.json")
         p.add_argument(
-            "--by-reference", metavar="DIR", help="store the artifact in DIR, send a URL"
+            "--by-reference",
+            metavar="DIR",
+            help="store the artifact in DIR (or upload it to s3://BUCKET/PREFIX), send a URL",
         )
         p.add_argument(
             "--base-url", help="with --by-reference: the http(s) URL where DIR is served"
