@@ -62,6 +62,9 @@ def _client() -> Any:
         from mlflow import MlflowClient
     except ImportError:
         raise ToolError("install hotswap[mlflow] to publish from an MLflow registry") from None
+    if not logging.getLogger().isEnabledFor(logging.INFO):  # the CLI without --verbose
+        for chatty in ("urllib3", "mlflow"):  # a retry warning per refused connection
+            logging.getLogger(chatty).setLevel(logging.CRITICAL + 1)
     return MlflowClient()
 
 
@@ -73,8 +76,9 @@ def mlflow_errors(exc: Exception) -> ToolError:
     text = one_line(exc, named=False)
     if "RESOURCE_DOES_NOT_EXIST" in text or "not found" in text.lower():
         return ToolError(f"MLflow at {uri}: {text[:300]}")
+    reason = "connection refused" if "refused" in text.lower() else text[:160]
     return ToolError(
-        f"cannot reach MLflow at {uri} ({text[:200]}): start it, or point "
+        f"cannot reach MLflow at {uri} ({reason}): start it, or point "
         "MLFLOW_TRACKING_URI at a running tracking server"
     )
 
