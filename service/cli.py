@@ -50,6 +50,8 @@ def cmd_publish(settings: Settings, args: argparse.Namespace) -> int:
     from service.tools.publishing import parse_metadata, prepare, store_of
 
     store, key = store_of(args.by_reference), Path(args.signing_key) if args.signing_key else None
+    if not args.file.startswith("models:/") and not (args.name and args.version):
+        _parser().error("publish FILE needs --name and --version (a models:/ URI brings both)")
     if args.file.startswith("models:/"):  # an MLflow registry version: its own name, version
         from service.tools.mlflow_source import publish_request
 
@@ -73,26 +75,22 @@ def cmd_publish(settings: Settings, args: argparse.Namespace) -> int:
 
 def _publish_or_roll_out(settings: Settings, args: argparse.Namespace, message: Any) -> int:
     from service.tools.publishing import describe, send
-    from service.tools.rollouts import policy_of
+    from service.tools.rollouts import describe_step, policy_of, start_rollout
 
-    if args.shadow or args.canary is not None:
-        return _start_rollout(settings, args, message)
-    policy_of(args.promote_after, args.min_agreement, args.max_p99_ms, args.max_error_rate, False)
+    rolling = bool(args.shadow or args.canary is not None)
+    policy = policy_of(
+        args.promote_after, args.min_agreement, args.max_p99_ms, args.max_error_rate, rolling
+    )
+    if rolling:
+        with _spinner(f"starting the rollout on {settings.control_topic}"):
+            control = start_rollout(
+                settings, message, canary=args.canary, policy=policy, why=args.why
+            )
+        print(describe_step(control, settings))
+        return 0
     with _spinner(f"publishing to {settings.model_topic}"):
         send(settings, message)
     print(describe(message, settings.model_topic))
-    return 0
-
-
-def _start_rollout(settings: Settings, args: argparse.Namespace, message: Any) -> int:
-    from service.tools.rollouts import describe_step, policy_of, start_rollout
-
-    policy = policy_of(
-        args.promote_after, args.min_agreement, args.max_p99_ms, args.max_error_rate, True
-    )
-    with _spinner(f"starting the rollout on {settings.control_topic}"):
-        control = start_rollout(settings, message, canary=args.canary, policy=policy, why=args.why)
-    print(describe_step(control, settings))
     return 0
 
 
