@@ -47,24 +47,47 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_publish(settings: Settings, args: argparse.Namespace) -> int:
     from service.tools.publish import PublishRequest
-    from service.tools.publishing import describe, parse_metadata, prepare, send
-    from service.tools.rollouts import policy_of
+    from service.tools.publishing import parse_metadata, prepare, store_of
 
+    store, key = store_of(args.by_reference), Path(args.signing_key) if args.signing_key else None
+    if not args.file.startswith("models:/") and not (args.name and args.version):
+        _parser().error("publish FILE needs --name and --version (a models:/ URI brings both)")
+    if args.file.startswith("models:/"):  # an MLflow registry version: its own name, version
+        from service.tools.mlflow_source import publish_request
+
+        with _spinner(f"fetching, converting and checking {args.file}"):
+            message = publish_request(args, parse_metadata(args.metadata), store, key)
+        return _publish_or_roll_out(settings, args, message)
     request = PublishRequest(
         path=Path(args.file),
-        name=args.name,
-        version=args.version,
+        name=args.name or "",
+        version=args.version or "",
         description=args.description,
         metadata=parse_metadata(args.metadata),
-        store_dir=Path(args.by_reference) if args.by_reference else None,
+        store_dir=store[0],
         base_url=args.base_url,
+        store_s3=store[1],
     )
-    key = Path(args.signing_key) if args.signing_key else None
     with _spinner(f"converting and checking {request.path.name}"):
         message = prepare(request, key)
-    if args.shadow or args.canary is not None:
-        return _start_rollout(settings, args, message)
-    policy_of(args.promote_after, args.min_agreement, args.max_p99_ms, args.max_error_rate, False)
+    return _publish_or_roll_out(settings, args, message)
+
+
+def _publish_or_roll_out(settings: Settings, args: argparse.Namespace, message: Any) -> int:
+    from service.tools.publishing import describe, send
+    from service.tools.rollouts import describe_step, policy_of, start_rollout
+
+    rolling = bool(args.shadow or args.canary is not None)
+    policy = policy_of(
+        args.promote_after, args.min_agreement, args.max_p99_ms, args.max_error_rate, rolling
+    )
+    if rolling:
+        with _spinner(f"starting the rollout on {settings.control_topic}"):
+            control = start_rollout(
+                settings, message, canary=args.canary, policy=policy, why=args.why
+            )
+        print(describe_step(control, settings))
+        return 0
     with _spinner(f"publishing to {settings.model_topic}"):
         send(settings, message)
     print(describe(message, settings.model_topic))
@@ -84,6 +107,12 @@ def _start_rollout(settings: Settings, args: argparse.Namespace, message: Any) -
         )
     print(describe_step(control, settings))
     return 0
+
+
+def cmd_follow(settings: Settings, args: argparse.Namespace) -> int:
+    from service.tools.follow import follow_command
+
+    return follow_command(settings, args)
 
 
 def cmd_end_rollout(settings: Settings, args: argparse.Namespace) -> int:
@@ -218,6 +247,7 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
 COMMANDS = {
     "worker": cmd_worker,
     "publish": cmd_publish,
+    "follow": cmd_follow,
     "produce": cmd_produce,
     "train": cmd_train,
     "status": cmd_status,

@@ -9,7 +9,10 @@ under one of ``roots``; HTTP redirects are followed by hand, at most
 ``max_redirects``, never to another scheme (but http to https). Transient
 failures (HTTP 5xx/408/429, refused, reset, a connection silent for
 ``idle_timeout``) are retried with exponential backoff within the deadline;
-anything else is final. Every refusal is a named :mod:`service.core.errors`.
+anything else is final. ``s3://bucket/key`` is fetched over the same HTTP path
+from a URL boto3 presigns (:mod:`service.core.artifacts_s3`), so it keeps every
+rule above; its messages name the ``s3://`` location, never the signed URL.
+Every refusal is a named :mod:`service.core.errors`.
 
 :func:`fetch_artifact` blocks: call it from a worker thread, never on an event
 loop. It shares no state between calls, so several may run at once, and it
@@ -36,6 +39,7 @@ from urllib.parse import unquote, urlparse
 import httpx
 
 from service.core import errors
+from service.core.artifacts_s3 import presigned_url, s3_error_code
 from service.core.messages import ModelMessage
 
 __all__ = ["FetchPolicy", "fetch_artifact", "sha256_hex"]
@@ -137,7 +141,9 @@ def _read_file(url: str, policy: FetchPolicy, deadline: float, cancel: threading
 # --- http(s):// --------------------------------------------------------------------
 
 
-def _redirect_target(response: httpx.Response, current: httpx.URL) -> httpx.URL:
+def _redirect_target(
+    response: httpx.Response, current: httpx.URL, shown: str | None = None
+) -> httpx.URL:
     try:
         target = current.join(response.headers["location"])
     except (KeyError, httpx.InvalidURL) as exc:
@@ -146,36 +152,43 @@ def _redirect_target(response: httpx.Response, current: httpx.URL) -> httpx.URL:
         ) from None
     allowed = {"https"} if current.scheme == "https" else {"http", "https"}
     if target.scheme not in allowed:
-        raise errors.RedirectRefused(f"{current} redirects to {target.scheme}: ({target})")
+        named = "a signed URL" if shown else str(target)  # a presigned URL is a credential
+        raise errors.RedirectRefused(f"{shown or current} redirects to {target.scheme}: ({named})")
     return target
 
 
-async def _http_attempt(client: httpx.AsyncClient, url: str, policy: FetchPolicy) -> _Sink:
+async def _http_attempt(
+    client: httpx.AsyncClient, url: str, policy: FetchPolicy, shown: str | None = None
+) -> _Sink:
     current = httpx.URL(url)
     for _ in range(policy.max_redirects + 1):
+        where = shown or str(current)  # a presigned URL is a credential: never shown
         request = client.build_request("GET", current)
         response = await client.send(request, stream=True)
         try:
             status = response.status_code
             if status in _REDIRECTS and "location" in response.headers:
-                current = _redirect_target(response, current)
+                current = _redirect_target(response, current, shown)
                 continue
             if status >= 500 or status in _RETRIED_STATUS:
-                raise _Transient(f"HTTP {status} from {current}")
+                raise _Transient(
+                    f"HTTP {status}{await s3_error_code(response, shown)} from {where}"
+                )
             if not 200 <= status < 300:
-                raise errors.FetchFailed(f"HTTP {status} from {current}")
+                code = await s3_error_code(response, shown)
+                raise errors.FetchFailed(f"HTTP {status}{code} from {where}")
             declared = response.headers.get("content-length", "")
             if declared.isdigit() and int(declared) > policy.max_bytes:  # a refusal, never trust
                 raise errors.ArtifactTooLarge(
-                    f"{current} declares {declared} bytes, limit {policy.max_bytes}"
+                    f"{where} declares {declared} bytes, limit {policy.max_bytes}"
                 )
-            sink = _Sink(str(current), policy.max_bytes)
+            sink = _Sink(where, policy.max_bytes)
             async for chunk in response.aiter_raw(_CHUNK):  # raw: no decompression bomb
                 sink.add(chunk)
             return sink
         finally:
             await response.aclose()
-    raise errors.RedirectRefused(f"{url}: more than {policy.max_redirects} redirects")
+    raise errors.RedirectRefused(f"{shown or url}: more than {policy.max_redirects} redirects")
 
 
 def _is_certificate_error(exc: BaseException) -> bool:
@@ -187,49 +200,55 @@ def _is_certificate_error(exc: BaseException) -> bool:
     return False
 
 
-async def _http_with_retries(url: str, policy: FetchPolicy, deadline: float) -> _Sink:
-    idle = policy.idle_timeout
+async def _http_with_retries(
+    url: str, policy: FetchPolicy, deadline: float, shown: str | None
+) -> _Sink:
+    idle, where = policy.idle_timeout, shown or url
     failures: list[str] = []
     delay = policy.backoff
     headers = {"Accept-Encoding": "identity"}
     async with httpx.AsyncClient(timeout=httpx.Timeout(idle), headers=headers) as client:
         for attempt in range(1, policy.attempts + 1):
             try:
-                return await _http_attempt(client, url, policy)
+                return await _http_attempt(client, url, policy, shown)
             except _Transient as exc:
                 failures.append(str(exc))
             except httpx.TransportError as exc:
                 if _is_certificate_error(exc) or isinstance(exc, httpx.UnsupportedProtocol):
-                    raise errors.FetchFailed(f"cannot fetch {url}: {exc}") from None
+                    raise errors.FetchFailed(f"cannot fetch {where}: {exc}") from None
                 failures.append(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)
             except httpx.HTTPError as exc:  # invalid URL, local protocol errors: final
                 raise errors.FetchFailed(
-                    f"cannot fetch {url}: {type(exc).__name__}: {exc}"
+                    f"cannot fetch {where}: {type(exc).__name__}: {exc}"
                 ) from None
             pause = min(delay, policy.backoff_max) * random.uniform(0.5, 1.0)
             delay *= 2
             if attempt == policy.attempts or time.monotonic() + pause >= deadline:
                 break
             logger.info(
-                "fetch %s failed (%s); retry %d in %.2fs", url, failures[-1], attempt, pause
+                "fetch %s failed (%s); retry %d in %.2fs", where, failures[-1], attempt, pause
             )
             await asyncio.sleep(pause)
     raise errors.FetchTransient(
-        f"{url} failed transiently {len(failures)} time(s) within {policy.timeout:g}s "
+        f"{where} failed transiently {len(failures)} time(s) within {policy.timeout:g}s "
         f"(HOTSWAP_FETCH_ATTEMPTS={policy.attempts}); last: {failures[-1]}"
     )
 
 
 async def _http_bounded(
-    url: str, policy: FetchPolicy, deadline: float, cancel: threading.Event
+    url: str,
+    policy: FetchPolicy,
+    deadline: float,
+    cancel: threading.Event,
+    shown: str | None = None,
 ) -> _Sink:
     async def bounded() -> _Sink:
         try:
             async with asyncio.timeout_at(deadline):  # loop.time() is time.monotonic()
-                return await _http_with_retries(url, policy, deadline)
+                return await _http_with_retries(url, policy, deadline, shown)
         except TimeoutError:
             raise errors.FetchTimeout(
-                f"{url} did not arrive within HOTSWAP_FETCH_TIMEOUT={policy.timeout:g}s"
+                f"{shown or url} did not arrive within HOTSWAP_FETCH_TIMEOUT={policy.timeout:g}s"
             ) from None
 
     task = asyncio.ensure_future(bounded())
@@ -238,7 +257,7 @@ async def _http_bounded(
         if cancel.is_set() and not task.done():
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
-            raise errors.FetchCancelled(f"stopped while fetching {url}")
+            raise errors.FetchCancelled(f"stopped while fetching {shown or url}")
     return task.result()
 
 
@@ -255,6 +274,9 @@ def _fetch_location(
         return _read_file(location, policy, deadline, cancel)
     if scheme in {"http", "https"}:
         return asyncio.run(_http_bounded(location, policy, deadline, cancel))
+    if scheme == "s3":
+        url = presigned_url(location, expires=deadline - time.monotonic())
+        return asyncio.run(_http_bounded(url, policy, deadline, cancel, shown=location))
     raise errors.LocationRefused(f"location scheme {scheme!r} is not supported")
 
 

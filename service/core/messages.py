@@ -71,7 +71,7 @@ class ModelMessage(BaseModel):
     format: str = "onnx"
     description: str = ""
     data: str | None = Field(default=None, description="Base64 of the artifact.")
-    location: str | None = Field(default=None, description="file:// or http(s):// URL.")
+    location: str | None = Field(default=None, description="file://, http(s):// or s3:// URL.")
     sha256: str = Field(pattern=r"^[0-9a-fA-F]{64}$")
     metadata: dict[str, Any] = Field(default_factory=dict)
     signature: str | None = Field(default=None, description="Base64 Ed25519 signature.")

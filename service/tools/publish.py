@@ -6,7 +6,9 @@ scikit-learn API estimator (XGBoost and LightGBM ones included), a native
 XGBoost/LightGBM model file, or a PMML document. The message carries the
 artifact inline (base64) or, with ``store_dir``, by reference (a ``file://``
 location, or an ``http(s)://`` one when ``base_url`` says where that directory
-is served); either way with its sha256, which the worker verifies.
+is served), or with ``store_s3`` uploaded to S3 (an ``s3://`` location, see
+:mod:`service.tools.s3store`); either way with its sha256, which the worker
+verifies.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ class PublishRequest:
     metadata: dict[str, Any] = field(default_factory=dict)
     store_dir: Path | None = None
     base_url: str | None = None  # where ``store_dir`` is served over http(s), if it is
+    store_s3: str | None = None  # s3://bucket/prefix to upload the artifact to
 
 
 def read_sidecar(path: Path) -> dict[str, Any]:
@@ -88,6 +91,13 @@ def build_message(request: PublishRequest) -> ModelMessage:
         location = target.resolve().as_uri()
         if request.base_url:
             location = f"{request.base_url.rstrip('/')}/{target.name}"
+        data = None
+    elif request.store_s3 is not None:
+        from service.tools.s3store import upload_artifact
+
+        location = upload_artifact(
+            request.store_s3, request.name, request.version, digest, artifact
+        )
         data = None
     return ModelMessage(
         name=request.name,

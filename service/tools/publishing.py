@@ -21,7 +21,7 @@ from service.core.settings import Settings
 from service.tools.errors import ToolError, kafka_errors, one_line, require_file
 from service.tools.publish import PublishRequest, build_message, publish_message
 
-__all__ = ["describe", "parse_metadata", "prepare", "send"]
+__all__ = ["describe", "parse_metadata", "prepare", "send", "store_of"]
 
 logger = logging.getLogger(__name__)
 
@@ -46,8 +46,17 @@ def parse_metadata(text: str | None) -> dict[str, Any]:
     return value
 
 
+def store_of(by_reference: str | None) -> tuple[Path | None, str | None]:
+    """``--by-reference``: (a directory, None) or (None, an ``s3://`` URL), or neither."""
+    if by_reference and by_reference.startswith("s3://"):
+        return None, by_reference
+    return (Path(by_reference) if by_reference else None), None
+
+
 def prepare(request: PublishRequest, signing_key: Path | None = None) -> ModelMessage:
     """The model message for ``request``, signed with ``signing_key`` when given."""
+    if not (request.name and request.version):
+        raise ToolError("publish FILE needs --name and --version (a models:/ URI brings both)")
     if not re.fullmatch(VERSION_PATTERN, request.version):
         raise ToolError(
             f"version {request.version[:80]!r} is not a valid label: use letters, digits and "
@@ -56,6 +65,8 @@ def prepare(request: PublishRequest, signing_key: Path | None = None) -> ModelMe
     require_file(request.path, "model file")
     if request.base_url and request.store_dir is None:
         raise ToolError("--base-url needs --by-reference DIR (the directory it serves)")
+    if request.store_s3 is not None and not request.store_s3.removeprefix("s3://").strip("/"):
+        raise ToolError("--by-reference s3:// needs a bucket: s3://BUCKET or s3://BUCKET/PREFIX")
     if signing_key is not None:
         require_file(signing_key, "signing key")
     from service.core.convert import ConversionError

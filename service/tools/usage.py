@@ -31,8 +31,15 @@ HELP: dict[str, tuple[str, str]] = {
         "hotswap publish models/trained/wine-logreg.joblib --name wine --version 2 \\\n"
         """    --description "logistic regression" --metadata '{"owner": "ml-team"}'\n"""
         "  hotswap publish wine-forest.joblib --name wine --version 3 --shadow\n"
+        "  hotswap publish wine.onnx --name wine --version 4 --by-reference s3://models/prod\n"
+        "  MLFLOW_TRACKING_URI=http://mlflow:5000 hotswap publish models:/wine@champion\n"
         "  hotswap publish wine-forest.joblib --name wine --version 3 --canary 0.1 \\\n"
         "    --promote-after 10000 --min-agreement 0.98 --max-p99-ms 5",
+    ),
+    "follow": (
+        "publish each new version an MLflow alias points at (webhook, else polling)",
+        "MLFLOW_TRACKING_URI=http://mlflow:5000 hotswap follow models:/wine@champion\n"
+        "  hotswap follow models:/wine@challenger --name wine --shadow --poll-interval 30",
     ),
     "produce": (
         "produce demo records from the bundled wine data",
@@ -80,35 +87,43 @@ HELP: dict[str, tuple[str, str]] = {
 def add_arguments(name: str, p: argparse.ArgumentParser) -> None:
     """The arguments of ``hotswap NAME``."""
     if name == "publish":
-        p.add_argument("file", help="a .onnx file, or a joblib/pickle estimator to convert")
-        p.add_argument("--name", required=True, help="model name (records name it in `model`)")
-        p.add_argument("--version", required=True, help="version label, unique per name")
+        p.add_argument(
+            "file",
+            help="a .onnx file, a joblib/pickle estimator to convert, or an MLflow registry "
+            "version: models:/NAME@ALIAS or models:/NAME/VERSION (MLFLOW_TRACKING_URI)",
+        )
+        p.add_argument(
+            "--name", help="model name (records name it in `model`); models:/ default: NAME"
+        )
+        p.add_argument(
+            "--version", help="version label, unique per name; models:/ default: MLflow's"
+        )
         p.add_argument("--description", default="")
         p.add_argument("--metadata", help="JSON object, or @file.json")
         p.add_argument(
-            "--by-reference", metavar="DIR", help="store the artifact in DIR, send a URL"
+            "--by-reference",
+            metavar="DIR",
+            help="store the artifact in DIR (or upload it to s3://BUCKET/PREFIX), send a URL",
         )
         p.add_argument(
             "--base-url", help="with --by-reference: the http(s) URL where DIR is served"
         )
         p.add_argument("--signing-key", metavar="KEY", help="Ed25519 private key from `keygen`")
-        rollout = p.add_argument_group("rollout (a candidate on the control topic, not serving)")
-        stage = rollout.add_mutually_exclusive_group()
-        stage.add_argument(
-            "--shadow", action="store_true", help="score every record, to the shadow topic"
+        _rollout_arguments(p)
+    elif name == "follow":
+        p.add_argument("uri", help="models:/NAME@ALIAS (MLFLOW_TRACKING_URI names the server)")
+        p.add_argument("--name", help="the hotswap model name (default: NAME)")
+        p.add_argument("--by-reference", metavar="DIR", help="as for publish (DIR or s3://)")
+        p.add_argument("--listen", default="127.0.0.1:0", help="HOST:PORT of the webhook receiver")
+        p.add_argument("--webhook-url", help="the URL MLflow calls (default: from --listen)")
+        p.add_argument("--no-webhook", action="store_true", help="poll only")
+        p.add_argument(
+            "--poll-interval", type=float, default=10.0, metavar="S", help="without a webhook"
         )
-        stage.add_argument(
-            "--canary", type=float, metavar="FRACTION", help="this share of keys, sticky"
+        p.add_argument(
+            "--resync", type=float, default=60.0, metavar="S", help="with one: ask anyway"
         )
-        rollout.add_argument(
-            "--promote-after", type=int, metavar="N", help="decide after N compared"
-        )
-        rollout.add_argument("--min-agreement", type=float, metavar="A", help="else abort (0-1)")
-        rollout.add_argument("--max-p99-ms", type=float, metavar="MS", help="else abort")
-        rollout.add_argument(
-            "--max-error-rate", type=float, default=0.0, metavar="R", help="else abort"
-        )
-        rollout.add_argument("--why", default="", help="recorded with the rollout")
+        _rollout_arguments(p)
     elif name in {"promote", "abort"}:
         p.add_argument("name", help="the model name")
         p.add_argument("--why", default="", help="recorded in the history, with who")
@@ -157,3 +172,22 @@ def add_arguments(name: str, p: argparse.ArgumentParser) -> None:
         p.add_argument("--url", help="the worker (default: http://localhost:HOTSWAP_HTTP_PORT)")
         p.add_argument("--json", action="store_true", help="one JSON document instead of a table")
         p.add_argument("--fleet", action="store_true", help="every live worker of its group")
+
+
+def _rollout_arguments(p: argparse.ArgumentParser) -> None:
+    """--shadow/--canary and the promotion policy (publish and follow)."""
+    rollout = p.add_argument_group("rollout (a candidate on the control topic, not serving)")
+    stage = rollout.add_mutually_exclusive_group()
+    stage.add_argument(
+        "--shadow", action="store_true", help="score every record, to the shadow topic"
+    )
+    stage.add_argument(
+        "--canary", type=float, metavar="FRACTION", help="this share of keys, sticky"
+    )
+    rollout.add_argument("--promote-after", type=int, metavar="N", help="decide after N compared")
+    rollout.add_argument("--min-agreement", type=float, metavar="A", help="else abort (0-1)")
+    rollout.add_argument("--max-p99-ms", type=float, metavar="MS", help="else abort")
+    rollout.add_argument(
+        "--max-error-rate", type=float, default=0.0, metavar="R", help="else abort"
+    )
+    rollout.add_argument("--why", default="", help="recorded with the rollout")
