@@ -1,3 +1,3 @@
 """Shared fixtures: tiny models built in tmp_path/memory, and a real broker per session."""
 
-pytest_plugins = ["tests.models", "tests.brokers"]
+pytest_plugins = ["tests.models", "tests.brokers", "tests.registry"]
