@@ -94,12 +94,16 @@ def envelope_features(doc: dict[str, Any], names: Sequence[str] | None, width: i
 
 def plain_document(value: bytes | None, max_bytes: int) -> dict[str, Any]:
     """An unframed record as a JSON object, refused with the envelope's own reasons."""
-    if value is None or not value or len(value) > max_bytes or value[:1] != b"{":
-        decode_record(value, max_bytes=max_bytes, default_model="-")  # raises the reason
+    if value is None:
+        raise errors.NullValue("record value is null")
+    if not value:
+        raise errors.EmptyValue("record value is empty")
+    if len(value) > max_bytes:
+        raise errors.RecordTooLarge(f"record is {len(value)} bytes, limit {max_bytes}")
     try:
-        doc = orjson.loads(value)  # type: ignore[arg-type]
+        doc = orjson.loads(value)
     except orjson.JSONDecodeError:
-        decode_record(value, max_bytes=max_bytes, default_model="-")
+        decode_record(value, max_bytes=max_bytes, default_model="-")  # raises the reason
         raise
     if type(doc) is not dict:
         raise errors.NotAnObject(f"record is a JSON {type(doc).__name__}, not an object")
