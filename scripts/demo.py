@@ -5,8 +5,10 @@ the example models, publishes version 1, streams demo records, then publishes
 a new version (alternating model kinds) every ``--swap-every`` seconds and a
 deliberately corrupt one once, printing what the worker reports. Version 4 goes
 through a safe rollout: shadow first (the worker prints how it compares), then
-promoted half a swap interval later. Ctrl-C (or
-``--duration``) stops everything it started.
+promoted half a swap interval later. A second stream runs beside it: Avro payments
+on ``payments``, framed with a schema of a real Schema Registry (Apicurio), scored
+in enrich mode by a fraud model into ``payments.scored`` (``scripts/demo_payments.py``).
+Ctrl-C (or ``--duration``) stops everything it started.
 """
 
 from __future__ import annotations
@@ -29,7 +31,10 @@ import orjson
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from scripts.localkafka import LocalKafka, fetch  # noqa: E402
+from scripts.demo_payments import PaymentStream, write_routes  # noqa: E402
+from scripts.localkafka import LocalKafka, fetch, free_port  # noqa: E402
+from scripts.localregistry import LocalRegistry  # noqa: E402
+from scripts.localregistry import fetch as fetch_registry  # noqa: E402
 from service.core.settings import Settings  # noqa: E402
 
 KINDS = ["wine-logreg", "wine-forest", "wine-tree"]
@@ -42,6 +47,8 @@ def _env(settings: Settings) -> dict[str, str]:
             "HOTSWAP_BROKER": settings.broker,
             "HOTSWAP_HTTP_PORT": str(settings.http_port),
             "HOTSWAP_DATA_DIR": settings.data_dir,
+            "HOTSWAP_ROUTES": settings.routes,
+            "HOTSWAP_SCHEMA_REGISTRY_URL": settings.schema_registry_url,
         }
     )
     return env
@@ -173,7 +180,10 @@ def main() -> int:
     )
     url = f"http://localhost:{args.http_port}"
     fetch()
+    fetch_registry()
     kafka = LocalKafka(args.port, state / "kafka")
+    registry = LocalRegistry(free_port(), log_path=state / "registry.log")
+    payments: PaymentStream | None = None
     procs: list[subprocess.Popen[bytes]] = []
     stop = {"now": False}
 
@@ -185,6 +195,12 @@ def main() -> int:
     try:
         print(f"[demo] starting Kafka on 127.0.0.1:{args.port} …")
         kafka.start()
+        print("[demo] starting the Schema Registry (Apicurio) …")
+        registry.start()
+        routes = write_routes(state / "routes.yaml", settings.data_topic, settings.scored_topic)
+        settings = settings.model_copy(
+            update={"routes": str(routes), "schema_registry_url": registry.url}
+        )
         print("[demo] training the example models …")
         subprocess.run(
             _hotswap("train", "--out", str(state / "models")),
@@ -195,6 +211,7 @@ def main() -> int:
         )
         version = 1
         _publish(settings, state / "models", KINDS[0], version)
+        payments = PaymentStream(settings, _env(settings), state / "models")
         log = (state / "worker.log").open("wb")
         procs.append(
             subprocess.Popen(_hotswap("worker"), env=_env(settings), stdout=log, stderr=log)
@@ -225,9 +242,12 @@ def main() -> int:
             f"         {url}/docs (API docs)\n"
             f"       topics: models (compacted), records -> scored, bad records -> records.dlq\n"
             f"       version 4 goes to shadow, then is promoted: {url}/models/wine/rollout\n"
+            f"       Avro payments -> payments.scored (enriched), registry {registry.url}\n"
             f"       worker log: {state / 'worker.log'}; Ctrl-C stops everything"
         )
+        payments.start(rate=50)
         started = last_swap = time.monotonic()
+        sampled = False
         last = (time.monotonic(), 0.0)
         corrupt_sent = False
         shadow_since: float | None = None
@@ -252,8 +272,15 @@ def main() -> int:
                 shadow_since = None
             if int(now * 2) % 10 == 0:
                 last = _status(url, last)
+            if not sampled and now - started > 5:
+                enriched = payments.sample()
+                if enriched is not None:
+                    print(f"[demo] payments.scored (Avro, enriched): {enriched}")
+                    sampled = True
     finally:
         print("[demo] stopping …")
+        if payments is not None:
+            payments.stop()
         for proc in reversed(procs):
             proc.send_signal(signal.SIGTERM)
         for proc in procs:
@@ -262,6 +289,7 @@ def main() -> int:
             except subprocess.TimeoutExpired:
                 proc.kill()
         kafka.stop()
+        registry.stop()
         print("[demo] stopped")
     return 0
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import orjson
 import pytest
-from confluent_kafka.schema_registry import SchemaRegistryClient
+from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
 from confluent_kafka.schema_registry.json_schema import JSONDeserializer, JSONSerializer
 from confluent_kafka.schema_registry.protobuf import ProtobufSerializer
@@ -195,7 +195,7 @@ def _proto_fields(record: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in record.items() if k != "note"}
 
 
-def test_a_registry_outage_dead_letters_nothing_and_scoring_resumes(
+def test_a_refused_route_and_a_registry_outage_dead_letter_nothing_and_resume(
     make_settings: Callable[..., Settings],
     workers: Callable[[Settings], WorkerProcess],
     schema_registry: LocalRegistry,
@@ -206,15 +206,32 @@ def test_a_registry_outage_dead_letters_nothing_and_scoring_resumes(
     proxy = TcpProxy(schema_registry.port)
     try:
         url = f"http://127.0.0.1:{proxy.port}/apis/ccompat/v7"
-        settings, topics = _routed(make_settings, tmp_path, url, ["avro"])
+        settings, topics = _routed(make_settings, tmp_path, url, ["avro", "held"])
         settings = settings.model_copy(update={"stall_timeout": 3.0})
         client = SchemaRegistryClient({"url": schema_registry.url})
+        # The held route's output subject holds an unrelated schema and refuses any other.
+        held_subject = f"{topics['held'][1]}-value"
+        other = {"type": "record", "name": "Other", "fields": [{"name": "x", "type": "int"}]}
+        client.register_schema(held_subject, Schema(orjson.dumps(other).decode(), "AVRO"))
+        client.set_compatibility(held_subject, "FULL")
         publish_file(settings, path, "fraud", "1")
         worker = workers(settings)
         worker.wait_ready()
         avro = AvroSerializer(client, orjson.dumps(PAYMENT_AVRO).decode())
+        produce(settings, topics["held"][0], [(b"held", payment(2))], avro)
+
+        def not_ready() -> str | None:
+            answer = worker.get("/ready")
+            return answer.json().get("reason") if answer.status_code == 503 else None
+
+        reason = wait_for(not_ready, 30, "/ready 503 while a route's schema is refused")
+        assert f"route to {topics['held'][1]} stalled" in reason
         produce(settings, topics["avro"][0], [(b"before", payment(1))], avro)
-        consume(settings, topics["avro"][1], until=lambda rs: len(rs) >= 1)
+        consume(settings, topics["avro"][1], until=lambda rs: len(rs) >= 1)  # the others go on
+        client.set_compatibility(held_subject, "NONE")  # the route resumes by itself
+        held = consume(settings, topics["held"][1], until=lambda rs: len(rs) >= 1)
+        assert [r.key for r in held] == [b"held"]
+        wait_for(lambda: worker.get("/ready").status_code == 200, 30, "ready again")
 
         proxy.cut()  # the worker knows schema 1; a new schema id needs the registry
         v2 = copy.deepcopy(PAYMENT_AVRO)
@@ -222,11 +239,6 @@ def test_a_registry_outage_dead_letters_nothing_and_scoring_resumes(
         avro2 = AvroSerializer(client, orjson.dumps(v2).decode())
         during = [(f"during-{n}".encode(), {**payment(n), "channel": "x"}) for n in range(5)]
         produce(settings, topics["avro"][0], during, avro2)
-
-        def not_ready() -> str | None:
-            answer = worker.get("/ready")
-            return answer.json().get("reason") if answer.status_code == 503 else None
-
         reason = wait_for(not_ready, 30, "/ready 503 while the registry is away")
         assert "schema registry" in reason
         proxy.restore()
