@@ -6,7 +6,7 @@ by :mod:`service.kafka.schemas`; plain JSON here) as dicts. The coercion rule is
 the README's ("Record shapes"): ints and floats as they are, booleans 1.0/0.0,
 strings holding a number (after stripping blanks) that number; anything else, and
 NaN or infinity, is ``bad_feature``; an absent field, or a null one, is
-``missing_feature``.
+``missing_feature``. Avro decimals count as numbers.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
+from decimal import Decimal
 from typing import Any
 
 import numpy as np
@@ -50,7 +51,7 @@ def coerce(value: Any, path: str) -> float:
             number = float(value.strip())
         except ValueError:
             raise errors.BadFeature(f"{path} is {value[:40]!r}, not a number") from None
-    elif isinstance(value, int | float) and not isinstance(value, bool):  # numpy scalars
+    elif isinstance(value, int | float | Decimal):  # Avro decimals, numpy scalars
         number = float(value)
     else:
         raise errors.BadFeature(f"{path} is {kind.__name__}, not a number")

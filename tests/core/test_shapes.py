@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +37,8 @@ def test_numbers_booleans_and_numeric_strings_coerce(value: Any, expected: float
 
 
 @pytest.mark.parametrize(
-    "value", ["abc", "", "nan", "inf", math.nan, math.inf, -math.inf, [1.0], {"a": 1}, b"1"]
+    "value",
+    ["abc", "", "nan", "inf", math.nan, math.inf, -math.inf, [1.0], {"a": 1}, b"1", Decimal("NaN")],
 )
 def test_anything_else_is_a_bad_feature(value: Any) -> None:
     with pytest.raises(errors.BadFeature) as caught:
@@ -160,3 +162,16 @@ def test_routed_records_of_any_shape_are_scored_by_their_topics_model(
     envelope = orjson.loads(e.value)
     assert envelope["id"] == 9
     assert envelope["label"] == four_feature_model.sample_labels[0]
+
+
+def test_the_worker_refuses_a_bad_routes_file_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from service.cli import main
+
+    monkeypatch.setenv("HOTSWAP_ROUTES", str(_write(tmp_path, "routes:\n  - topic: t\n")))
+    assert main(["worker"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: HOTSWAP_ROUTES=")
+    assert "routes.0.model: Field required" in err
+    assert len(err.splitlines()) == 1
