@@ -203,9 +203,9 @@ async def ensure_topics(settings: Settings, *, timeout: float = 30.0) -> None:
         NewTopic(settings.dead_letter_topic, settings.data_partitions, rf),
     ]
     if settings.routes:  # the routes' output topics (their input topics are the user's)
-        wanted += [
-            NewTopic(t, settings.data_partitions, rf) for t in load_routes(settings.routes).outputs
-        ]
+        named = {t.name for t in wanted}
+        outputs = [t for t in load_routes(settings.routes).outputs if t not in named]
+        wanted += [NewTopic(t, settings.data_partitions, rf) for t in outputs]
     admin = AIOKafkaAdminClient(request_timeout_ms=int(timeout * 1000), **client_options(settings))
     await asyncio.wait_for(admin.start(), timeout)
     try:
