@@ -272,11 +272,9 @@ def main() -> int:
                 shadow_since = None
             if int(now * 2) % 10 == 0:
                 last = _status(url, last)
-            if not sampled and now - started > 5:
-                enriched = payments.sample()
-                if enriched is not None:
-                    print(f"[demo] payments.scored (Avro, enriched): {enriched}")
-                    sampled = True
+            if not sampled and payments.enriched is not None:
+                print(f"[demo] payments.scored (Avro, enriched): {payments.enriched}")
+                sampled = True
     finally:
         print("[demo] stopping …")
         if payments is not None:

@@ -69,6 +69,7 @@ class PaymentStream:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.sent = 0
+        self.enriched: dict[str, Any] | None = None  # one output, read back in the background
         admin = AdminClient({"bootstrap.servers": self._servers})
         for future in admin.create_topics([NewTopic("payments", 4, 1)]).values():
             try:
@@ -98,6 +99,9 @@ class PaymentStream:
             producer.produce("payments", serialize(record, ctx), record["id"].encode())
             producer.poll(0)
             self.sent += 1
+            if self.enriched is None and self.sent % 100 == 0:  # not on the demo's main loop
+                producer.flush(5)
+                self.enriched = self.sample()
         producer.flush(5)
 
     def sample(self) -> dict[str, Any] | None:

@@ -113,5 +113,13 @@ def load_routes(path: str | Path) -> Routes:
         parsed = RouteFile.model_validate(raw)
     except ValidationError as exc:
         raise errors.RoutesInvalid(f"{where}: {problems(exc)}") from None
+    routes = Routes(parsed.routes)
+    for output in routes.outputs:
+        reader = routes.for_topic(output)
+        if reader is not None:  # it would score its own outputs, forever
+            raise errors.RoutesInvalid(
+                f"{where}: output topic {output!r} is also read by route "
+                f"{reader.subscription!r} (anchor a pattern with `$`)"
+            )
     logger.info("routes: %s", ", ".join(f"{r.subscription} -> {r.model}" for r in parsed.routes))
-    return Routes(parsed.routes)
+    return routes

@@ -44,8 +44,11 @@ class Assignment:
         return sorted(p for t, p in self._assigned if t == lead)
 
     def _make_consumer(self) -> Consumer:
-        consumer = Consumer(group_consumer_config(self._settings))
+        config = group_consumer_config(self._settings)
         routes = self._routing.routes if self._routing is not None else None
+        if routes is not None:  # topics created later, or matching a pattern, found in 10 s
+            config["topic.metadata.refresh.interval.ms"] = 10_000
+        consumer = Consumer(config)
         consumer.subscribe(
             subscriptions(routes, self._settings.data_topic),
             on_assign=self._on_assign,

@@ -72,12 +72,12 @@ def test_routes_file_validates_and_routes_topics_and_patterns(tmp_path: Path) ->
     routes = load_routes(
         _write(
             tmp_path,
-            "routes:\n  - topic: payments\n    model: fraud\n    output: payments.scored\n"
+            "routes:\n  - topic: payments\n    model: fraud\n    output: scored.payments\n"
             '    mode: enrich\n  - pattern: "payments\\\\..*"\n    model: other\n    output: o\n',
         )
     )
     assert routes.subscriptions == ["payments", "^payments\\..*"]
-    assert routes.outputs == ["payments.scored", "o"]
+    assert routes.outputs == ["scored.payments", "o"]
     first = routes.for_topic("payments")
     assert first is not None
     assert (first.model, first.mode) == ("fraud", "enrich")
@@ -97,6 +97,7 @@ def test_routes_file_validates_and_routes_topics_and_patterns(tmp_path: Path) ->
         ('routes:\n  - pattern: "("\n    model: m\n    output: o\n', "regular expression"),
         ("routes: []\n", "routes"),
         ("routes: [\n", "not YAML"),
+        ('routes:\n  - pattern: "in.*"\n    model: m\n    output: in.scored\n', "also read by"),
     ],
 )
 def test_a_bad_routes_file_is_refused_with_the_field_named(

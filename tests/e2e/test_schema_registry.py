@@ -62,6 +62,9 @@ def _routed(
     base = make_settings()
     topics = {k: (f"{base.data_topic}-{k}", f"{base.data_topic}-{k}.scored") for k in kinds}
     routes = [{"topic": i, "model": "fraud", "output": o, "mode": mode} for i, o in topics.values()]
+    for route in routes:  # the plain JSON topic through a pattern (librdkafka's `^` form)
+        if route["topic"].endswith("-plain"):
+            route["pattern"] = route.pop("topic").replace("-plain", "-pla[in]+$")
     path = write_routes(tmp_path / "routes.yaml", routes)
     settings = base.model_copy(update={"routes": str(path), "schema_registry_url": registry_url})
     create_topics(settings, [i for i, _ in topics.values()])
