@@ -245,7 +245,7 @@ def main() -> int:
             f"       Avro payments -> payments.scored (enriched), registry {registry.url}\n"
             f"       worker log: {state / 'worker.log'}; Ctrl-C stops everything"
         )
-        payments.start(rate=50)
+        payments.start(rate=20)
         started = last_swap = time.monotonic()
         sampled = False
         last = (time.monotonic(), 0.0)
