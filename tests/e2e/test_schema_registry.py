@@ -86,6 +86,9 @@ def test_every_format_in_is_enriched_out_in_its_own_format(
     path, model = fraud
     kinds = ["avro", "proto", "jsonschema", "plain"]
     settings, topics = _routed(make_settings, tmp_path, schema_registry.url, kinds)
+    # exactly_once here (every route's outputs and offsets in one transaction per batch);
+    # the outage test below runs at_least_once.
+    settings = settings.model_copy(update={"processing_guarantee": "exactly_once"})
     client = SchemaRegistryClient({"url": schema_registry.url})
     publish_file(settings, path, "fraud", "1")
     worker = workers(settings)
