@@ -41,17 +41,19 @@ class RoutedScorer:
     def score(self, records: Sequence[InputRecord]) -> BatchResult:
         result = BatchResult()
         slots: Slots = [None] * len(records)
-        groups: dict[Route, list[tuple[int, DataRecord]]] = {}
-        models: dict[Route, ServingModel | None] = {}
+        # Keyed by id(route): hashing a pydantic model per record costs more than scoring it.
+        groups: dict[int, tuple[Route, list[tuple[int, DataRecord]]]] = {}
+        models: dict[int, ServingModel | None] = {}
         registry = self._scorer._registry
         for i, record in enumerate(records):
             route = self._routes.for_topic(record.topic)
             try:
                 if route is None:
                     raise errors.UnknownModel(f"no route for topic {record.topic!r}")
-                if route not in models:
-                    models[route] = registry.get(route.model)
-                model = models[route]
+                key = id(route)
+                if key not in models:
+                    models[key] = registry.get(route.model)
+                model = models[key]
                 if model is None:
                     raise errors.UnknownModel(f"no model named {route.model!r} is serving")
                 doc = self._document(record)
@@ -59,10 +61,13 @@ class RoutedScorer:
             except errors.RecordRejected as exc:
                 slots[i] = dead_letter(record, exc)
                 continue
-            groups.setdefault(route, []).append((i, DataRecord(doc.get("id"), route.model, row)))
+            group = groups.get(key)
+            if group is None:
+                group = groups[key] = (route, [])
+            group[1].append((i, DataRecord(doc.get("id"), route.model, row)))
         shadows: list[Scored] = []
-        for route, members in groups.items():
-            model = models[route]
+        for key, (route, members) in groups.items():
+            model = models[key]
             assert model is not None
             enrich = route.mode == "enrich"
             draw = render_prediction if enrich else render
