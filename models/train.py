@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import joblib
+import numpy as np
 import orjson
 from sklearn.datasets import load_wine
 from sklearn.ensemble import RandomForestClassifier
@@ -24,7 +25,14 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.tree import DecisionTreeClassifier
 
-__all__ = ["KINDS", "train_all", "train_model"]
+__all__ = [
+    "KINDS",
+    "PAYMENT_FEATURES",
+    "payment_record",
+    "train_all",
+    "train_model",
+    "train_payments",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -69,3 +77,47 @@ def train_model(
 
 def train_all(out_dir: Path, *, seed: int = 0) -> list[Path]:
     return [train_model(kind, out_dir, seed=seed) for kind in KINDS]
+
+
+#: The payments model's inputs: fields of an Avro payment record, one of them nested.
+PAYMENT_FEATURES = ["amount", "merchant.risk", "card_present", "hour"]
+
+
+def payment_record(rng: np.random.Generator, n: int) -> dict[str, Any]:
+    """A synthetic payment (the demo's Avro stream): large, late, card-absent payments to
+    risky merchants are the fraudulent ones."""
+    fraud = rng.random() < 0.2
+    risk = rng.uniform(0.5, 1) if fraud else rng.uniform(0, 0.6)
+    return {
+        "id": f"pay-{n}",
+        "amount": round(float(rng.uniform(300, 2000) if fraud else rng.uniform(1, 200)), 2),
+        "currency": "EUR",
+        "merchant": {"name": f"shop-{int(rng.integers(0, 50))}", "risk": round(float(risk), 3)},
+        "card_present": bool(not fraud and rng.random() < 0.7),
+        "hour": int(rng.integers(0, 6) if fraud else rng.integers(7, 23)),
+    }
+
+
+def train_payments(out_dir: Path, *, seed: int = 0) -> Path:
+    """A fraud classifier (labels 0 legitimate, 1 fraud) on synthetic payments, whose
+    ``feature_names`` are the payment record's fields (``merchant.risk`` is nested)."""
+    rng = np.random.default_rng(seed)
+    records = [payment_record(rng, n) for n in range(2000)]
+    x = np.asarray(
+        [
+            [r["amount"], r["merchant"]["risk"], float(r["card_present"]), r["hour"]]
+            for r in records
+        ],
+        dtype=np.float32,
+    )
+    y = np.asarray([int(r["amount"] >= 300 and r["hour"] < 6) for r in records])
+    estimator = make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))
+    estimator.fit(x, y)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / "payments.joblib"
+    joblib.dump(estimator, path)
+    meta = {"feature_names": PAYMENT_FEATURES, "dataset": "synthetic payments",
+            "sample_rows": x[:16].tolist()}  # fmt: skip
+    (out_dir / "payments.meta.json").write_bytes(orjson.dumps(meta, option=orjson.OPT_INDENT_2))
+    logger.info("trained payments -> %s", path)
+    return path

@@ -4,7 +4,9 @@
 #   2. `pip install -e '.[dev]'`, only when pyproject.toml changed since the last install
 #      (stamp file .venv/.stamp-<sha256 of pyproject.toml>);
 #   3. promtool (Debian's prometheus package) for the deploy tests, when missing;
-#   4. Kafka's broker jars from Maven Central (scripts/localkafka.py fetch; needs java, mvn).
+#   4. Kafka's broker jars from Maven Central (scripts/localkafka.py fetch; needs java, mvn);
+#   5. Apicurio Registry, the tests' Schema Registry, from Maven Central (scripts/localregistry.py
+#      fetch; runs on a Java >= 21, e.g. Temurin under /usr/lib/jvm).
 # Override the interpreter with PYTHON=/path/to/python3.11 ./scripts/bootstrap.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -47,4 +49,5 @@ if ! command -v promtool >/dev/null 2>&1; then
 fi
 
 echo "[setup] Kafka jars in $("$VENV/bin/python" scripts/localkafka.py fetch)"
+echo "[setup] Apicurio Registry in $("$VENV/bin/python" scripts/localregistry.py fetch)"
 echo "[setup] done"

@@ -6,8 +6,10 @@ story, each step taken once the worker shows the previous one happened (never on
 timer alone, so a slow machine only makes it longer): another model kind (v2) is
 served, a corrupt v3 is rejected while v2 keeps serving, v4 goes to shadow and is
 promoted once compared on enough records. Then a new version every ``--swap-every``
-seconds. Ctrl-C (or ``--duration``, counted once the story is told) stops
-everything it started.
+seconds. A second stream runs beside it: Avro payments on ``payments``, framed with a schema of a
+real Schema Registry (Apicurio), scored in enrich mode by a fraud model into
+``payments.scored`` (``scripts/demo_payments.py``). Ctrl-C (or ``--duration``, counted
+once the story is told and an enriched payment was read back) stops everything it started.
 """
 
 from __future__ import annotations
@@ -34,7 +36,10 @@ import orjson
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from scripts.localkafka import LocalKafka, fetch  # noqa: E402
+from scripts.demo_payments import PaymentStream, write_routes  # noqa: E402
+from scripts.localkafka import LocalKafka, fetch, free_port  # noqa: E402
+from scripts.localregistry import LocalRegistry  # noqa: E402
+from scripts.localregistry import fetch as fetch_registry  # noqa: E402
 from service.core.settings import Settings  # noqa: E402
 
 KINDS = ["wine-logreg", "wine-forest", "wine-tree"]
@@ -49,6 +54,8 @@ def _env(settings: Settings) -> dict[str, str]:
             "HOTSWAP_BROKER": settings.broker,
             "HOTSWAP_HTTP_PORT": str(settings.http_port),
             "HOTSWAP_DATA_DIR": settings.data_dir,
+            "HOTSWAP_ROUTES": settings.routes,
+            "HOTSWAP_SCHEMA_REGISTRY_URL": settings.schema_registry_url,
         }
     )
     return env
@@ -273,7 +280,10 @@ def main() -> int:
     )
     url = f"http://localhost:{args.http_port}"
     fetch()
+    fetch_registry()
     kafka = LocalKafka(args.port, state / "kafka")
+    registry = LocalRegistry(free_port(), log_path=state / "registry.log")
+    payments: PaymentStream | None = None
     procs: list[subprocess.Popen[bytes]] = []
     stop = {"now": False}
 
@@ -285,6 +295,12 @@ def main() -> int:
     try:
         print(f"[demo] starting Kafka on 127.0.0.1:{args.port} …")
         kafka.start()
+        print("[demo] starting the Schema Registry (Apicurio) …")
+        registry.start()
+        routes = write_routes(state / "routes.yaml", settings.data_topic, settings.scored_topic)
+        settings = settings.model_copy(
+            update={"routes": str(routes), "schema_registry_url": registry.url}
+        )
         print("[demo] training the example models …")
         subprocess.run(
             _hotswap("train", "--out", str(state / "models")),
@@ -295,6 +311,7 @@ def main() -> int:
         )
         version = 1
         _publish(settings, state / "models", KINDS[0], version)
+        payments = PaymentStream(settings, _env(settings), state / "models")
         log = (state / "worker.log").open("wb")
         procs.append(
             subprocess.Popen(_hotswap("worker"), env=_env(settings), stdout=log, stderr=log)
@@ -325,8 +342,11 @@ def main() -> int:
             f"         {url}/docs (API docs)\n"
             f"       topics: models (compacted), records -> scored, bad records -> records.dlq\n"
             f"       version 4 goes to shadow, then is promoted: {url}/models/wine/rollout\n"
+            f"       Avro payments -> payments.scored (enriched), registry {registry.url}\n"
             f"       worker log: {state / 'worker.log'}; Ctrl-C stops everything"
         )
+        payments.start(rate=20)
+        sampled = False
         started = last_print = time.monotonic()
         last = (started, 0.0)
         story = Story(settings, url, state / "models", args.swap_every)
@@ -334,12 +354,17 @@ def main() -> int:
             time.sleep(0.5)
             last = story.tick(last)
             now = time.monotonic()
-            if args.duration and now - started > args.duration and story.told:
+            if args.duration and now - started > args.duration and story.told and sampled:
                 break
             if now - last_print >= 5:
                 last, last_print = _status(url, last), now
+            if not sampled and payments.enriched is not None:
+                print(f"[demo] payments.scored (Avro, enriched): {payments.enriched}")
+                sampled = True
     finally:
         print("[demo] stopping …")
+        if payments is not None:
+            payments.stop()
         for proc in reversed(procs):
             proc.send_signal(signal.SIGTERM)
         for proc in procs:
@@ -348,6 +373,7 @@ def main() -> int:
             except subprocess.TimeoutExpired:
                 proc.kill()
         kafka.stop()
+        registry.stop()
         print("[demo] stopped")
     return 0
 

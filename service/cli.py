@@ -39,8 +39,15 @@ def _spinner(text: str) -> Any:
 
 
 def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
+    from service.core.errors import RoutesInvalid
+    from service.core.routes import load_routes
     from service.worker import run_worker
 
+    try:  # a bad routes file stops the worker with one line naming the field
+        load_routes(settings.routes) if settings.routes else None
+    except RoutesInvalid as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     run_worker(settings)
     return 0
 

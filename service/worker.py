@@ -37,6 +37,8 @@ from service.core.control import RolloutControl
 from service.core.inference import DataPlane
 from service.core.metrics import Metrics
 from service.core.registry import BuildLimits, ModelRegistry
+from service.core.routed import RoutedScorer
+from service.core.routes import load_routes
 from service.core.scoring import Scorer
 from service.core.settings import Settings
 from service.core.signing import ControlVerifier, Verifier, load_public_key
@@ -50,6 +52,8 @@ from service.kafka.decider import Decider
 from service.kafka.fleet import Fleet
 from service.kafka.model_feed import ModelFeed, ModelUpdate
 from service.kafka.publisher import Publisher
+from service.kafka.routing import Routing
+from service.kafka.schemas import SchemaCodec, registry_client
 
 __all__ = ["WorkerParts", "build_worker", "create_app", "run_worker"]
 
@@ -154,6 +158,12 @@ def build_worker(settings: Settings) -> WorkerParts:
         registry, max_record_bytes=settings.max_record_bytes, default_model=settings.default_model
     )
     publisher = Publisher(settings, transactional=settings.processing_guarantee == "exactly_once")
+    routes = load_routes(settings.routes) if settings.routes else None  # refused: no start
+    routing = Routing(routes, SchemaCodec(registry_client(settings))) if routes else None
+    score = scorer.score
+    if routes is not None:
+        publisher.outputs = tuple(routes.outputs)
+        score = RoutedScorer(scorer, routes, max_record_bytes=settings.max_record_bytes).score
     model_channel = HandOverChannel(app)
     control_channel = HandOverChannel(app)
     batch_channel = HandOverChannel(app)
@@ -175,7 +185,7 @@ def build_worker(settings: Settings) -> WorkerParts:
         """Score each batch (one predict call per model); the feed delivers the outputs."""
         async for batch in batches:
             try:
-                result = scorer.score(batch.records)
+                result = score(batch.records)
                 for call in result.calls:
                     label = metrics.model_label(call.model)
                     metrics.scoring_latency.labels(label).observe(call.seconds)
@@ -213,6 +223,7 @@ def build_worker(settings: Settings) -> WorkerParts:
         publisher=publisher,
         metrics=metrics,
         on_fenced=lambda: os.kill(os.getpid(), signal.SIGTERM),
+        routing=routing,
     )
 
     async def finish_in_flight_batch(sender: Any, *args: Any, **kwargs: Any) -> None:
@@ -237,6 +248,7 @@ def build_worker(settings: Settings) -> WorkerParts:
             "" if control.replayed.is_set() else "control topic not replayed yet",
             "" if publisher.started or not replayed else "output producer not started",
             stalled or "",
+            (routing.stalled() or "") if routing is not None else "",
             f"crashed: {app._crash_reason}" if app._crash_reason else "",
         ]
         reason = "; ".join(r for r in reasons if r)

@@ -13,6 +13,7 @@ from typing import ClassVar
 __all__ = [
     "ArtifactTooLarge",
     "CandidateIsServing",
+    "BadFeature",
     "ChecksumMismatch",
     "ControlRejected",
     "ControlTooLarge",
@@ -44,11 +45,16 @@ __all__ = [
     "NotAnObject",
     "NullValue",
     "OutputRefused",
+    "OutputSchemaRefused",
     "OutputTooLarge",
     "PickleRefused",
     "RecordRejected",
     "RecordTooLarge",
     "RedirectRefused",
+    "RegistryUnavailable",
+    "RoutesInvalid",
+    "SchemaDecode",
+    "SchemaUnknown",
     "ScoringFailed",
     "SignatureInvalid",
     "StatusTooLarge",
@@ -136,6 +142,24 @@ class NonNumericValue(RecordRejected):
 
 class NonFiniteValue(RecordRejected):
     reason = "non_finite"
+
+
+class BadFeature(RecordRejected):
+    """A feature that is there but is no finite number (nor a bool or a numeric string)."""
+
+    reason = "bad_feature"
+
+
+class SchemaUnknown(RecordRejected):
+    """A framed record whose schema id the Schema Registry does not hold (404)."""
+
+    reason = "schema_unknown"
+
+
+class SchemaDecode(RecordRejected):
+    """A framed record whose payload does not decode with the schema of its id."""
+
+    reason = "schema_decode"
 
 
 class ScoringFailed(RecordRejected):
@@ -308,3 +332,27 @@ class InvalidStatus(ControlRejected):
 
 class StatusTooLarge(ControlRejected):
     reason = "status_too_large"
+
+
+# --- the Schema Registry and routes (not a record's fault) ------------------------------
+
+
+class RegistryUnavailable(HotswapError):
+    """The Schema Registry cannot be reached or answers 5xx: the batch waits, nothing is
+    dead-lettered, and ``/ready`` names it once the batch stalls."""
+
+    reason = "registry_unavailable"
+    transient = True
+
+
+class OutputSchemaRefused(HotswapError):
+    """The registry refused the derived schema of enriched outputs (e.g. by the output
+    subject's compatibility rule): that route stalls, the others go on."""
+
+    reason = "output_schema_refused"
+
+
+class RoutesInvalid(HotswapError, ValueError):
+    """``HOTSWAP_ROUTES`` names a file that is missing or does not validate."""
+
+    reason = "routes_invalid"

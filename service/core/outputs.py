@@ -57,6 +57,8 @@ class InputRecord:
     partition: int = -1
     offset: int = -1
     timestamp: float | None = None  # seconds since the epoch
+    document: Any = None  # with routes: the decoded record (a dict) or why it is refused
+    frame: Any = None  # a Schema Registry framed record's decoding (its schema), else None
 
 
 @dataclass(slots=True)
@@ -68,6 +70,8 @@ class Scored:
     version: str
     source: InputRecord
     shadow: bool = False  # a shadow candidate's output: the shadow topic, not the scored one
+    topic: str = ""  # a route's output topic; empty: the scored topic
+    enrich: bool = False  # value is the prediction, to be merged into the input's format
 
 
 @dataclass(slots=True)

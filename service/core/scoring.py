@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,18 +29,23 @@ from service.core.outputs import (
 from service.core.registry import ModelRegistry, ServingModel
 from service.core.rollout import Rollout, compare_outputs
 from service.core.runtime import Signature
+from service.core.runtime.base import Outputs
 
 __all__ = [
     "BatchResult",
     "DeadLetter",
     "InputRecord",
     "ModelCall",
+    "Render",
     "Scored",
     "Scorer",
     "dead_letter",
 ]
 
 logger = logging.getLogger(__name__)
+
+
+Render = Callable[[ServingModel, Outputs, list[Any]], list[bytes]]
 
 
 @dataclass(slots=True, frozen=True)
@@ -164,6 +169,7 @@ class Scorer:
         slots: list[Scored | DeadLetter | None],
         result: BatchResult,
         shadows: list[Scored],
+        render: Render = render,
     ) -> None:
         signature = model.runtime.signature
         width = signature.width
@@ -186,21 +192,20 @@ class Scorer:
         batch = np.asarray(rows, dtype=np.float32)
         outputs = self._predict(model, batch, result)
         if outputs is None:
-            self._score_rows(model, batch, positions, members, records, slots, result)
+            self._score_rows(model, batch, positions, members, records, slots, result, render)
             return
         rollout = self._registry.rollout(model.name)
         if rollout is None or not rollout.active():
-            self._place(model, outputs, ids, positions, records, slots)
+            self._place(model, outputs, ids, positions, records, slots, render)
             return
         taken = self._roll_out(
-            rollout, model, batch, outputs, ids, positions, records, slots, shadows
+            rollout, model, batch, outputs, ids, positions, records, slots, shadows, render
         )
         kept = [j for j in range(len(positions)) if j not in taken]
         if len(kept) < len(positions):
             outputs = {k: v[kept] for k, v in outputs.items()}
-        self._place(
-            model, outputs, [ids[j] for j in kept], [positions[j] for j in kept], records, slots
-        )
+        kept_ids, kept_positions = [ids[j] for j in kept], [positions[j] for j in kept]
+        self._place(model, outputs, kept_ids, kept_positions, records, slots, render)
 
     def _roll_out(
         self,
@@ -213,6 +218,7 @@ class Scorer:
         records: Sequence[InputRecord],
         slots: list[Scored | DeadLetter | None],
         shadows: list[Scored],
+        render: Render,
     ) -> set[int]:
         """Shadow: the candidate scores every row too, to the shadow topic. Canary: the rows
         whose key falls below the fraction are the candidate's. Returns the rows it took."""
@@ -271,6 +277,7 @@ class Scorer:
         positions: list[int],
         records: Sequence[InputRecord],
         slots: list[Scored | DeadLetter | None],
+        render: Render,
     ) -> None:
         sources = [records[i] for i in positions]
         for i, output in zip(positions, scored_all(model, sources, render(model, outputs, ids))):
@@ -285,6 +292,7 @@ class Scorer:
         records: Sequence[InputRecord],
         slots: list[Scored | DeadLetter | None],
         result: BatchResult,
+        render: Render = render,
     ) -> None:
         """Isolate the rows that make the model fail; score the others."""
         ids = {i: d.id for i, d in members}

@@ -116,6 +116,17 @@ class Settings(BaseSettings):
         "decisions with (needed when verify_key is set).",
     )
 
+    schema_registry_url: str = Field(
+        "", description="Schema Registry (Confluent API) for framed Avro/Protobuf/JSON Schema."
+    )
+    schema_registry_user: str = Field("", description="Schema Registry basic-auth user.")
+    schema_registry_password: SecretStr = Field(
+        SecretStr(""), description="Schema Registry basic-auth password."
+    )
+    routes: str = Field(
+        "", description="Path of routes.yaml: topics bound to models; empty: the data topic."
+    )
+
     security_protocol: SecurityProtocol = "PLAINTEXT"
     sasl_mechanism: str = Field("PLAIN", description="SASL mechanism, e.g. PLAIN, SCRAM-SHA-256.")
     sasl_username: str = ""

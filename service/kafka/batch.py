@@ -49,11 +49,28 @@ class BatchState:
     partitions: list[str] = field(default_factory=list)
     last_error: str = ""
     batches: int = 0
+    retry_in: float = 1.0  # seconds before a batch that could not be scored is read again
+    blocked: float | None = None  # since when batches wait for the Schema Registry
 
     def started(self, offsets: Sequence[TopicPartition]) -> None:
         self.since = time.monotonic()
         self.partitions = [f"{tp.topic}[{tp.partition}]" for tp in offsets]
         self.last_error = ""
+        self.retry_in = 1.0
+        self.blocked = None
+
+    def waiting(self, offsets: Sequence[TopicPartition], error: Exception) -> Exception:
+        """The batch cannot be scored yet (the Schema Registry is away): it is read again
+        after a backoff (0.5 s doubling to 5 s), and counts as stalled from the first try."""
+        if self.blocked is None:
+            self.blocked = time.monotonic()
+            self.retry_in = 0.25
+        self.since = self.blocked
+        self.partitions = [f"{tp.topic}[{tp.partition}]" for tp in offsets]
+        self.last_error = str(error)
+        self.retry_in = min(self.retry_in * 2, 5.0)
+        logger.warning("%s; reading the batch again in %.1f s", error, self.retry_in)
+        return error
 
     def failed(self, failures: Sequence[Failure], left: int, permanent: int = 0) -> None:
         if failures:
@@ -73,8 +90,9 @@ class BatchState:
         self.batches += 1
 
     def idle(self) -> None:
-        """Nothing to read: no lag, so nothing can be stalled."""
-        self.since = None
+        """Nothing to read: no lag, so nothing can be stalled (unless waiting for the
+        registry: a batch read again may come back after an empty fetch)."""
+        self.since = self.blocked
 
     def stalled(self) -> str | None:
         """Why the feed is stuck, when the batch in flight is older than ``stall_after``."""

@@ -19,6 +19,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from confluent_kafka import Consumer, KafkaError, Message
 
+from service.core.routes import load_routes
 from service.core.settings import Settings
 
 __all__ = [
@@ -201,6 +202,10 @@ async def ensure_topics(settings: Settings, *, timeout: float = 30.0) -> None:
         NewTopic(settings.shadow_topic, settings.data_partitions, rf),
         NewTopic(settings.dead_letter_topic, settings.data_partitions, rf),
     ]
+    if settings.routes:  # the routes' output topics (their input topics are the user's)
+        named = {t.name for t in wanted}
+        outputs = [t for t in load_routes(settings.routes).outputs if t not in named]
+        wanted += [NewTopic(t, settings.data_partitions, rf) for t in outputs]
     admin = AIOKafkaAdminClient(request_timeout_ms=int(timeout * 1000), **client_options(settings))
     await asyncio.wait_for(admin.start(), timeout)
     try:

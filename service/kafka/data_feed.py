@@ -27,16 +27,19 @@ from typing import Any, TypeVar
 from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 from mode import Service
 
+from service.core import errors
 from service.core.metrics import Metrics
 from service.core.scoring import InputRecord
 from service.core.settings import Settings
+from service.kafka.assignment import Assignment
 from service.kafka.batch import Batch, BatchState, account, records_of, rewind
-from service.kafka.clients import fetch, group_consumer_config, unstarted
+from service.kafka.clients import fetch, unstarted
 from service.kafka.commits import DeliveredOffsets
 from service.kafka.lag import Lag
 from service.kafka.memory import tune_memory
 from service.kafka.publisher import Output, Publisher, permanent
 from service.kafka.refused import reroute
+from service.kafka.routing import Routing
 from service.kafka.threads import bounded, wait_or_stop
 from service.kafka.transactions import Transactions
 
@@ -49,7 +52,7 @@ HandOver = Callable[[Batch], Awaitable[None]]
 Offsets = list[TopicPartition]
 
 
-class DataFeed(Service):
+class DataFeed(Assignment, Service):
     """Consumes the data topic batch by batch and commits what was delivered."""
 
     def __init__(
@@ -61,6 +64,7 @@ class DataFeed(Service):
         publisher: Publisher,
         metrics: Metrics,
         on_fenced: Callable[[], None],
+        routing: Routing | None = None,  # with routes: decoding, enriched outputs, held routes
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -70,6 +74,7 @@ class DataFeed(Service):
         self._publisher = publisher
         self._metrics = metrics
         self._on_fenced = on_fenced
+        self._routing = routing
         self._eos = settings.processing_guarantee == "exactly_once"
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="data-consumer")
         self._sender = ThreadPoolExecutor(max_workers=1, thread_name_prefix="data-producer")
@@ -99,6 +104,8 @@ class DataFeed(Service):
         commit carries (KIP-447): if a rebalance moved its partitions on meanwhile, the
         broker refuses the commit and the batch is read again. On the consumer's thread."""
         self.lag.refresh(consumer, self._assigned)
+        if self._routing is not None:
+            self._routing.resume_due(consumer)
         messages = fetch(consumer, most, wait, not self._eos)
         if unstarted(messages):  # once the batch in flight is committed, read from there
             logger.warning("committed offsets unreadable: assigning the partitions again")
@@ -106,13 +113,6 @@ class DataFeed(Service):
             consumer.assign(consumer.assignment())
             return [], None
         return messages, consumer.consumer_group_metadata() if self._eos and messages else None
-
-    def assigned_partitions(self) -> int:
-        return len(self._assigned)
-
-    def partitions(self) -> list[int]:
-        """The data-topic partitions this worker holds now (partition 0's holder decides)."""
-        return sorted(p for _, p in self._assigned)
 
     # --- lifecycle -----------------------------------------------------------------
 
@@ -153,28 +153,6 @@ class DataFeed(Service):
                 delay = min(delay * 2, 5.0)
         if not self.should_stop:
             self._consumer = await self._call(self._make_consumer)
-
-    def _make_consumer(self) -> Consumer:
-        consumer = Consumer(group_consumer_config(self._settings))
-        consumer.subscribe(
-            [self._settings.data_topic], on_assign=self._on_assign, on_revoke=self._on_revoke
-        )
-        return consumer
-
-    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        self._assigned |= {(tp.topic, tp.partition) for tp in partitions}
-        self.lag.forget(partitions)
-        logger.info("data partitions assigned: %s", sorted(tp.partition for tp in partitions))
-
-    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        # Inside consume(), on the consumer's thread: the batch being delivered completes
-        # before the partitions go, and the last batches' asynchronous commits are made sure of.
-        if not self._idle.wait(self._settings.stop_timeout + self._settings.transaction_timeout):
-            logger.warning("revoking partitions with a batch still being delivered")
-        revoked = {(tp.topic, tp.partition) for tp in partitions}
-        self._offsets.revoke(consumer, revoked)
-        self._assigned -= revoked
-        logger.info("data partitions revoked: %s", sorted(tp.partition for tp in partitions))
 
     async def on_stop(self) -> None:
         """Let the in-flight batch finish and commit, then leave the group."""
@@ -225,6 +203,12 @@ class DataFeed(Service):
         outputs: list[Output] = []
         try:
             outputs = await self._score(records) + letters
+            if self._routing is not None:  # enriched outputs; a route the registry refuses waits
+                outputs, offsets, firsts = await self._call(
+                    self._routing.write, consumer, outputs, offsets, firsts
+                )
+        except errors.RegistryUnavailable as exc:  # not the records' fault: read them again
+            failed = self.progress.waiting(offsets, exc)
         except Exception as exc:  # the agent could not score: read the batch again
             logger.exception("scoring %d records failed; reading them again", len(records))
             failed = exc
@@ -236,7 +220,9 @@ class DataFeed(Service):
             if not self._gave_up():
                 await self._call(rewind, consumer, ends + offsets, starts + firsts, self._gave_up)
             if failed is not None:
-                await self.sleep(1.0)
+                await self.sleep(self.progress.retry_in)
+            return
+        if not offsets:  # every partition of the batch is held back
             return
         self.progress.started(offsets)
         self._idle.clear()
@@ -255,6 +241,8 @@ class DataFeed(Service):
     async def _score(self, records: list[InputRecord]) -> list[Output]:
         if not records:
             return []
+        if self._routing is not None:  # framed records, decoded with the registry's schemas
+            await self._call(self._routing.decode, records)
         batch = Batch(records)
         await self._hand_over(batch)
         return await batch.done

@@ -34,13 +34,7 @@ from service.core.scoring import DeadLetter, Scored
 from service.core.settings import Settings
 from service.kafka.clients import rdkafka_config
 
-__all__ = [
-    "Failure",
-    "Output",
-    "Publisher",
-    "fenced",
-    "permanent",
-]
+__all__ = ["Failure", "Output", "Publisher", "fenced", "permanent"]
 
 logger = logging.getLogger(__name__)
 
@@ -144,6 +138,7 @@ class Publisher:
         self, settings: Settings, *, transactional: bool, queue_limit: int = 1_000_000
     ) -> None:
         self._settings = settings
+        self.outputs: tuple[str, ...] = (settings.scored_topic,)  # or the routes' outputs
         self.transactional = transactional
         config: dict[str, Any] = {
             "acks": "all",
@@ -177,7 +172,7 @@ class Publisher:
     def start(self, timeout: float) -> None:
         """Fetch partition counts; in exactly_once, fence older instances of this id."""
         s = self._settings
-        topics = (s.scored_topic, s.shadow_topic, s.dead_letter_topic)
+        topics = (*self.outputs, s.shadow_topic, s.dead_letter_topic)
         if self._producer is None:
             self._limits = topic_limits(self._config, topics, timeout)
             smallest = min(self._limits.values())
@@ -232,7 +227,8 @@ class Publisher:
                         and not out.shadow
                         and len(out.value) <= check_above
                     ):
-                        produce(scored_topic, out.value, out.key, -1, None, None, 0, out.headers)  # type: ignore[arg-type]
+                        topic = out.topic or scored_topic
+                        produce(topic, out.value, out.key, -1, None, None, 0, out.headers)  # type: ignore[arg-type]
                     else:
                         self._send_one(out)
             except BufferError:  # the local queue is full: let librdkafka drain it, go on
@@ -243,7 +239,7 @@ class Publisher:
 
     def _send_one(self, out: Output) -> None:
         if type(out) is Scored:
-            topic = self._settings.shadow_topic if out.shadow else self._settings.scored_topic
+            topic = self._settings.shadow_topic if out.shadow else out.topic or self.outputs[0]
         else:
             topic = self._settings.dead_letter_topic
         key, value = out.key, out.value

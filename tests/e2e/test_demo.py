@@ -35,6 +35,10 @@ def test_demo_runs_the_whole_stack_and_stops_cleanly(tmp_path: Path) -> None:
     assert "wine v2 (wine-forest (demo))" in out, out
     assert "wine version 4 (wine-forest) in shadow" in out, out
     assert "[demo] promoted the candidate (compared" in out, out
+    enriched = [line for line in out.splitlines() if "payments.scored (Avro, enriched)" in line]
+    assert enriched, out  # read back with AvroDeserializer and the registry alone
+    assert "'prediction': {'model': 'payments', 'version': '1', 'label': " in enriched[0]
+    assert "'merchant': {'name': 'shop-" in enriched[0]
     scored = [line for line in out.splitlines() if " rec/s" in line and "in all" in line]
     assert scored, out
     assert int(scored[-1].split(" in all")[0].rsplit(" ", 1)[1]) > 1000

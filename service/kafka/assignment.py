@@ -1,0 +1,72 @@
+"""The data consumer's subscription and its partitions, as the feed knows them.
+
+Split from :mod:`service.kafka.data_feed` (which stays about one batch): what
+the consumer subscribes to (the data topic, or every route's topic and
+pattern), the rebalance callbacks, and the partitions the worker reports.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+from confluent_kafka import Consumer, TopicPartition
+
+from service.core.settings import Settings
+from service.kafka.clients import group_consumer_config
+from service.kafka.commits import DeliveredOffsets
+from service.kafka.lag import Lag
+from service.kafka.routing import Routing, lead_topic, subscriptions
+
+__all__ = ["Assignment"]
+
+logger = logging.getLogger(__name__)
+
+
+class Assignment:
+    """Mixin of :class:`~service.kafka.data_feed.DataFeed`: subscription and partitions."""
+
+    _settings: Settings
+    _routing: Routing | None
+    _assigned: set[tuple[str, int]]
+    _idle: threading.Event
+    _offsets: DeliveredOffsets
+    lag: Lag
+
+    def assigned_partitions(self) -> int:
+        return len(self._assigned)
+
+    def partitions(self) -> list[int]:
+        """The partitions this worker holds now of the data topic, or with routes of the
+        first route's topic (partition 0's holder decides)."""
+        routes = self._routing.routes if self._routing is not None else None
+        lead = lead_topic(routes, self._settings.data_topic, self._assigned)
+        return sorted(p for t, p in self._assigned if t == lead)
+
+    def _make_consumer(self) -> Consumer:
+        config = group_consumer_config(self._settings)
+        routes = self._routing.routes if self._routing is not None else None
+        if routes is not None:  # topics created later, or matching a pattern, found in 10 s
+            config["topic.metadata.refresh.interval.ms"] = 10_000
+        consumer = Consumer(config)
+        consumer.subscribe(
+            subscriptions(routes, self._settings.data_topic),
+            on_assign=self._on_assign,
+            on_revoke=self._on_revoke,
+        )
+        return consumer
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self._assigned |= {(tp.topic, tp.partition) for tp in partitions}
+        self.lag.forget(partitions)
+        logger.info("data partitions assigned: %s", sorted(tp.partition for tp in partitions))
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # Inside consume(), on the consumer's thread: the batch being delivered completes
+        # before the partitions go, and the last batches' asynchronous commits are made sure of.
+        if not self._idle.wait(self._settings.stop_timeout + self._settings.transaction_timeout):
+            logger.warning("revoking partitions with a batch still being delivered")
+        revoked = {(tp.topic, tp.partition) for tp in partitions}
+        self._offsets.revoke(consumer, revoked)
+        self._assigned -= revoked
+        logger.info("data partitions revoked: %s", sorted(tp.partition for tp in partitions))
