@@ -12,8 +12,8 @@ from typing import ClassVar
 
 __all__ = [
     "ArtifactTooLarge",
-    "CandidateIsServing",
     "BadFeature",
+    "CandidateIsServing",
     "ChecksumMismatch",
     "ControlRejected",
     "ControlTooLarge",

@@ -41,7 +41,7 @@ from typing import Any, Final
 from service.core.messages import ModelMessage
 from service.core.rollout_messages import ACTIVE_STAGES
 from service.core.settings import Settings
-from service.kafka.control import current_control
+from service.kafka.control import current_rollout, newest_model
 from service.tools.errors import ToolError, kafka_errors, one_line
 from service.tools.mlflow_source import (
     MlflowVersion,
@@ -144,7 +144,12 @@ class Follower:
         version, settings = found.version, self.settings
         with kafka_errors(settings):
             current = asyncio.run(published_version(settings, self.name))
-            control = current_control(settings, self.name) if self.rollout else None
+            state = (
+                current_rollout(settings, self.name, newest_model(settings, self.name))
+                if self.rollout
+                else None
+            )  # the rollout by the workers' own rule: junk on the control topic hides nothing
+            control = state.start if state is not None and state.running else None
             archived = asyncio.run(archived_versions(settings, self.name))
         if current == version or (
             control is not None
