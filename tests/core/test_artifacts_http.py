@@ -215,11 +215,14 @@ def test_a_server_that_stays_unavailable_is_rejected_as_transient(base: str, kin
 
 def test_retries_stop_at_the_deadline(base: str) -> None:
     url, path = _url(base, "503")
-    policy = FetchPolicy(timeout=1.0, attempts=100, backoff=0.2)
+    policy = FetchPolicy(timeout=3.0, attempts=100, backoff=0.2)
     error, took = _rejected(url, policy)
-    assert error.reason == "fetch_transient"
-    assert took < 1.0 + 3  # 100 attempts with doubling backoff would take minutes
-    assert 2 <= _Handler.hits[path] < 10  # 0.1-0.2, 0.2-0.4, 0.4-0.8 s apart
+    # the last 503 (fetch_transient), or the deadline in the middle of an attempt on a slow
+    # machine (fetch_timeout): either way a transient rejection, given at the deadline
+    assert error.reason in {"fetch_transient", "fetch_timeout"}, error
+    assert error.transient
+    assert took < 3.0 + 3  # 100 attempts with doubling backoff would take minutes
+    assert 2 <= _Handler.hits[path] < 10  # 0.1-0.2, 0.2-0.4, 0.4-0.8, 0.8-1.6 s apart
 
 
 def test_connection_refused_is_retried_then_rejected_as_transient() -> None:
