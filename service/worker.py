@@ -35,17 +35,20 @@ from mode.utils.queues import FlowControlEvent, ThrowableQueue
 
 from service.core.control import RolloutControl
 from service.core.metrics import Metrics
+from service.core.observe import Observer
 from service.core.registry import BuildLimits, ModelRegistry
 from service.core.scoring import Scorer
 from service.core.settings import Settings
 from service.core.signing import Verifier, load_public_key
 from service.core.swap import Swapper
 from service.http.api import Readiness, create_api
+from service.http.quality import create_quality_router
 from service.http.rollouts import create_rollout_router
 from service.kafka.batch import Batch
 from service.kafka.data_feed import DataFeed
 from service.kafka.decider import Decider
 from service.kafka.fleet import Fleet
+from service.kafka.labels_feed import LabelsFeed
 from service.kafka.model_feed import ModelFeed, ModelUpdate
 from service.kafka.publisher import Publisher
 
@@ -132,6 +135,7 @@ class WorkerParts:
     publisher: Publisher
     api: FastAPI
     http: AsgiService
+    labels: LabelsFeed  # true labels joined to predictions: live quality
 
 
 def build_worker(settings: Settings) -> WorkerParts:
@@ -212,7 +216,8 @@ def build_worker(settings: Settings) -> WorkerParts:
         swapper.close()  # a model fetch in progress ends now; nothing waits for it
         # Before the agents stop: the last batch completes and commits, the fleet gets a
         # tombstone. Side by side, so a silent broker costs one timeout, not one per feed.
-        stops = (data.stop(), decider.stop(), fleet.stop(), control.stop(), models.stop())
+        stops = (data.stop(), decider.stop(), fleet.stop(), control.stop(), models.stop(),
+                 labels.stop())  # fmt: skip
         for failed in await asyncio.gather(*stops, return_exceptions=True):
             if isinstance(failed, BaseException):  # each is still given its chance to stop
                 logger.error("a feed failed to stop: %r", failed)
@@ -247,12 +252,17 @@ def build_worker(settings: Settings) -> WorkerParts:
         settings, registry, partitions=data.partitions, ready=ready, lag=lambda: data.lag.value
     )
     decider = Decider(settings, registry, fleet, metrics, partitions=data.partitions)
+    labels = LabelsFeed(settings, metrics, partitions=data.partitions, after=control.replayed)
+    scorer.observer = Observer(sink=labels.record)
     api = create_api(
         registry,
         metrics,
         readiness,
         max_request_bytes=settings.max_request_bytes,
-        routers=[create_rollout_router(registry, fleet.view)],
+        routers=[
+            create_rollout_router(registry, fleet.view),
+            create_quality_router(registry, labels.quality),
+        ],
     )
     http = AsgiService(
         api,
@@ -261,7 +271,7 @@ def build_worker(settings: Settings) -> WorkerParts:
         uvicorn_options={"access_log": False, "log_level": "warning"},
     )
     feeds = (models, control, data, fleet, decider)
-    return WorkerParts(settings, app, registry, metrics, *feeds, publisher, api, http)
+    return WorkerParts(settings, app, registry, metrics, *feeds, publisher, api, http, labels)
 
 
 def run_worker(settings: Settings) -> None:
@@ -284,6 +294,7 @@ def serve(settings: Settings) -> int:
         parts.data,
         parts.fleet,
         parts.decider,
+        parts.labels,
         loglevel=settings.log_level,
         redirect_stdouts=False,
         quiet=True,

@@ -1,0 +1,231 @@
+"""The join of true labels to predictions, for the records of one data partition.
+
+Transport-free and clocked by the caller (``now`` in seconds), so the live
+worker and a replay of the changelog apply the same events the same way.
+
+A record is known by its key, then its id. A prediction (one per model
+version that scored the record: the serving version, and a shadow or canary
+candidate) waits ``window`` seconds for its label; a label that comes first
+waits as long for a prediction. What is counted, never raised:
+
+- ``matched``: a label joined to the predictions made for its record;
+- ``duplicate``: a second label for a record already labelled;
+- ``late``: a label for a record whose wait is over (its prediction expired);
+- ``unmatched``: a label that no prediction joined within the window;
+- ``unlabelled``: a prediction no label joined within the window;
+- ``evicted_*``: state dropped, oldest first, to stay within ``max_bytes``.
+
+Sizes are estimates (Python objects are not measured one by one) but are
+charged consistently, so the bound holds within a small factor.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter, OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from service.core.quality import QualityBook, Sums, score_row
+
+__all__ = ["Entry", "PartitionJoin", "PredictionBlock", "join_key"]
+
+logger = logging.getLogger(__name__)
+
+_ENTRY_BYTES = 200  # an entry's own objects, before its key, id and predictions
+_PREDICTION_BYTES = 120
+_MARKER_BYTES = 100  # an expired record remembered to tell late labels from unmatched ones
+
+Key = tuple[bytes, str]
+
+
+def join_key(key: bytes | None, record_id: Any) -> Key:
+    """The record key first, then its id (as text, so ``1`` and ``"1"`` join)."""
+    return (key or b"", "" if record_id is None else str(record_id))
+
+
+@dataclass(slots=True)
+class PredictionBlock:
+    """Predictions of one model version for some records of one partition (one batch)."""
+
+    model: str
+    version: str
+    at: float
+    keys: list[bytes | None]
+    ids: list[Any]
+    labels: list[Any] | None = None
+    probs: np.ndarray | None = None  # (rows, classes), for classifiers
+    values: np.ndarray | None = None  # (rows,), for regressors
+    classes: list[str] | None = None
+    class_index: dict[str, int] | None = None
+
+    def __post_init__(self) -> None:
+        if self.classes is None and self.probs is not None:
+            self.classes = [str(i) for i in range(self.probs.shape[1])]
+        if self.classes is not None and self.class_index is None:
+            self.class_index = {c: i for i, c in enumerate(self.classes)}
+
+    def row_bytes(self) -> int:
+        width = self.probs.shape[1] if self.probs is not None else 1
+        return _PREDICTION_BYTES + 8 * width
+
+    def score(self, row: int, truth: Any, into: Sums) -> bool:
+        label = self.labels[row] if self.labels is not None else None
+        probs = self.probs[row] if self.probs is not None else None
+        value = float(self.values[row]) if self.values is not None else None
+        return score_row(into, truth, label, probs, self.class_index, value)
+
+
+@dataclass(slots=True)
+class Entry:
+    """One record's predictions (per model and version) and its label, if any yet."""
+
+    created: float
+    preds: dict[tuple[str, str], tuple[PredictionBlock, int]] = field(default_factory=dict)
+    label: Any = None
+    labelled: bool = False
+    size: int = _ENTRY_BYTES
+
+
+class PartitionJoin:
+    """Join state and quality book of one data partition."""
+
+    def __init__(
+        self,
+        partition: int,
+        *,
+        window: float,
+        quality_window: float,
+        max_bytes: int,
+        on_pair: Callable[[str, dict[str, Sums]], None] | None = None,
+    ) -> None:
+        self.partition = partition
+        self.window = window
+        self.max_bytes = max_bytes
+        self.entries: OrderedDict[Key, Entry] = OrderedDict()  # oldest first
+        self.expired: OrderedDict[Key, None] = OrderedDict()
+        self.bytes = 0
+        self.counts: Counter[str] = Counter()
+        self.book = QualityBook(quality_window)
+        self.labels_next = -1  # the next labels-topic offset to apply (-1: none applied yet)
+        self.on_pair = on_pair
+
+    # --- events ---------------------------------------------------------------------
+
+    def predicted(self, block: PredictionBlock, now: float) -> None:
+        """Record a block of predictions; join those whose label is already waiting."""
+        version = (block.model, block.version)
+        per_row = block.row_bytes()
+        entries = self.entries
+        for row, (key, record_id) in enumerate(zip(block.keys, block.ids)):
+            k = join_key(key, record_id)
+            entry = entries.get(k)
+            if entry is None:
+                entry = entries[k] = Entry(now)
+                entry.size += len(k[0]) + len(k[1]) + per_row
+                entry.preds[version] = (block, row)
+                self.bytes += entry.size
+                continue
+            if version in entry.preds:  # the same batch scored again (a rewind): once
+                continue
+            entry.preds[version] = (block, row)
+            entry.size += per_row
+            self.bytes += per_row
+            if entry.labelled:  # the label came first
+                if len(entry.preds) == 1:
+                    self.counts["matched"] += 1
+                self._join(entry, {version: entry.preds[version]}, now)
+        self._bound()
+
+    def labelled(self, key: bytes | None, record_id: Any, label: Any, now: float) -> None:
+        """Join a true label to its record's predictions, or keep it waiting for them."""
+        k = join_key(key, record_id)
+        entry = self.entries.get(k)
+        if entry is not None and entry.created < now - self.window:
+            self._expire_entry(k, entry)
+            entry = None
+        if entry is None:
+            if k in self.expired:
+                self.counts["late"] += 1
+                return
+            entry = self.entries[k] = Entry(now, label=label, labelled=True)
+            entry.size += len(k[0]) + len(k[1]) + 50
+            self.bytes += entry.size
+            self._bound()
+            return
+        if entry.labelled:
+            self.counts["duplicate"] += 1
+            return
+        entry.label, entry.labelled = label, True
+        if entry.preds:
+            self.counts["matched"] += 1
+        self._join(entry, entry.preds, now)
+
+    def _join(
+        self, entry: Entry, new: dict[tuple[str, str], tuple[PredictionBlock, int]], now: float
+    ) -> None:
+        """Add the ``new`` predictions' figures; a rollout's pair when two versions are in."""
+        models: set[str] = set()
+        for (model, version), (block, row) in new.items():
+            sums = Sums()
+            if not block.score(row, entry.label, sums):
+                self.counts["invalid"] += 1
+                continue
+            self.book.add(model, version, sums, now)
+            models.add(model)
+        if self.on_pair is None:
+            return
+        for model in models:
+            versions = {v: p for (m, v), p in entry.preds.items() if m == model}
+            if len(versions) < 2:
+                continue
+            pair: dict[str, Sums] = {}
+            for version, (block, row) in versions.items():
+                sums = pair[version] = Sums()
+                block.score(row, entry.label, sums)
+            self.on_pair(model, pair)
+
+    # --- time and space ---------------------------------------------------------------
+
+    def expire(self, now: float) -> None:
+        """End the wait of every record older than the window."""
+        oldest = now - self.window
+        entries = self.entries
+        while entries:
+            k, entry = next(iter(entries.items()))
+            if entry.created >= oldest:
+                break
+            self._expire_entry(k, entry)
+
+    def _expire_entry(self, k: Key, entry: Entry) -> None:
+        del self.entries[k]
+        self.bytes -= entry.size
+        if not entry.preds:
+            self.counts["unmatched"] += 1
+        elif not entry.labelled:
+            self.counts["unlabelled"] += len(entry.preds)
+        self.expired[k] = None
+        self.bytes += _MARKER_BYTES
+        self._bound()
+
+    def _bound(self) -> None:
+        """Drop the oldest state until it fits: expired markers first, then records."""
+        while self.bytes > self.max_bytes and self.expired:
+            self.expired.popitem(last=False)
+            self.bytes -= _MARKER_BYTES
+        while self.bytes > self.max_bytes and self.entries:
+            _, entry = self.entries.popitem(last=False)
+            self.bytes -= entry.size
+            kind = "label" if not entry.preds else "prediction" if not entry.labelled else "joined"
+            self.counts[f"evicted_{kind}"] += 1
+
+    def drain_counts(self) -> Counter[str]:
+        counts, self.counts = self.counts, Counter()
+        return counts
+
+    @staticmethod
+    def sizes(joins: Sequence[PartitionJoin]) -> int:
+        return sum(j.bytes for j in joins)

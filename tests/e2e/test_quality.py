@@ -1,0 +1,121 @@
+"""Ground truth on a real broker: labels joined to predictions, live quality, restarts.
+
+Records are produced keyed by their id (``hotswap produce``'s way), labels
+with the same key on the labels topic: the same partitioner puts both on the
+same partition number.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+import pytest
+
+from scripts.harness import ConsumedRecord, WorkerProcess, consume, send_raw, wait_for
+from service.core.settings import Settings
+from service.tools.produce import produce_records
+from tests.brokers import WineWorker
+
+pytestmark = pytest.mark.integration
+
+Workers = Callable[[Settings], WorkerProcess]
+
+
+def wine_truth(i: int) -> int:
+    """The true class of the i-th record ``produce_records`` sends (rows cycle in order)."""
+    from sklearn.datasets import load_wine
+
+    target = load_wine().target
+    return int(target[i % len(target)])
+
+
+def send_labels(settings: Settings, prefix: str, indices: range, *, wrong: bool = False) -> None:
+    items = []
+    for i in indices:
+        rid = f"{prefix}-{i}"
+        label = (wine_truth(i) + 1) % 3 if wrong else wine_truth(i)
+        items.append((rid.encode(), orjson.dumps({"id": rid, "label": label})))
+    send_raw(settings, settings.labels_topic, items)
+
+
+def scored(settings: Settings, prefix: str, count: int) -> dict[str, Any]:
+    """The scored documents of ``prefix-0 .. prefix-(count-1)``, by id."""
+
+    def done(records: list[ConsumedRecord]) -> bool:
+        return len({r.json()["id"] for r in records if r.json()["id"].startswith(prefix)}) >= count
+
+    found = consume(settings, settings.scored_topic, until=done)
+    return {r.json()["id"]: r.json() for r in found if r.json()["id"].startswith(prefix + "-")}
+
+
+def quality(worker: WorkerProcess, version: str = "1") -> dict[str, Any]:
+    doc = worker.get("/models/wine/quality").json()
+    return next((v for v in doc["versions"] if v["version"] == version), {})
+
+
+def wait_labelled(worker: WorkerProcess, n: int, version: str = "1", timeout: float = 30) -> None:
+    wait_for(lambda: quality(worker, version).get("labelled") == n, timeout, f"{n} labelled")
+
+
+def own_accuracy(docs: dict[str, Any], prefix: str, indices: range) -> float:
+    right = sum(docs[f"{prefix}-{i}"]["label"] == wine_truth(i) for i in indices)
+    return right / len(indices)
+
+
+def test_labels_first_predictions_first_duplicate_unmatched_late(wine_worker: WineWorker) -> None:
+    settings, worker = wine_worker(label_window=6.0)
+    send_labels(settings, "first", range(40))  # labels wait for their predictions
+    asyncio.run(produce_records(settings, count=40, id_prefix="first"))
+    asyncio.run(produce_records(settings, count=120, id_prefix="then"))
+    docs = scored(settings, "first", 40) | scored(settings, "then", 120)
+    send_labels(settings, "then", range(120))  # predictions wait for their labels
+    wait_labelled(worker, 160)
+    send_labels(settings, "then", range(10))  # duplicates
+    send_labels(settings, "nobody", range(5))  # no prediction will come
+    wait_for(lambda: worker.metric('hotswap_labels_total{outcome="duplicate"}') == 10, 20, "dups")
+
+    mine = (
+        own_accuracy(docs, "first", range(40)) * 40 + own_accuracy(docs, "then", range(120)) * 120
+    ) / 160
+    figures = quality(worker)
+    assert figures["labelled"] == 160
+    assert abs(figures["accuracy"] - mine) < 0.01, (figures, mine)
+    assert figures["log_loss"] > 0
+    assert 0 <= figures["brier"] <= 2
+    assert figures["since_began"]["labelled"] == 160
+
+    asyncio.run(produce_records(settings, count=5, id_prefix="late"))
+    scored(settings, "late", 5)
+    time.sleep(7)  # their wait is over
+    send_labels(settings, "late", range(5))
+    wait_for(lambda: worker.metric('hotswap_labels_total{outcome="late"}') == 5, 20, "late")
+    wait_for(lambda: worker.metric('hotswap_labels_total{outcome="unmatched"}') == 5, 20, "unm")
+    assert worker.metric('hotswap_labels_total{outcome="matched"}') == 160
+    assert worker.metric("hotswap_predictions_unlabelled_total") >= 5
+    assert quality(worker)["labelled"] == 160, "late labels join nothing"
+    gauge = worker.metric('hotswap_model_quality{metric="accuracy",model="wine",version="1"}')
+    assert abs(gauge - mine) < 0.01
+
+
+def test_a_restart_mid_join_loses_nothing_and_counts_nothing_twice(
+    wine_worker: WineWorker, workers: Workers
+) -> None:
+    settings, worker = wine_worker()
+    asyncio.run(produce_records(settings, count=100, id_prefix="r"))
+    docs = scored(settings, "r", 100)
+    send_labels(settings, "r", range(50))
+    wait_labelled(worker, 50)
+    assert worker.stop() == 0, worker.tail()
+
+    worker = workers(settings)  # the join state comes back from its changelog
+    worker.wait_ready()
+    wait_labelled(worker, 50)
+    send_labels(settings, "r", range(50, 100))  # predictions made before the restart
+    send_labels(settings, "r", range(10))  # labelled before the restart: duplicates
+    wait_labelled(worker, 100)
+    wait_for(lambda: worker.metric('hotswap_labels_total{outcome="duplicate"}') == 10, 20, "dups")
+    assert abs(quality(worker)["accuracy"] - own_accuracy(docs, "r", range(100))) < 0.01
