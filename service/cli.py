@@ -209,6 +209,20 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_quality(settings: Settings, args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from service.tools import quality as tool
+
+    url = args.url or f"http://localhost:{settings.http_port}"
+    view = tool.fetch_view(url, args.name, "drift" if args.drift else "quality")
+    if args.json:
+        print(tool.view_json(view))
+    else:
+        Console().print(tool.drift_table(view) if args.drift else tool.quality_table(view))
+    return 0
+
+
 COMMANDS = {
     "worker": cmd_worker,
     "publish": cmd_publish,
@@ -221,6 +235,7 @@ COMMANDS = {
     "promote": cmd_end_rollout,
     "abort": cmd_end_rollout,
     "backtest": cmd_backtest,
+    "quality": cmd_quality,
 }
 
 

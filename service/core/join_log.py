@@ -19,6 +19,7 @@ Keys are bytes; they travel as Latin-1 text (every byte maps to one code point).
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -58,7 +59,9 @@ def predictions_event(block: PredictionBlock) -> bytes:
     )
 
 
-def labels_event(at: float, labels: list[tuple[int, bytes | None, Any, Any]], next_: int) -> bytes:
+def labels_event(
+    at: float, labels: Sequence[tuple[int, bytes | None, Any, Any]], next_: int
+) -> bytes:
     """``labels``: (offset, key, id, label) in offset order; ``next_``: the next to read."""
     rows = [[offset, _key_text(key), rid, label] for offset, key, rid, label in labels]
     return orjson.dumps({"t": "l", "at": at, "r": rows, "n": next_}, default=str)

@@ -69,6 +69,10 @@ HELP: dict[str, tuple[str, str]] = {
         "hotswap backtest models/trained/wine-forest.joblib --name wine --count 5000\n"
         "  hotswap backtest wine-forest.joblib --name wine --from-time 2025-01-31T12:00 --json",
     ),
+    "quality": (
+        "show a running worker's live quality per version (or --drift: PSI per feature)",
+        "hotswap quality wine\n  hotswap quality wine --drift --url http://localhost:8001",
+    ),
     "rollback": (
         "make an earlier version current again",
         "hotswap rollback wine          # the version current before this one\n"
@@ -137,6 +141,11 @@ def add_arguments(name: str, p: argparse.ArgumentParser) -> None:
         p.add_argument(
             "--url", help="a worker: take the version it serves as current, skip ones it rejected"
         )
+    elif name == "quality":
+        p.add_argument("name", help="the model name")
+        p.add_argument("--url", help="the worker (default: http://localhost:HOTSWAP_HTTP_PORT)")
+        p.add_argument("--drift", action="store_true", help="PSI per feature instead")
+        p.add_argument("--json", action="store_true", help="one JSON document instead of a table")
     elif name == "keygen":
         p.add_argument("path", help="private key file; the public key is written to PATH.pub")
         p.add_argument("--force", action="store_true", help="replace existing key files")

@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 import pytest
 
-from scripts.harness import ConsumedRecord, WorkerProcess, consume, send_raw, wait_for
+from scripts.harness import ConsumedRecord, WorkerProcess, consume, run_cli, send_raw, wait_for
 from service.core.settings import Settings
 from service.tools.produce import produce_records
 from tests.brokers import WineWorker
@@ -62,7 +62,7 @@ def wait_labelled(worker: WorkerProcess, n: int, version: str = "1", timeout: fl
 
 
 def own_accuracy(docs: dict[str, Any], prefix: str, indices: range) -> float:
-    right = sum(docs[f"{prefix}-{i}"]["label"] == wine_truth(i) for i in indices)
+    right: int = sum(docs[f"{prefix}-{i}"]["label"] == wine_truth(i) for i in indices)
     return right / len(indices)
 
 
@@ -87,6 +87,9 @@ def test_labels_first_predictions_first_duplicate_unmatched_late(wine_worker: Wi
     assert figures["log_loss"] > 0
     assert 0 <= figures["brier"] <= 2
     assert figures["since_began"]["labelled"] == 160
+    table = run_cli(settings, "quality", "wine", "--url", worker.url).stdout
+    assert "160" in table
+    assert f"{figures['accuracy']:.4f}" in table
 
     asyncio.run(produce_records(settings, count=5, id_prefix="late"))
     scored(settings, "late", 5)
