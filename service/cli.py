@@ -64,7 +64,8 @@ def cmd_publish(settings: Settings, args: argparse.Namespace) -> int:
         message = prepare(request, key)
     if args.shadow or args.canary is not None:
         return _start_rollout(settings, args, message)
-    policy_of(args.promote_after, args.min_agreement, args.max_p99_ms, args.max_error_rate, False)
+    policy_of(args.promote_after, args.min_agreement, args.max_p99_ms, args.max_error_rate, False,
+              args.min_labels, args.max_quality_loss)  # fmt: skip
     with _spinner(f"publishing to {settings.model_topic}"):
         send(settings, message)
     print(describe(message, settings.model_topic))
@@ -75,8 +76,9 @@ def _start_rollout(settings: Settings, args: argparse.Namespace, message: Any) -
     from service.tools.rollouts import describe_step, policy_of, start_rollout
 
     policy = policy_of(
-        args.promote_after, args.min_agreement, args.max_p99_ms, args.max_error_rate, True
-    )
+        args.promote_after, args.min_agreement, args.max_p99_ms, args.max_error_rate, True,
+        args.min_labels, args.max_quality_loss,
+    )  # fmt: skip
     with _spinner(f"starting the rollout on {settings.control_topic}"):
         control = start_rollout(settings, message, canary=args.canary, policy=policy, why=args.why)
     print(describe_step(control, settings))

@@ -41,6 +41,7 @@ from service.core.scoring import Scorer
 from service.core.settings import Settings
 from service.core.signing import Verifier, load_public_key
 from service.core.swap import Swapper
+from service.core.truth import pair_recorder
 from service.http.api import Readiness, create_api
 from service.http.quality import create_quality_router
 from service.http.rollouts import create_rollout_router
@@ -252,7 +253,13 @@ def build_worker(settings: Settings) -> WorkerParts:
         settings, registry, partitions=data.partitions, ready=ready, lag=lambda: data.lag.value
     )
     decider = Decider(settings, registry, fleet, metrics, partitions=data.partitions)
-    labels = LabelsFeed(settings, metrics, partitions=data.partitions, after=control.replayed)
+    labels = LabelsFeed(
+        settings,
+        metrics,
+        partitions=data.partitions,
+        after=control.replayed,
+        on_pair=pair_recorder(registry),  # rollouts judged by the truth
+    )
     scorer.observer = Observer(sink=labels.record)
     api = create_api(
         registry,

@@ -112,6 +112,15 @@ def add_arguments(name: str, p: argparse.ArgumentParser) -> None:
         rollout.add_argument(
             "--max-error-rate", type=float, default=0.0, metavar="R", help="else abort"
         )
+        rollout.add_argument(
+            "--min-labels", type=int, metavar="N", help="decide once N labelled records both scored"
+        )
+        rollout.add_argument(
+            "--max-quality-loss",
+            type=float,
+            metavar="D",
+            help="else abort: accuracy lost (classifiers) or RMSE gained (regressors)",
+        )
         rollout.add_argument("--why", default="", help="recorded with the rollout")
     elif name in {"promote", "abort"}:
         p.add_argument("name", help="the model name")

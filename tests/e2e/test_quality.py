@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -122,3 +123,62 @@ def test_a_restart_mid_join_loses_nothing_and_counts_nothing_twice(
     wait_labelled(worker, 100)
     wait_for(lambda: worker.metric('hotswap_labels_total{outcome="duplicate"}') == 10, 20, "dups")
     assert abs(quality(worker)["accuracy"] - own_accuracy(docs, "r", range(100))) < 0.01
+
+
+def _stump(tmp_path: Path) -> Path:
+    """A deliberately worse wine classifier: one split."""
+    import joblib
+    from sklearn.datasets import load_wine
+    from sklearn.tree import DecisionTreeClassifier
+
+    wine = load_wine()
+    path = tmp_path / "stump.joblib"
+    joblib.dump(
+        DecisionTreeClassifier(max_depth=1, random_state=0).fit(wine.data, wine.target), path
+    )
+    return path
+
+
+def _decided(worker: WorkerProcess, stage: str, candidate: str) -> dict[str, Any]:
+    def there() -> dict[str, Any] | None:
+        view = worker.get("/models/wine/rollout").json()
+        ok = view.get("stage") == stage and view.get("candidate") == candidate
+        return view if ok and view.get("decision") else None
+
+    return wait_for(there, 60, f"{stage} of {candidate}")
+
+
+def test_the_truth_aborts_a_worse_shadow_and_promotes_a_better_one(
+    wine_worker: WineWorker, trained: dict[str, Path], tmp_path: Path
+) -> None:
+    settings, worker = wine_worker()
+    policy = ["--min-labels", "150", "--max-quality-loss", "0.05"]
+    run_cli(settings, "publish", str(_stump(tmp_path)), "--name", "wine", "--version", "2",
+            "--shadow", *policy)  # fmt: skip
+    wait_for(lambda: worker.get("/models/wine/rollout").json().get("candidate") == "2", 30, "v2")
+    asyncio.run(produce_records(settings, count=200, id_prefix="w"))
+    docs = scored(settings, "w", 200)
+    assert worker.get("/models/wine/rollout").json().get("decision") is None, "no labels yet"
+    send_labels(settings, "w", range(200))
+    view = _decided(worker, "aborted", "2")
+    truth = view["decision"]["figures"]["truth"]
+    assert truth["labelled"] >= 150
+    serving_accuracy = own_accuracy(docs, "w", range(200))
+    assert abs(truth["serving"]["accuracy"] - serving_accuracy) < 0.01
+    assert truth["candidate"]["accuracy"] < serving_accuracy - 0.05
+    history = worker.get("/models/wine/history").json()
+    aborted = [h for h in history if h["status"] == "aborted" and h["version"] == "2"]
+    assert len(aborted) == 1
+    assert "quality" in aborted[0]["why"]
+    assert "accuracy" in aborted[0]["why"]
+    assert worker.model_version("wine") == "1"
+
+    run_cli(settings, "publish", str(trained["wine-forest"]), "--name", "wine", "--version", "3",
+            "--shadow", *policy)  # fmt: skip
+    wait_for(lambda: worker.get("/models/wine/rollout").json().get("candidate") == "3", 30, "v3")
+    asyncio.run(produce_records(settings, count=200, id_prefix="b"))
+    scored(settings, "b", 200)
+    send_labels(settings, "b", range(200))
+    view = _decided(worker, "promoted", "3")
+    assert view["decision"]["figures"]["truth"]["labelled"] >= 150
+    wait_for(lambda: worker.model_version("wine") == "3", 30, "v3 serving")
