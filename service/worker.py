@@ -253,13 +253,8 @@ def build_worker(settings: Settings) -> WorkerParts:
         settings, registry, partitions=data.partitions, ready=ready, lag=lambda: data.lag.value
     )
     decider = Decider(settings, registry, fleet, metrics, partitions=data.partitions)
-    labels = LabelsFeed(
-        settings,
-        metrics,
-        partitions=data.partitions,
-        after=control.replayed,
-        on_pair=pair_recorder(registry),  # rollouts judged by the truth
-    )
+    labels = LabelsFeed(settings, metrics, partitions=data.partitions, after=control.replayed,
+                        on_pair=pair_recorder(registry))  # fmt: skip
     scorer.observer = Observer(sink=labels.record)
     api = create_api(
         registry,
