@@ -58,6 +58,7 @@ def cmd_publish(settings: Settings, args: argparse.Namespace) -> int:
         metadata=parse_metadata(args.metadata),
         store_dir=Path(args.by_reference) if args.by_reference else None,
         base_url=args.base_url,
+        reference=Path(args.reference) if args.reference else None,
     )
     key = Path(args.signing_key) if args.signing_key else None
     with _spinner(f"converting and checking {request.path.name}"):

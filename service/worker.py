@@ -34,6 +34,7 @@ from faust.contrib.asgi import AsgiService
 from mode.utils.queues import FlowControlEvent, ThrowableQueue
 
 from service.core.control import RolloutControl
+from service.core.drift import DriftMonitor
 from service.core.metrics import Metrics
 from service.core.observe import Observer
 from service.core.registry import BuildLimits, ModelRegistry
@@ -255,7 +256,8 @@ def build_worker(settings: Settings) -> WorkerParts:
     decider = Decider(settings, registry, fleet, metrics, partitions=data.partitions)
     labels = LabelsFeed(settings, metrics, partitions=data.partitions, after=control.replayed,
                         on_pair=pair_recorder(registry))  # fmt: skip
-    scorer.observer = Observer(sink=labels.record)
+    drift = DriftMonitor.from_settings(settings, metrics)
+    scorer.observer = Observer(sink=labels.record, drift=drift)
     api = create_api(
         registry,
         metrics,
@@ -263,7 +265,7 @@ def build_worker(settings: Settings) -> WorkerParts:
         max_request_bytes=settings.max_request_bytes,
         routers=[
             create_rollout_router(registry, fleet.view),
-            create_quality_router(registry, labels.quality),
+            create_quality_router(registry, labels.quality, drift.view),
         ],
     )
     http = AsgiService(

@@ -96,6 +96,9 @@ def add_arguments(name: str, p: argparse.ArgumentParser) -> None:
             "--base-url", help="with --by-reference: the http(s) URL where DIR is served"
         )
         p.add_argument("--signing-key", metavar="KEY", help="Ed25519 private key from `keygen`")
+        p.add_argument(
+            "--reference", metavar="FILE", help="training rows (CSV with a header, or .npy): drift"
+        )
         rollout = p.add_argument_group("rollout (a candidate on the control topic, not serving)")
         stage = rollout.add_mutually_exclusive_group()
         stage.add_argument(

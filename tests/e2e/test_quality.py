@@ -182,3 +182,42 @@ def test_the_truth_aborts_a_worse_shadow_and_promotes_a_better_one(
     view = _decided(worker, "promoted", "3")
     assert view["decision"]["figures"]["truth"]["labelled"] >= 150
     wait_for(lambda: worker.model_version("wine") == "3", 30, "v3 serving")
+
+
+def test_a_shifted_feature_drifts_on_the_stream(
+    make_settings: Callable[..., Settings],
+    workers: Workers,
+    trained: dict[str, Path],
+    tmp_path: Path,
+) -> None:
+    from sklearn.datasets import load_wine
+
+    wine = load_wine()
+    reference = tmp_path / "wine.csv"
+    header = ",".join(wine.feature_names)
+    reference.write_text(header + "\n" + "\n".join(",".join(map(str, r)) for r in wine.data))
+    settings = make_settings(drift_window=1000)
+    run_cli(settings, "publish", str(trained["wine-logreg"]), "--name", "wine", "--version", "1",
+            "--reference", str(reference))  # fmt: skip
+    worker = workers(settings)
+    worker.wait_ready()
+    std = float(wine.data[:, 0].std())
+    items = []
+    for i in range(1500):
+        row = [float(v) for v in wine.data[i % len(wine.data)]]
+        row[0] += 2 * std  # alcohol, two standard deviations up
+        value = orjson.dumps({"id": f"d-{i}", "model": "wine", "features": row})
+        items.append((f"d-{i}".encode(), value))
+    send_raw(settings, settings.data_topic, items)
+
+    def drifted() -> dict[str, Any] | None:
+        view = worker.get("/models/wine/drift").json()
+        return view if view.get("window", 0) >= 1000 else None
+
+    view = wait_for(drifted, 60, "a full drift window")
+    assert view["version"] == "1"
+    psi = {f["name"]: f["psi"] for f in view["features"]}
+    assert psi["alcohol"] > 0.25
+    assert all(v < 0.1 for name, v in psi.items() if name != "alcohol"), psi
+    assert worker.metric('hotswap_feature_drift{feature="alcohol",model="wine"}') > 0.25
+    assert "alcohol" in run_cli(settings, "quality", "wine", "--drift", "--url", worker.url).stdout
