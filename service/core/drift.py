@@ -94,6 +94,21 @@ class Profile:
     prediction_edges: np.ndarray | None
     classes: dict[str, int]
     prediction_expected: np.ndarray | None
+    offsets: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+
+    def __post_init__(self) -> None:
+        self.offsets = np.arange(len(self.edges), dtype=np.int64) * BINS  # feature j's bins
+
+    def histogram(self, batch: np.ndarray) -> np.ndarray:
+        """Counts per (feature, bin) of a float32 batch: one ``searchsorted`` per feature
+        (a value's bin is the number of edges at or below it), one ``bincount`` in all."""
+        columns = np.ascontiguousarray(batch.T)
+        bins = np.empty(columns.shape, dtype=np.intp)
+        for j, edges in enumerate(self.edges):
+            bins[j] = np.searchsorted(edges, columns[j], side="right")
+        bins += self.offsets[:, None]
+        flat = np.bincount(bins.ravel(), minlength=len(self.edges) * BINS)
+        return flat.reshape(len(self.edges), BINS).astype(np.float64)
 
     @classmethod
     def parse(cls, raw: dict[str, Any]) -> Profile:
@@ -180,10 +195,7 @@ class DriftMonitor:
         window = self._models.get(model.name)
         if window is None or window.version != model.version:
             window = self._models[model.name] = _Window(model.version, profile, self._window)
-        counts = np.zeros((len(profile.edges), BINS))
-        for j, edges in enumerate(profile.edges):
-            idx = np.searchsorted(edges, batch[:, j], side="right")
-            counts[j, : len(edges) + 1] = np.bincount(idx, minlength=len(edges) + 1)
+        counts = profile.histogram(batch)
         window.add(counts, self._predicted(model, profile, outputs, len(batch)), len(batch))
         now = time.monotonic()
         if self._metrics is not None and now - self._last_gauges >= _GAUGES_EVERY:
@@ -198,11 +210,11 @@ class DriftMonitor:
             return None
         sig = model.runtime.signature
         if profile.prediction_kind == "class" and sig.label_output in outputs:
-            labels = np.asarray(outputs[sig.label_output]).reshape(rows, -1)[:, 0].astype(str)
-            found, counts = np.unique(labels, return_counts=True)
+            labels = np.asarray(outputs[sig.label_output]).reshape(rows, -1)[:, 0]
+            found, counts = np.unique(labels, return_counts=True)  # a few classes: then as text
             out = np.zeros(len(profile.prediction_expected) + 1)  # last: a class not in the profile
             for label, n in zip(found.tolist(), counts.tolist()):
-                out[profile.classes.get(label, len(out) - 1)] += n
+                out[profile.classes.get(str(label), len(out) - 1)] += n
             return out
         if profile.prediction_kind == "value" and profile.prediction_edges is not None:
             for value in outputs.values():

@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -79,15 +79,28 @@ class PredictionBlock:
         return score_row(into, truth, label, probs, self.class_index, value)
 
 
-@dataclass(slots=True)
 class Entry:
-    """One record's predictions (per model and version) and its label, if any yet."""
+    """One record's predictions (per model and version) and its label, if any yet.
 
-    created: float
-    preds: dict[tuple[str, str], tuple[PredictionBlock, int]] = field(default_factory=dict)
-    label: Any = None
-    labelled: bool = False
-    size: int = _ENTRY_BYTES
+    A plain class with slots: one is made per record scored, so its construction is
+    on the scoring path.
+    """
+
+    __slots__ = ("created", "label", "labelled", "preds", "size")
+
+    def __init__(
+        self,
+        created: float,
+        preds: dict[tuple[str, str], tuple[PredictionBlock, int]] | None = None,
+        size: int = _ENTRY_BYTES,
+        label: Any = None,
+        labelled: bool = False,
+    ) -> None:
+        self.created = created
+        self.preds = {} if preds is None else preds
+        self.size = size
+        self.label = label
+        self.labelled = labelled
 
 
 class PartitionJoin:
@@ -120,14 +133,16 @@ class PartitionJoin:
         version = (block.model, block.version)
         per_row = block.row_bytes()
         entries = self.entries
+        added = 0
         for row, (key, record_id) in enumerate(zip(block.keys, block.ids)):
-            k = join_key(key, record_id)
+            # join_key, inlined: this loop runs once per record scored
+            rid = record_id if type(record_id) is str else join_key(None, record_id)[1]
+            k = (key or b"", rid)
             entry = entries.get(k)
             if entry is None:
-                entry = entries[k] = Entry(now)
-                entry.size += len(k[0]) + len(k[1]) + per_row
-                entry.preds[version] = (block, row)
-                self.bytes += entry.size
+                size = _ENTRY_BYTES + len(k[0]) + len(rid) + per_row
+                entries[k] = Entry(now, {version: (block, row)}, size)
+                added += size
                 continue
             if version in entry.preds:  # the same batch scored again (a rewind): once
                 continue
@@ -138,6 +153,7 @@ class PartitionJoin:
                 if len(entry.preds) == 1:
                     self.counts["matched"] += 1
                 self._join(entry, {version: entry.preds[version]}, now)
+        self.bytes += added
         self._bound()
 
     def labelled(self, key: bytes | None, record_id: Any, label: Any, now: float) -> None:
