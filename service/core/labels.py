@@ -36,6 +36,7 @@ __all__ = ["Entry", "PartitionJoin", "PredictionBlock", "join_key"]
 logger = logging.getLogger(__name__)
 
 _ENTRY_BYTES = 200  # an entry's own objects, before its key, id and predictions
+_CODE_BYTES = 150  # a record entered as an int (its key tuple, the dict's slot)
 _PREDICTION_BYTES = 120
 _MARKER_BYTES = 100  # an expired record remembered to tell late labels from unmatched ones
 
@@ -118,7 +119,9 @@ class PartitionJoin:
         self.partition = partition
         self.window = window
         self.max_bytes = max_bytes
-        self.entries: OrderedDict[Key, Entry] = OrderedDict()  # oldest first
+        self.entries: OrderedDict[Key, Entry | int] = OrderedDict()  # oldest first
+        self.blocks: dict[int, list[Any]] = {}  # number -> [block, bytes a row, rows, created]
+        self._seq = 0
         self.expired: OrderedDict[Key, None] = OrderedDict()
         self.bytes = 0
         self.counts: Counter[str] = Counter()
@@ -129,37 +132,69 @@ class PartitionJoin:
     # --- events ---------------------------------------------------------------------
 
     def predicted(self, block: PredictionBlock, now: float) -> None:
-        """Record a block of predictions; join those whose label is already waiting."""
-        version = (block.model, block.version)
-        per_row = block.row_bytes()
+        """Record a block of predictions; join those whose label is already waiting.
+
+        The usual block (records not seen yet) costs one C-level pass: each record
+        is entered as an int, its block's number and its row, and becomes an
+        :class:`Entry` only when its label or another version's prediction comes.
+        """
+        keys = [
+            (key or b"", rid if type(rid) is str else join_key(None, rid)[1])
+            for key, rid in zip(block.keys, block.ids)
+        ]
+        if not keys:
+            return
         entries = self.entries
-        added = 0
-        for row, (key, record_id) in enumerate(zip(block.keys, block.ids)):
-            # join_key, inlined: this loop runs once per record scored
-            rid = record_id if type(record_id) is str else join_key(None, record_id)[1]
-            k = (key or b"", rid)
-            entry = entries.get(k)
-            if entry is None:
-                size = _ENTRY_BYTES + len(k[0]) + len(rid) + per_row
+        size = _CODE_BYTES + len(keys[0][0]) + len(keys[0][1]) + block.row_bytes()  # estimated
+        if entries.keys().isdisjoint(keys):
+            seq = self._seq
+            self._seq += 1
+            before = len(entries)
+            entries.update(zip(keys, range(seq << 32, (seq << 32) + len(keys))))
+            live = len(entries) - before  # a key twice in one block is entered once
+            self.blocks[seq] = [block, size, live, now]
+            self.bytes += live * size
+            self._bound()
+            return
+        version = (block.model, block.version)
+        for row, k in enumerate(keys):
+            value = entries.get(k)
+            if value is None:
                 entries[k] = Entry(now, {version: (block, row)}, size)
-                added += size
+                self.bytes += size
                 continue
+            entry = self._entry(k, value) if isinstance(value, int) else value
             if version in entry.preds:  # the same batch scored again (a rewind): once
                 continue
             entry.preds[version] = (block, row)
-            entry.size += per_row
-            self.bytes += per_row
+            entry.size += size
+            self.bytes += size
             if entry.labelled:  # the label came first
                 if len(entry.preds) == 1:
                     self.counts["matched"] += 1
                 self._join(entry, {version: entry.preds[version]}, now)
-        self.bytes += added
         self._bound()
+
+    def _entry(self, k: Key, code: int) -> Entry:
+        """The record entered as ``code`` (block number, row), made an :class:`Entry`."""
+        seq, row = code >> 32, code & 0xFFFFFFFF
+        block, size, _, created = self.blocks[seq]
+        entry = Entry(created, {(block.model, block.version): (block, row)}, size)
+        self.entries[k] = entry  # keeps its place in the order
+        self._release(seq)
+        return entry
+
+    def _release(self, seq: int) -> None:
+        info = self.blocks[seq]
+        info[2] -= 1
+        if info[2] <= 0:
+            del self.blocks[seq]
 
     def labelled(self, key: bytes | None, record_id: Any, label: Any, now: float) -> None:
         """Join a true label to its record's predictions, or keep it waiting for them."""
         k = join_key(key, record_id)
-        entry = self.entries.get(k)
+        value = self.entries.get(k)
+        entry = self._entry(k, value) if isinstance(value, int) else value
         if entry is not None and entry.created < now - self.window:
             self._expire_entry(k, entry)
             entry = None
@@ -212,17 +247,23 @@ class PartitionJoin:
         entries = self.entries
         while entries:
             k, entry = next(iter(entries.items()))
-            if entry.created >= oldest:
+            created = self.blocks[entry >> 32][3] if isinstance(entry, int) else entry.created
+            if created >= oldest:
                 break
             self._expire_entry(k, entry)
 
-    def _expire_entry(self, k: Key, entry: Entry) -> None:
+    def _expire_entry(self, k: Key, entry: Entry | int) -> None:
         del self.entries[k]
-        self.bytes -= entry.size
-        if not entry.preds:
+        if isinstance(entry, int):
+            self.bytes -= self.blocks[entry >> 32][1]
+            self.counts["unlabelled"] += 1
+            self._release(entry >> 32)
+        elif not entry.preds:
             self.counts["unmatched"] += 1
         elif not entry.labelled:
             self.counts["unlabelled"] += len(entry.preds)
+        if isinstance(entry, Entry):
+            self.bytes -= entry.size
         self.expired[k] = None
         self.bytes += _MARKER_BYTES
         self._bound()
@@ -234,6 +275,11 @@ class PartitionJoin:
             self.bytes -= _MARKER_BYTES
         while self.bytes > self.max_bytes and self.entries:
             _, entry = self.entries.popitem(last=False)
+            if isinstance(entry, int):
+                self.bytes -= self.blocks[entry >> 32][1]
+                self._release(entry >> 32)
+                self.counts["evicted_prediction"] += 1
+                continue
             self.bytes -= entry.size
             kind = "label" if not entry.preds else "prediction" if not entry.labelled else "joined"
             self.counts[f"evicted_{kind}"] += 1

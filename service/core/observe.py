@@ -63,20 +63,23 @@ def blocks_of(
     classes = [str(c) for c in sig.classes] if sig.classes else None
     if probs is not None and classes is not None and len(classes) != probs.shape[1]:
         classes = None
-    first = sources[0].partition
-    if all(s.partition == first for s in sources):
-        parts: list[tuple[int, np.ndarray | None]] = [(first, None)]
+    where = [s.partition for s in sources]
+    first = where[0]
+    if where.count(first) == rows:
+        parts: list[tuple[int, list[int] | None]] = [(first, None)]
     else:
-        where = np.fromiter((s.partition for s in sources), dtype=np.int64, count=rows)
-        parts = [(int(p), np.flatnonzero(where == p)) for p in np.unique(where)]
+        spread = np.asarray(where)
+        parts = [(int(p), np.flatnonzero(spread == p).tolist()) for p in np.unique(spread)]
     blocks = []
     for partition, idx in parts:
+        if idx is None:
+            keys, wanted = [s.key for s in sources], list(ids)
+        else:
+            keys, wanted = [sources[i].key for i in idx], [ids[i] for i in idx]
 
-        def pick(a: np.ndarray, idx: np.ndarray | None = idx) -> np.ndarray:
+        def pick(a: np.ndarray, idx: list[int] | None = idx) -> np.ndarray:
             return a if idx is None else a[idx]
 
-        keys = [s.key for s in sources] if idx is None else [sources[i].key for i in idx]
-        wanted = list(ids) if idx is None else [ids[i] for i in idx]
         block = PredictionBlock(
             model.name,
             model.version,
