@@ -221,3 +221,31 @@ def test_a_shifted_feature_drifts_on_the_stream(
     assert all(v < 0.1 for name, v in psi.items() if name != "alcohol"), psi
     assert worker.metric('hotswap_feature_drift{feature="alcohol",model="wine"}') > 0.25
     assert "alcohol" in run_cli(settings, "quality", "wine", "--drift", "--url", worker.url).stdout
+
+
+def test_a_rebalance_mid_join_moves_the_state_with_the_partitions(
+    wine_worker: WineWorker, workers: Workers, make_settings: Callable[..., Settings]
+) -> None:
+    settings, first = wine_worker()
+    asyncio.run(produce_records(settings, count=200, id_prefix="m"))
+    docs = scored(settings, "m", 200)
+    send_labels(settings, "m", range(100))
+    wait_labelled(first, 100)
+
+    second = workers(settings.model_copy(update={"http_port": make_settings().http_port}))
+    second.wait_ready()
+    wait_for(lambda: second.get("/ready").json()["assigned_partitions"] > 0, 60, "a rebalance")
+    time.sleep(2)  # the labels feed follows the data feed's assignment within a second
+    send_labels(settings, "m", range(100, 200))
+    send_labels(settings, "m", range(20))  # duplicates, wherever their partition went
+
+    def total() -> int:
+        return sum(quality(w).get("labelled", 0) for w in (first, second))
+
+    wait_for(lambda: total() == 200, 60, "200 labelled across both workers")
+    dups = 'hotswap_labels_total{outcome="duplicate"}'
+    wait_for(lambda: first.metric(dups) + second.metric(dups) == 20, 30, "20 duplicates")
+
+    assert second.stop() == 0, second.tail()  # its partitions come back, with their state
+    wait_labelled(first, 200, timeout=60)
+    assert abs(quality(first)["accuracy"] - own_accuracy(docs, "m", range(200))) < 0.01
