@@ -67,8 +67,8 @@ def own_accuracy(docs: dict[str, Any], prefix: str, indices: range) -> float:
     return right / len(indices)
 
 
-def test_labels_first_predictions_first_duplicate_unmatched_late(wine_worker: WineWorker) -> None:
-    settings, worker = wine_worker(label_window=6.0)
+def test_labels_first_predictions_first_and_duplicates(wine_worker: WineWorker) -> None:
+    settings, worker = wine_worker()
     send_labels(settings, "first", range(40))  # labels wait for their predictions
     asyncio.run(produce_records(settings, count=40, id_prefix="first"))
     asyncio.run(produce_records(settings, count=120, id_prefix="then"))
@@ -76,7 +76,6 @@ def test_labels_first_predictions_first_duplicate_unmatched_late(wine_worker: Wi
     send_labels(settings, "then", range(120))  # predictions wait for their labels
     wait_labelled(worker, 160)
     send_labels(settings, "then", range(10))  # duplicates
-    send_labels(settings, "nobody", range(5))  # no prediction will come
     wait_for(lambda: worker.metric('hotswap_labels_total{outcome="duplicate"}') == 10, 20, "dups")
 
     mine = (
@@ -88,21 +87,27 @@ def test_labels_first_predictions_first_duplicate_unmatched_late(wine_worker: Wi
     assert figures["log_loss"] > 0
     assert 0 <= figures["brier"] <= 2
     assert figures["since_began"]["labelled"] == 160
+    assert worker.metric('hotswap_labels_total{outcome="matched"}') == 160
     table = run_cli(settings, "quality", "wine", "--url", worker.url).stdout
     assert "160" in table
     assert f"{figures['accuracy']:.4f}" in table
-
-    asyncio.run(produce_records(settings, count=5, id_prefix="late"))
-    scored(settings, "late", 5)
-    time.sleep(7)  # their wait is over
-    send_labels(settings, "late", range(5))
-    wait_for(lambda: worker.metric('hotswap_labels_total{outcome="late"}') == 5, 20, "late")
-    wait_for(lambda: worker.metric('hotswap_labels_total{outcome="unmatched"}') == 5, 20, "unm")
-    assert worker.metric('hotswap_labels_total{outcome="matched"}') == 160
-    assert worker.metric("hotswap_predictions_unlabelled_total") >= 5
-    assert quality(worker)["labelled"] == 160, "late labels join nothing"
     gauge = worker.metric('hotswap_model_quality{metric="accuracy",model="wine",version="1"}')
     assert abs(gauge - mine) < 0.01
+
+
+def test_late_and_unmatched_labels_are_counted(wine_worker: WineWorker) -> None:
+    """Only waits that are over: a slower machine makes them later, never on time."""
+    settings, worker = wine_worker(label_window=4.0)
+    asyncio.run(produce_records(settings, count=5, id_prefix="late"))
+    scored(settings, "late", 5)
+    time.sleep(5)  # their wait is over, however fast they were scored
+    send_labels(settings, "late", range(5))
+    send_labels(settings, "nobody", range(5))  # no prediction will come
+    wait_for(lambda: worker.metric('hotswap_labels_total{outcome="late"}') == 5, 20, "late")
+    wait_for(lambda: worker.metric('hotswap_labels_total{outcome="unmatched"}') == 5, 20, "unm")
+    assert worker.metric('hotswap_labels_total{outcome="matched"}') == 0
+    assert worker.metric("hotswap_predictions_unlabelled_total") == 5
+    assert not quality(worker), "late labels join nothing"
 
 
 def test_a_restart_mid_join_loses_nothing_and_counts_nothing_twice(
