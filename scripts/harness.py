@@ -65,6 +65,7 @@ def isolated_settings(
         "control_topic": f"{tag}-models.control",
         "shadow_topic": f"{tag}-scored.shadow",
         "status_topic": f"{tag}-status",
+        "labels_topic": f"{tag}-labels",
         "app_id": f"hotswap-{tag}",
         "http_host": "127.0.0.1",
         "http_port": free_port(),

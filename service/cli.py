@@ -74,6 +74,7 @@ def cmd_publish(settings: Settings, args: argparse.Namespace) -> int:
         store_dir=store[0],
         base_url=args.base_url,
         store_s3=store[1],
+        reference=Path(args.reference) if args.reference else None,
     )
     with _spinner(f"converting and checking {request.path.name}"):
         message = prepare(request, key)
@@ -82,19 +83,12 @@ def cmd_publish(settings: Settings, args: argparse.Namespace) -> int:
 
 def _publish_or_roll_out(settings: Settings, args: argparse.Namespace, message: Any) -> int:
     from service.tools.publishing import describe, send
-    from service.tools.rollouts import describe_step, policy_of, start_rollout
+    from service.tools.rollouts import policy_of
 
-    rolling = bool(args.shadow or args.canary is not None)
-    policy = policy_of(
-        args.promote_after, args.min_agreement, args.max_p99_ms, args.max_error_rate, rolling
-    )
-    if rolling:
-        with _spinner(f"starting the rollout on {settings.control_topic}"):
-            control = start_rollout(
-                settings, message, canary=args.canary, policy=policy, why=args.why
-            )
-        print(describe_step(control, settings))
-        return 0
+    if args.shadow or args.canary is not None:
+        return _start_rollout(settings, args, message)
+    policy_of(args.promote_after, args.min_agreement, args.max_p99_ms, args.max_error_rate, False,
+              args.min_labels, args.max_quality_loss)  # fmt: skip
     with _spinner(f"publishing to {settings.model_topic}"):
         send(settings, message)
     print(describe(message, settings.model_topic))
@@ -105,8 +99,9 @@ def _start_rollout(settings: Settings, args: argparse.Namespace, message: Any) -
     from service.tools.rollouts import describe_step, load_signing_key, policy_of, start_rollout
 
     policy = policy_of(
-        args.promote_after, args.min_agreement, args.max_p99_ms, args.max_error_rate, True
-    )
+        args.promote_after, args.min_agreement, args.max_p99_ms, args.max_error_rate, True,
+        args.min_labels, args.max_quality_loss,
+    )  # fmt: skip
     key = load_signing_key(Path(args.signing_key) if args.signing_key else None)
     with _spinner(f"starting the rollout on {settings.control_topic}"):
         control = start_rollout(
@@ -251,6 +246,20 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_quality(settings: Settings, args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from service.tools import quality as tool
+
+    url = args.url or f"http://localhost:{settings.http_port}"
+    view = tool.fetch_view(url, args.name, "drift" if args.drift else "quality")
+    if args.json:
+        print(tool.view_json(view))
+    else:
+        Console().print(tool.drift_table(view) if args.drift else tool.quality_table(view))
+    return 0
+
+
 COMMANDS = {
     "worker": cmd_worker,
     "publish": cmd_publish,
@@ -264,6 +273,7 @@ COMMANDS = {
     "promote": cmd_end_rollout,
     "abort": cmd_end_rollout,
     "backtest": cmd_backtest,
+    "quality": cmd_quality,
 }
 
 

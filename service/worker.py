@@ -34,8 +34,10 @@ from faust.contrib.asgi import AsgiService
 from mode.utils.queues import FlowControlEvent, ThrowableQueue
 
 from service.core.control import RolloutControl
+from service.core.drift import DriftMonitor
 from service.core.inference import DataPlane
 from service.core.metrics import Metrics
+from service.core.observe import Observer
 from service.core.registry import BuildLimits, ModelRegistry
 from service.core.routed import RoutedScorer
 from service.core.routes import load_routes
@@ -43,13 +45,16 @@ from service.core.scoring import Scorer
 from service.core.settings import Settings
 from service.core.signing import ControlVerifier, Verifier, load_public_key
 from service.core.swap import Swapper
+from service.core.truth import pair_recorder
 from service.grpc.server import GrpcServer
 from service.http.api import Readiness, create_api
+from service.http.quality import create_quality_router
 from service.http.rollouts import create_rollout_router
 from service.kafka.batch import Batch
 from service.kafka.data_feed import DataFeed
 from service.kafka.decider import Decider
 from service.kafka.fleet import Fleet
+from service.kafka.labels_feed import LabelsFeed
 from service.kafka.model_feed import ModelFeed, ModelUpdate
 from service.kafka.publisher import Publisher
 from service.kafka.routing import Routing
@@ -139,6 +144,7 @@ class WorkerParts:
     api: FastAPI
     http: AsgiService
     grpc: GrpcServer | None  # None when HOTSWAP_GRPC_PORT is 0
+    labels: LabelsFeed  # true labels joined to predictions: live quality
 
 
 def build_worker(settings: Settings) -> WorkerParts:
@@ -230,7 +236,8 @@ def build_worker(settings: Settings) -> WorkerParts:
         swapper.close()  # a model fetch in progress ends now; nothing waits for it
         # Before the agents stop: the last batch completes and commits, the fleet gets a
         # tombstone. Side by side, so a silent broker costs one timeout, not one per feed.
-        stops = (data.stop(), decider.stop(), fleet.stop(), control.stop(), models.stop())
+        stops = (data.stop(), decider.stop(), fleet.stop(), control.stop(), models.stop(),
+                 labels.stop())  # fmt: skip
         for failed in await asyncio.gather(*stops, return_exceptions=True):
             if isinstance(failed, BaseException):  # each is still given its chance to stop
                 logger.error("a feed failed to stop: %r", failed)
@@ -275,12 +282,19 @@ def build_worker(settings: Settings) -> WorkerParts:
     )
     decider = Decider(settings, registry, fleet, metrics, partitions=data.partitions)
     plane = DataPlane(registry, metrics, ready, threads=2, max_pending=8)  # HTTP and gRPC
+    labels = LabelsFeed(settings, metrics, partitions=data.partitions, after=control.replayed,
+                        on_pair=pair_recorder(registry))  # fmt: skip
+    drift = DriftMonitor.from_settings(settings, metrics)
+    scorer.observer = Observer(sink=labels.record, drift=drift)
     api = create_api(
         registry,
         metrics,
         readiness,
         max_request_bytes=settings.max_request_bytes,
-        routers=[create_rollout_router(registry, fleet.view)],
+        routers=[
+            create_rollout_router(registry, fleet.view),
+            create_quality_router(registry, labels.quality, drift.view),
+        ],
         plane=plane,
     )
     http = AsgiService(
@@ -291,7 +305,7 @@ def build_worker(settings: Settings) -> WorkerParts:
     )
     grpc = GrpcServer.from_settings(settings, plane, metrics)  # None when the port is 0
     feeds = (models, control, data, fleet, decider)
-    return WorkerParts(settings, app, registry, metrics, *feeds, publisher, api, http, grpc)
+    return WorkerParts(settings, app, registry, metrics, *feeds, publisher, api, http, grpc, labels)
 
 
 def run_worker(settings: Settings) -> None:
@@ -315,6 +329,7 @@ def serve(settings: Settings) -> int:
         parts.data,
         parts.fleet,
         parts.decider,
+        parts.labels,
         loglevel=settings.log_level,
         redirect_stdouts=False,
         quiet=True,

@@ -162,6 +162,47 @@ class Metrics:
             registry=r,
         )
 
+        # --- labels, quality, drift ---
+        self.labels = Counter(
+            "hotswap_labels",
+            "Labels read, by outcome (matched, duplicate, late, unmatched, invalid).",
+            ["outcome"],
+            registry=r,
+        )
+        self.predictions_unlabelled = Counter(
+            "hotswap_predictions_unlabelled",
+            "Predictions no label joined within HOTSWAP_LABEL_WINDOW.",
+            registry=r,
+        )
+        self.join_evicted = Counter(
+            "hotswap_join_evicted",
+            "Join state dropped to stay in HOTSWAP_LABEL_STATE_BYTES (label, prediction, joined).",
+            ["kind"],
+            registry=r,
+        )
+        self.join_state_bytes = Gauge(
+            "hotswap_join_state_bytes", "Estimated bytes of label-join state.", registry=r
+        )
+        self.model_quality = Gauge(
+            "hotswap_model_quality",
+            "Live quality over HOTSWAP_QUALITY_WINDOW (accuracy, log_loss, brier, mae, rmse, "
+            "labelled) and over the version's first window (accuracy_first, rmse_first).",
+            ["model", "version", "metric"],
+            registry=r,
+        )
+        self.feature_drift = Gauge(
+            "hotswap_feature_drift",
+            "PSI of a feature over HOTSWAP_DRIFT_WINDOW records (the most drifted features).",
+            ["model", "feature"],
+            registry=r,
+        )
+        self.prediction_drift = Gauge(
+            "hotswap_prediction_drift",
+            "PSI of the predictions over HOTSWAP_DRIFT_WINDOW records.",
+            ["model"],
+            registry=r,
+        )
+
     # --- bounded labels ----------------------------------------------------------
 
     def model_label(self, name: str) -> str:

@@ -20,10 +20,12 @@ from typing import Any, Literal
 
 import numpy as np
 
+from service.core.quality import Sums
 from service.core.registry import ServingModel
 from service.core.rollout_messages import ControlMessage, RolloutFigures, RolloutPolicy
 from service.core.runtime import Signature
 from service.core.runtime.base import Outputs
+from service.core.truth import TruthFigures, judge
 
 __all__ = [
     "PROMOTION_GRACE",
@@ -62,6 +64,8 @@ class Comparison:
     abs_diff_sum: float = 0.0
     candidate_rows: int = 0
     candidate_errors: int = 0
+    truth_serving: Sums = field(default_factory=Sums)  # labelled records both scored
+    truth_candidate: Sums = field(default_factory=Sums)
 
     def figures(
         self, serving: ServingModel | None, candidate: ServingModel | None
@@ -78,6 +82,9 @@ class Comparison:
             candidate_errors=self.candidate_errors,
             candidate_p99_ms=p99(candidate),
             serving_p99_ms=p99(serving),
+            truth=TruthFigures.of(self.truth_serving, self.truth_candidate)
+            if self.truth_candidate.n
+            else None,
         )
 
 
@@ -246,6 +253,14 @@ def evaluate(policy: RolloutPolicy, figures: RolloutFigures) -> Decision | None:
         facts.append(f"candidate p99 {p99} ms (max {policy.max_p99_ms})")
         if p99 is None or p99 > policy.max_p99_ms:
             failed.append("p99")
+    if policy.min_labels is not None:
+        verdict = judge(policy.min_labels, policy.max_quality_loss, figures.truth)
+        if verdict is None:
+            return None  # not enough labelled records yet
+        worse, truth = verdict
+        facts.append(truth)
+        if worse:
+            failed.append("quality")
     if figures.mean_abs_diff is not None:
         facts.append(f"mean abs diff {figures.mean_abs_diff:.4f}")
     if failed:

@@ -36,6 +36,7 @@ from pydantic import (
 
 from service.core import errors
 from service.core.messages import ModelMessage, problems
+from service.core.truth import TruthFigures
 
 __all__ = [
     "ACTIVE_STAGES",
@@ -83,6 +84,10 @@ class RolloutPolicy(BaseModel):
     min_agreement: float | None = Field(None, ge=0, le=1, description="Least label agreement.")
     max_p99_ms: float | None = Field(None, gt=0, description="Slowest candidate p99 (ms/call).")
     max_error_rate: float = Field(0.0, ge=0, le=1, description="Most candidate errors per record.")
+    min_labels: int | None = Field(None, ge=1, description="Labelled records both scored first.")
+    max_quality_loss: float = Field(
+        0.0, ge=0, description="Most accuracy lost (or RMSE gained) against the serving version."
+    )
 
 
 class RolloutFigures(BaseModel):
@@ -98,6 +103,7 @@ class RolloutFigures(BaseModel):
     candidate_errors: NonNegativeInt = 0  # rows the candidate failed on
     candidate_p99_ms: Figure | None = None
     serving_p99_ms: Figure | None = None
+    truth: TruthFigures | None = None  # both versions' quality on the same labelled records
 
     @model_validator(mode="after")
     def _consistent(self) -> RolloutFigures:
@@ -133,6 +139,7 @@ class RolloutFigures(BaseModel):
             candidate_errors=self.candidate_errors + other.candidate_errors,
             candidate_p99_ms=worst(self.candidate_p99_ms, other.candidate_p99_ms),
             serving_p99_ms=worst(self.serving_p99_ms, other.serving_p99_ms),
+            truth=self.truth.plus(other.truth) if self.truth is not None else other.truth,
         )
 
     def report(self) -> dict[str, Any]:
@@ -146,6 +153,7 @@ class RolloutFigures(BaseModel):
             "candidate_errors": self.candidate_errors,
             "candidate_p99_ms": self.candidate_p99_ms,
             "serving_p99_ms": self.serving_p99_ms,
+            "truth": self.truth.report() if self.truth is not None else None,
         }
 
 

@@ -92,6 +92,7 @@ class Scorer:
         self._registry = registry
         self._max_bytes = max_record_bytes
         self._default_model = default_model
+        self.observer: Any = None  # quality and drift (service.core.observe.Observer), if any
 
     def score(self, records: Sequence[InputRecord]) -> BatchResult:
         result = BatchResult()
@@ -157,8 +158,10 @@ class Scorer:
             self._score_rows(model, batch, list(range(len(good))), members, records, slots, result)
             result.outputs = [s for s in slots if s is not None]
             return True
-        docs = render(model, outputs, [d.id for d in good])
-        result.outputs = list(scored_all(model, records, docs))
+        ids = [d.id for d in good]
+        if self.observer is not None:
+            self.observer.scored(model, batch, outputs, records, ids)
+        result.outputs = list(scored_all(model, records, render(model, outputs, ids)))
         return True
 
     def _score_group(
@@ -194,6 +197,8 @@ class Scorer:
         if outputs is None:
             self._score_rows(model, batch, positions, members, records, slots, result, render)
             return
+        if self.observer is not None:
+            self.observer.scored(model, batch, outputs, [records[i] for i in positions], ids)
         rollout = self._registry.rollout(model.name)
         if rollout is None or not rollout.active():
             self._place(model, outputs, ids, positions, records, slots, render)
@@ -245,6 +250,8 @@ class Scorer:
         compare_outputs(model.runtime.signature, mine, sig, got, len(picked), figures)
         docs = render(candidate, got, [ids[j] for j in picked])
         sources = [records[positions[j]] for j in picked]
+        if self.observer is not None:
+            self.observer.scored(candidate, rows, got, sources, [ids[j] for j in picked], True)
         if shadow:
             shadows.extend(scored_all(candidate, sources, docs, shadow=True))
             return set()

@@ -43,6 +43,29 @@ class Settings(BaseSettings):
     status_topic: str = Field(
         "hotswap.status", description="Compacted topic of worker heartbeats (the fleet view)."
     )
+    labels_topic: str = Field(
+        "labels", description="Topic of true labels ({id, label}, keyed like the records)."
+    )
+    label_state_topic: str = Field(
+        "", description="Changelog of the label join; default: APP_ID.labels-join."
+    )
+    label_window: float = Field(
+        86400.0, gt=0, description="Seconds a prediction waits for its label (and a label for it)."
+    )
+    label_state_bytes: int = Field(
+        256 * 1024 * 1024,
+        ge=1024,
+        description="Most bytes of join state (memory; disk per partition).",
+    )
+    quality_window: float = Field(
+        3600.0, gt=0, description="Seconds of the sliding window of live quality figures."
+    )
+    drift_window: int = Field(
+        10_000, ge=100, description="Records of the sliding window drift is measured over."
+    )
+    drift_max_features: int = Field(
+        20, ge=1, description="Most features per model with a drift gauge (the most drifted)."
+    )
     app_id: str = Field("hotswap", description="Consumer group of the scoring workers.")
     http_host: str = Field("0.0.0.0", description="Interface the HTTP API binds to.")
     http_port: int = Field(8000, description="Port of the HTTP API.")
@@ -145,6 +168,11 @@ class Settings(BaseSettings):
         """Where ``file://`` model locations may point: ``model_roots``, or DATA_DIR/models."""
         roots = [Path(p.strip()) for p in self.model_roots.split(os.pathsep) if p.strip()]
         return tuple(roots) if roots else (Path(self.data_dir) / "models",)
+
+    @property
+    def label_state_topic_name(self) -> str:
+        """The join changelog: ``label_state_topic``, or one per consumer group."""
+        return self.label_state_topic or f"{self.app_id}.labels-join"
 
     @property
     def bootstrap_servers(self) -> list[str]:

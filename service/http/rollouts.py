@@ -32,6 +32,9 @@ class RolloutReport(BaseModel):
     candidate_errors: int = Field(description="Records the candidate failed on.")
     candidate_p99_ms: float | None = Field(description="p99 of the candidate's predict calls.")
     serving_p99_ms: float | None
+    truth: dict[str, Any] | None = Field(
+        None, description="Both versions' quality on the same labelled records."
+    )
 
 
 class RolloutView(BaseModel):

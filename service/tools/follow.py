@@ -119,10 +119,12 @@ class Follower:
         name: str | None = None,
         rollout: Callable[[ModelMessage], str] | None = None,
         store: tuple[Path | None, str | None] = (None, None),
+        signing_key: Path | None = None,
         out: Callable[[str], None] = print,
         err: Callable[[str], None] = lambda line: print(line, file=sys.stderr, flush=True),
     ) -> None:
         self.settings, self.uri, self.rollout, self.store = settings, uri, rollout, store
+        self.signing_key = signing_key  # signs each version as publish --signing-key does
         self.model, self.alias, _ = parse_uri(uri)
         if self.alias is None:
             raise ToolError(f"follow needs an alias: models:/{self.model}@ALIAS, not {uri}")
@@ -168,7 +170,9 @@ class Follower:
                 f"({self.uri} moved back to it) to {settings.model_topic}"
             )
             return
-        message = archived.get(version) or prepare_version(found, self.name, store=self.store)
+        message = archived.get(version) or prepare_version(
+            found, self.name, store=self.store, signing_key=self.signing_key
+        )
         if self.rollout is not None:
             self.out(self.rollout(message))
             return
@@ -253,16 +257,19 @@ class Follower:
 
 def follow_command(settings: Settings, args: argparse.Namespace) -> int:
     """``hotswap follow``: build the follower from the arguments, run until stopped."""
-    from service.tools.rollouts import describe_step, policy_of, start_rollout
+    from service.tools.rollouts import describe_step, load_signing_key, policy_of, start_rollout
 
     rolling = bool(args.shadow or args.canary is not None)
     policy = policy_of(
-        args.promote_after, args.min_agreement, args.max_p99_ms, args.max_error_rate, rolling
-    )
+        args.promote_after, args.min_agreement, args.max_p99_ms, args.max_error_rate, rolling,
+        args.min_labels, args.max_quality_loss,
+    )  # fmt: skip
+    signing_key = Path(args.signing_key) if args.signing_key else None
+    key = load_signing_key(signing_key)
 
     def rollout(message: ModelMessage) -> str:
         control = start_rollout(
-            settings, message, canary=args.canary, policy=policy, why=args.why or args.uri
+            settings, message, canary=args.canary, policy=policy, why=args.why or args.uri, key=key
         )
         return describe_step(control, settings)
 
@@ -272,6 +279,7 @@ def follow_command(settings: Settings, args: argparse.Namespace) -> int:
         name=args.name,
         rollout=rollout if rolling else None,
         store=store_of(args.by_reference),
+        signing_key=signing_key,
         out=lambda line: print(line, flush=True),
     )
 

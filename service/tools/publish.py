@@ -45,6 +45,7 @@ class PublishRequest:
     store_dir: Path | None = None
     base_url: str | None = None  # where ``store_dir`` is served over http(s), if it is
     store_s3: str | None = None  # s3://bucket/prefix to upload the artifact to
+    reference: Path | None = None  # training rows: a drift profile goes in the metadata
 
 
 def read_sidecar(path: Path) -> dict[str, Any]:
@@ -81,6 +82,12 @@ def build_message(request: PublishRequest) -> ModelMessage:
                 "inputs": sample_rows[:SAMPLE_ROWS_FOR_WARMUP],
                 "labels": converted.sample_labels[:SAMPLE_ROWS_FOR_WARMUP],
             }
+    named = metadata.pop("reference", None)  # a sidecar may name one, beside it
+    reference = request.reference or (request.path.parent / named if named else None)
+    if reference is not None:
+        from service.tools.reference import reference_profile
+
+        metadata["drift_profile"] = reference_profile(Path(reference), artifact, metadata)
     digest = sha256_hex(artifact)
     data: str | None = base64.b64encode(artifact).decode()
     location: str | None = None

@@ -43,10 +43,16 @@ def policy_of(
     max_p99_ms: float | None,
     max_error_rate: float,
     rollout: bool,
+    min_labels: int | None = None,
+    max_quality_loss: float | None = None,
 ) -> RolloutPolicy | None:
     """The automatic-promotion policy the options ask for (None: promote by hand)."""
-    if promote_after is not None and not rollout:
-        raise ToolError("--promote-after needs --shadow or --canary FRACTION")
+    if (promote_after is not None or min_labels is not None) and not rollout:
+        raise ToolError("--promote-after and --min-labels need --shadow or --canary FRACTION")
+    if max_quality_loss is not None and min_labels is None:
+        raise ToolError("--max-quality-loss needs --min-labels N")
+    if min_labels is not None and promote_after is None:
+        promote_after = 1  # decided by the labels alone
     if promote_after is None:
         if min_agreement is not None or max_p99_ms is not None:
             raise ToolError("--min-agreement and --max-p99-ms need --promote-after N")
@@ -57,6 +63,8 @@ def policy_of(
             min_agreement=min_agreement,
             max_p99_ms=max_p99_ms,
             max_error_rate=max_error_rate,
+            min_labels=min_labels,
+            max_quality_loss=max_quality_loss or 0.0,
         )
     except ValueError as exc:
         raise ToolError(f"bad policy: {one_line(exc, named=False)}") from None

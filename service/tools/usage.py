@@ -76,6 +76,10 @@ HELP: dict[str, tuple[str, str]] = {
         "hotswap backtest models/trained/wine-forest.joblib --name wine --count 5000\n"
         "  hotswap backtest wine-forest.joblib --name wine --from-time 2025-01-31T12:00 --json",
     ),
+    "quality": (
+        "show a running worker's live quality per version (or --drift: PSI per feature)",
+        "hotswap quality wine\n  hotswap quality wine --drift --url http://localhost:8001",
+    ),
     "rollback": (
         "make an earlier version current again",
         "hotswap rollback wine          # the version current before this one\n"
@@ -109,6 +113,9 @@ def add_arguments(name: str, p: argparse.ArgumentParser) -> None:
             "--base-url", help="with --by-reference: the http(s) URL where DIR is served"
         )
         p.add_argument("--signing-key", metavar="KEY", help="Ed25519 private key from `keygen`")
+        p.add_argument(
+            "--reference", metavar="FILE", help="training rows (CSV with a header, or .npy): drift"
+        )
         _rollout_arguments(p)
     elif name == "follow":
         p.add_argument("uri", help="models:/NAME@ALIAS (MLFLOW_TRACKING_URI names the server)")
@@ -123,6 +130,7 @@ def add_arguments(name: str, p: argparse.ArgumentParser) -> None:
         p.add_argument(
             "--resync", type=float, default=60.0, metavar="S", help="with one: ask anyway"
         )
+        p.add_argument("--signing-key", metavar="KEY", help="sign versions and rollout steps")
         _rollout_arguments(p)
     elif name in {"promote", "abort"}:
         p.add_argument("name", help="the model name")
@@ -155,6 +163,11 @@ def add_arguments(name: str, p: argparse.ArgumentParser) -> None:
         p.add_argument(
             "--url", help="a worker: take the version it serves as current, skip ones it rejected"
         )
+    elif name == "quality":
+        p.add_argument("name", help="the model name")
+        p.add_argument("--url", help="the worker (default: http://localhost:HOTSWAP_HTTP_PORT)")
+        p.add_argument("--drift", action="store_true", help="PSI per feature instead")
+        p.add_argument("--json", action="store_true", help="one JSON document instead of a table")
     elif name == "keygen":
         p.add_argument("path", help="private key file; the public key is written to PATH.pub")
         p.add_argument("--force", action="store_true", help="replace existing key files")
@@ -189,5 +202,14 @@ def _rollout_arguments(p: argparse.ArgumentParser) -> None:
     rollout.add_argument("--max-p99-ms", type=float, metavar="MS", help="else abort")
     rollout.add_argument(
         "--max-error-rate", type=float, default=0.0, metavar="R", help="else abort"
+    )
+    rollout.add_argument(
+        "--min-labels", type=int, metavar="N", help="decide once N labelled records both scored"
+    )
+    rollout.add_argument(
+        "--max-quality-loss",
+        type=float,
+        metavar="D",
+        help="else abort: accuracy lost (classifiers) or RMSE gained (regressors)",
     )
     rollout.add_argument("--why", default="", help="recorded with the rollout")

@@ -919,3 +919,55 @@ def test_promtool_parses_every_dashboard_query(tmp_path: Path) -> None:
         [_promtool(), "check", "rules", str(path)], capture_output=True, text=True
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+# --- quality and drift alerts ------------------------------------------------------------------
+
+ALERTS = PROMETHEUS.parent / "alerts.yml"
+ALERT_TESTS = PROMETHEUS.parent / "alerts.test.yml"
+
+
+def test_promtool_checks_the_alert_rules() -> None:
+    result = subprocess.run(
+        [_promtool(), "check", "rules", str(ALERTS)], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "6 rules found" in result.stdout
+
+
+def test_promtool_unit_tests_the_alert_rules() -> None:
+    """Accuracy drop against the first window, drift above 0.25, unmatched labels rising."""
+    result = subprocess.run(
+        [_promtool(), "test", "rules", ALERT_TESTS.name],
+        capture_output=True,
+        text=True,
+        cwd=ALERT_TESTS.parent,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS" in result.stdout
+
+
+def test_alert_rules_are_loaded_and_query_exported_metrics() -> None:
+    config = yaml.safe_load(PROMETHEUS.read_text())
+    assert "alerts.yml" in config["rule_files"]
+    mounts = [str(v) for v in load_compose()["services"]["prometheus"].get("volumes", [])]
+    assert any(m.startswith("./deploy/prometheus/alerts.yml:") for m in mounts)
+    exported = {
+        f.name + "_total" if f.type == "counter" else f.name for f in Metrics().registry.collect()
+    }
+    rules = [r for g in yaml.safe_load(ALERTS.read_text())["groups"] for r in g["rules"]]
+    assert {r["alert"] for r in rules} >= {
+        "HotswapAccuracyDrop",
+        "HotswapFeatureDrift",
+        "HotswapUnmatchedLabelsRising",
+    }
+    for rule in rules:
+        for name in promql_metric_names(rule["expr"]):
+            assert base_metric_name(name) in exported, f"{rule['alert']} queries unknown {name}"
+
+
+def test_dashboard_shows_quality_and_drift() -> None:
+    queries = "\n".join(dashboard_queries())
+    for needle in ('hotswap_model_quality{metric="accuracy"}', "hotswap_feature_drift",
+                   "hotswap_labels_total"):  # fmt: skip
+        assert needle in queries, needle

@@ -1,0 +1,293 @@
+"""The join of true labels to predictions, for the records of one data partition.
+
+Transport-free and clocked by the caller (``now`` in seconds), so the live
+worker and a replay of the changelog apply the same events the same way.
+
+A record is known by its key, then its id. A prediction (one per model
+version that scored the record: the serving version, and a shadow or canary
+candidate) waits ``window`` seconds for its label; a label that comes first
+waits as long for a prediction. What is counted, never raised:
+
+- ``matched``: a label joined to the predictions made for its record;
+- ``duplicate``: a second label for a record already labelled;
+- ``late``: a label for a record whose wait is over (its prediction expired);
+- ``unmatched``: a label that no prediction joined within the window;
+- ``unlabelled``: a prediction no label joined within the window;
+- ``evicted_*``: state dropped, oldest first, to stay within ``max_bytes``.
+
+Sizes are estimates (Python objects are not measured one by one) but are
+charged consistently, so the bound holds within a small factor.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter, OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from service.core.quality import QualityBook, Sums, score_row
+
+__all__ = ["Entry", "PartitionJoin", "PredictionBlock", "join_key"]
+
+logger = logging.getLogger(__name__)
+
+_ENTRY_BYTES = 200  # an entry's own objects, before its key, id and predictions
+_CODE_BYTES = 150  # a record entered as an int (its key tuple, the dict's slot)
+_PREDICTION_BYTES = 120
+_MARKER_BYTES = 100  # an expired record remembered to tell late labels from unmatched ones
+
+Key = tuple[bytes, str]
+
+
+def join_key(key: bytes | None, record_id: Any) -> Key:
+    """The record key first, then its id (as text, so ``1`` and ``"1"`` join)."""
+    return (key or b"", "" if record_id is None else str(record_id))
+
+
+@dataclass(slots=True)
+class PredictionBlock:
+    """Predictions of one model version for some records of one partition (one batch)."""
+
+    model: str
+    version: str
+    at: float
+    keys: list[bytes | None]
+    ids: list[Any]
+    labels: list[Any] | None = None
+    probs: np.ndarray | None = None  # (rows, classes), for classifiers
+    values: np.ndarray | None = None  # (rows,), for regressors
+    classes: list[str] | None = None
+    class_index: dict[str, int] | None = None
+
+    def __post_init__(self) -> None:
+        if self.classes is None and self.probs is not None:
+            self.classes = [str(i) for i in range(self.probs.shape[1])]
+        if self.classes is not None and self.class_index is None:
+            self.class_index = {c: i for i, c in enumerate(self.classes)}
+
+    def row_bytes(self) -> int:
+        width = self.probs.shape[1] if self.probs is not None else 1
+        return _PREDICTION_BYTES + 8 * width
+
+    def score(self, row: int, truth: Any, into: Sums) -> bool:
+        label = self.labels[row] if self.labels is not None else None
+        probs = self.probs[row] if self.probs is not None else None
+        value = float(self.values[row]) if self.values is not None else None
+        return score_row(into, truth, label, probs, self.class_index, value)
+
+
+class Entry:
+    """One record's predictions (per model and version) and its label, if any yet.
+
+    A plain class with slots: one is made per record scored, so its construction is
+    on the scoring path.
+    """
+
+    __slots__ = ("created", "label", "labelled", "preds", "size")
+
+    def __init__(
+        self,
+        created: float,
+        preds: dict[tuple[str, str], tuple[PredictionBlock, int]] | None = None,
+        size: int = _ENTRY_BYTES,
+        label: Any = None,
+        labelled: bool = False,
+    ) -> None:
+        self.created = created
+        self.preds = {} if preds is None else preds
+        self.size = size
+        self.label = label
+        self.labelled = labelled
+
+
+class PartitionJoin:
+    """Join state and quality book of one data partition."""
+
+    def __init__(
+        self,
+        partition: int,
+        *,
+        window: float,
+        quality_window: float,
+        max_bytes: int,
+        on_pair: Callable[[str, dict[str, Sums]], None] | None = None,
+    ) -> None:
+        self.partition = partition
+        self.window = window
+        self.max_bytes = max_bytes
+        self.entries: OrderedDict[Key, Entry | int] = OrderedDict()  # oldest first
+        self.blocks: dict[int, list[Any]] = {}  # number -> [block, bytes a row, rows, created]
+        self._seq = 0
+        self.expired: OrderedDict[Key, None] = OrderedDict()
+        self.bytes = 0
+        self.counts: Counter[str] = Counter()
+        self.book = QualityBook(quality_window)
+        self.labels_next = -1  # the next labels-topic offset to apply (-1: none applied yet)
+        self.on_pair = on_pair
+
+    # --- events ---------------------------------------------------------------------
+
+    def predicted(self, block: PredictionBlock, now: float) -> None:
+        """Record a block of predictions; join those whose label is already waiting.
+
+        The usual block (records not seen yet) costs one C-level pass: each record
+        is entered as an int, its block's number and its row, and becomes an
+        :class:`Entry` only when its label or another version's prediction comes.
+        """
+        keys = [
+            (key or b"", rid if type(rid) is str else join_key(None, rid)[1])
+            for key, rid in zip(block.keys, block.ids)
+        ]
+        if not keys:
+            return
+        entries = self.entries
+        size = _CODE_BYTES + len(keys[0][0]) + len(keys[0][1]) + block.row_bytes()  # estimated
+        if entries.keys().isdisjoint(keys):
+            seq = self._seq
+            self._seq += 1
+            before = len(entries)
+            entries.update(zip(keys, range(seq << 32, (seq << 32) + len(keys))))
+            live = len(entries) - before  # a key twice in one block is entered once
+            self.blocks[seq] = [block, size, live, now]
+            self.bytes += live * size
+            self._bound()
+            return
+        version = (block.model, block.version)
+        for row, k in enumerate(keys):
+            value = entries.get(k)
+            if value is None:
+                entries[k] = Entry(now, {version: (block, row)}, size)
+                self.bytes += size
+                continue
+            entry = self._entry(k, value) if isinstance(value, int) else value
+            if version in entry.preds:  # the same batch scored again (a rewind): once
+                continue
+            entry.preds[version] = (block, row)
+            entry.size += size
+            self.bytes += size
+            if entry.labelled:  # the label came first
+                if len(entry.preds) == 1:
+                    self.counts["matched"] += 1
+                self._join(entry, {version: entry.preds[version]}, now)
+        self._bound()
+
+    def _entry(self, k: Key, code: int) -> Entry:
+        """The record entered as ``code`` (block number, row), made an :class:`Entry`."""
+        seq, row = code >> 32, code & 0xFFFFFFFF
+        block, size, _, created = self.blocks[seq]
+        entry = Entry(created, {(block.model, block.version): (block, row)}, size)
+        self.entries[k] = entry  # keeps its place in the order
+        self._release(seq)
+        return entry
+
+    def _release(self, seq: int) -> None:
+        info = self.blocks[seq]
+        info[2] -= 1
+        if info[2] <= 0:
+            del self.blocks[seq]
+
+    def labelled(self, key: bytes | None, record_id: Any, label: Any, now: float) -> None:
+        """Join a true label to its record's predictions, or keep it waiting for them."""
+        k = join_key(key, record_id)
+        value = self.entries.get(k)
+        entry = self._entry(k, value) if isinstance(value, int) else value
+        if entry is not None and entry.created < now - self.window:
+            self._expire_entry(k, entry)
+            entry = None
+        if entry is None:
+            if k in self.expired:
+                self.counts["late"] += 1
+                return
+            entry = self.entries[k] = Entry(now, label=label, labelled=True)
+            entry.size += len(k[0]) + len(k[1]) + 50
+            self.bytes += entry.size
+            self._bound()
+            return
+        if entry.labelled:
+            self.counts["duplicate"] += 1
+            return
+        entry.label, entry.labelled = label, True
+        if entry.preds:
+            self.counts["matched"] += 1
+        self._join(entry, entry.preds, now)
+
+    def _join(
+        self, entry: Entry, new: dict[tuple[str, str], tuple[PredictionBlock, int]], now: float
+    ) -> None:
+        """Add the ``new`` predictions' figures; a rollout's pair when two versions are in."""
+        models: set[str] = set()
+        for (model, version), (block, row) in new.items():
+            sums = Sums()
+            if not block.score(row, entry.label, sums):
+                self.counts["invalid"] += 1
+                continue
+            self.book.add(model, version, sums, now)
+            models.add(model)
+        if self.on_pair is None:
+            return
+        for model in models:
+            versions = {v: p for (m, v), p in entry.preds.items() if m == model}
+            if len(versions) < 2:
+                continue
+            pair: dict[str, Sums] = {}
+            for version, (block, row) in versions.items():
+                sums = pair[version] = Sums()
+                block.score(row, entry.label, sums)
+            self.on_pair(model, pair)
+
+    # --- time and space ---------------------------------------------------------------
+
+    def expire(self, now: float) -> None:
+        """End the wait of every record older than the window."""
+        oldest = now - self.window
+        entries = self.entries
+        while entries:
+            k, entry = next(iter(entries.items()))
+            created = self.blocks[entry >> 32][3] if isinstance(entry, int) else entry.created
+            if created >= oldest:
+                break
+            self._expire_entry(k, entry)
+
+    def _expire_entry(self, k: Key, entry: Entry | int) -> None:
+        del self.entries[k]
+        if isinstance(entry, int):
+            self.bytes -= self.blocks[entry >> 32][1]
+            self.counts["unlabelled"] += 1
+            self._release(entry >> 32)
+        elif not entry.preds:
+            self.counts["unmatched"] += 1
+        elif not entry.labelled:
+            self.counts["unlabelled"] += len(entry.preds)
+        if isinstance(entry, Entry):
+            self.bytes -= entry.size
+        self.expired[k] = None
+        self.bytes += _MARKER_BYTES
+        self._bound()
+
+    def _bound(self) -> None:
+        """Drop the oldest state until it fits: expired markers first, then records."""
+        while self.bytes > self.max_bytes and self.expired:
+            self.expired.popitem(last=False)
+            self.bytes -= _MARKER_BYTES
+        while self.bytes > self.max_bytes and self.entries:
+            _, entry = self.entries.popitem(last=False)
+            if isinstance(entry, int):
+                self.bytes -= self.blocks[entry >> 32][1]
+                self._release(entry >> 32)
+                self.counts["evicted_prediction"] += 1
+                continue
+            self.bytes -= entry.size
+            kind = "label" if not entry.preds else "prediction" if not entry.labelled else "joined"
+            self.counts[f"evicted_{kind}"] += 1
+
+    def drain_counts(self) -> Counter[str]:
+        counts, self.counts = self.counts, Counter()
+        return counts
+
+    @staticmethod
+    def sizes(joins: Sequence[PartitionJoin]) -> int:
+        return sum(j.bytes for j in joins)
