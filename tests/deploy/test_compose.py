@@ -102,7 +102,8 @@ def test_override_swaps_only_unservable_images_and_loopback_settings() -> None:
         if "volumes" in service:
             assert name == "prometheus"
             assert service["volumes"] == [
-                "./tests/deploy/compose/prometheus.yml:/etc/prometheus/prometheus.yml:ro"
+                "./tests/deploy/compose/prometheus.yml:/etc/prometheus/prometheus.yml:ro",
+                "./deploy/prometheus/alerts.yml:/etc/prometheus/alerts.yml:ro",
             ]
 
 
