@@ -42,6 +42,7 @@ from service.core.signing import Verifier, load_public_key
 from service.core.swap import Swapper
 from service.http.api import Readiness, create_api
 from service.http.rollouts import create_rollout_router
+from service.kafka.authz import Denials, principal_of
 from service.kafka.batch import Batch
 from service.kafka.data_feed import DataFeed
 from service.kafka.decider import Decider
@@ -191,13 +192,15 @@ def build_worker(settings: Settings) -> WorkerParts:
     async def hand_over_batch(batch: Batch) -> None:
         await batch_channel.put(batch)
 
-    models = ModelFeed(settings, hand_over_model)
+    denials = Denials(principal_of(settings))  # rights refused right now, named in /ready
+    models = ModelFeed(settings, hand_over_model, denials=denials)
     control = ModelFeed(
         settings,
         hand_over_control,
         topic=settings.control_topic,
         label="control",
         after=models.replayed,
+        denials=denials,
     )
     data = DataFeed(
         settings,
@@ -225,6 +228,7 @@ def build_worker(settings: Settings) -> WorkerParts:
         stalled = data.progress.stalled()
         metrics.stalled.set(1 if stalled else 0)
         reasons = [
+            denials.reason(),
             "" if reachable else "broker unreachable",
             "" if models.replayed.is_set() else "model topic not replayed yet",
             "" if control.replayed.is_set() else "control topic not replayed yet",
@@ -244,7 +248,12 @@ def build_worker(settings: Settings) -> WorkerParts:
 
     ready = lambda: readiness().ready  # noqa: E731
     fleet = Fleet(
-        settings, registry, partitions=data.partitions, ready=ready, lag=lambda: data.lag.value
+        settings,
+        registry,
+        partitions=data.partitions,
+        ready=ready,
+        lag=lambda: data.lag.value,
+        denials=denials,
     )
     decider = Decider(settings, registry, fleet, metrics, partitions=data.partitions)
     api = create_api(

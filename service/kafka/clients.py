@@ -12,14 +12,17 @@ import asyncio
 import logging
 import ssl
 import time
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAuthorizationFailedError
 from confluent_kafka import Consumer, KafkaError, Message
 
 from service.core.settings import Settings
+from service.kafka.authz import NotAuthorized
 
 __all__ = [
     "Security",
@@ -37,6 +40,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 _TOPIC_ALREADY_EXISTS = 36
+_TOPIC_AUTHORIZATION_FAILED = 29
 
 
 class _OncePerMinute(logging.Filter):
@@ -176,14 +180,21 @@ def consumer(settings: Settings, *topics: str, **overrides: Any) -> AIOKafkaCons
 async def partitions_of(client: AIOKafkaConsumer, topic: str) -> set[int]:
     """The partition ids of ``topic``, from fresh metadata (the consumer's cache may be empty)."""
     cluster = await client._client.fetch_all_metadata()
+    if topic in cluster.unauthorized_topics:  # not "absent": the caller names the right
+        raise TopicAuthorizationFailedError(topic)
     return set(cluster.partitions_for_topic(topic) or ())
 
 
-async def ensure_topics(settings: Settings, *, timeout: float = 30.0) -> None:
+async def ensure_topics(
+    settings: Settings, *, timeout: float = 30.0, only: Collection[str] | None = None
+) -> None:
     """Create the topics if absent: model, archive, control and status compacted, one partition.
 
     One model-topic partition keeps every model message in one total order, so
     "the newest message per name is current" means the same on every worker.
+    ``only``: just these of them, the ones the caller uses; on a broker with ACLs a
+    principal sees (DESCRIBE) only its own topics and would take the others for absent.
+    A topic absent and not creatable (no CREATE right) is :class:`NotAuthorized`.
     """
     rf = settings.replication_factor
     big = {"max.message.bytes": str(16 * 1024**2)}  # a model inline, or a candidate in a rollout
@@ -201,6 +212,8 @@ async def ensure_topics(settings: Settings, *, timeout: float = 30.0) -> None:
         NewTopic(settings.shadow_topic, settings.data_partitions, rf),
         NewTopic(settings.dead_letter_topic, settings.data_partitions, rf),
     ]
+    if only is not None:
+        wanted = [t for t in wanted if t.name in only]
     admin = AIOKafkaAdminClient(request_timeout_ms=int(timeout * 1000), **client_options(settings))
     await asyncio.wait_for(admin.start(), timeout)
     try:
@@ -210,6 +223,8 @@ async def ensure_topics(settings: Settings, *, timeout: float = 30.0) -> None:
             return
         response = await admin.create_topics(missing)
         for topic, code, *rest in response.topic_errors:
+            if code == _TOPIC_AUTHORIZATION_FAILED:
+                raise NotAuthorized("CREATE", "topic", topic)
             if code not in (0, _TOPIC_ALREADY_EXISTS):
                 raise RuntimeError(f"cannot create topic {topic}: error {code} {rest}")
             if code == 0:

@@ -25,6 +25,7 @@ from service.core.fleet import fleet_view, live_workers
 from service.core.registry import ModelRegistry
 from service.core.rollout_messages import WorkerStatus, parse_worker_status
 from service.core.settings import Settings
+from service.kafka.authz import Denials
 from service.kafka.clients import rdkafka_config
 from service.kafka.model_feed import ModelFeed, ModelUpdate
 from service.kafka.threads import bounded
@@ -55,6 +56,7 @@ class Fleet(Service):
         partitions: Callable[[], list[int]],
         ready: Callable[[], bool],
         lag: Callable[[], int | None] = lambda: None,
+        denials: Denials | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -66,7 +68,7 @@ class Fleet(Service):
         self._statuses: dict[str, WorkerStatus] = {}
         self._producer: Producer | None = None
         self._feed = ModelFeed(
-            settings, self._received, topic=settings.status_topic, label="status"
+            settings, self._received, topic=settings.status_topic, label="status", denials=denials
         )
 
     def on_init_dependencies(self) -> list[Service]:

@@ -83,7 +83,7 @@ def start_rollout(
 def end_rollout(settings: Settings, name: str, stage: Stage, why: str = "") -> ControlMessage:
     """Promote or abort the rollout of ``name`` in progress (a :class:`ToolError` if none)."""
     with kafka_errors(settings):
-        asyncio.run(ensure_topics(settings))
+        asyncio.run(ensure_topics(settings, only={settings.control_topic}))
         current = current_control(settings, name)
     if current is None or current.candidate is None:
         raise ToolError(
