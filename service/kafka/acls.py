@@ -16,7 +16,7 @@ from typing import Literal
 
 from service.core.settings import Settings
 
-__all__ = ["ROLES", "Acl", "Role", "grant", "role_acls"]
+__all__ = ["ROLES", "Acl", "Role", "grant", "readme_rows", "role_acls"]
 
 logger = logging.getLogger(__name__)
 
@@ -84,6 +84,25 @@ def role_acls(settings: Settings, role: Role) -> list[Acl]:
         Acl("topic", s.dead_letter_topic, "READ", "replay: the dead letters"),
         Acl("group", f"{s.app_id}-replay-dlq-", "READ", "replay: its progress", prefixed=True),
     ]
+
+
+def readme_rows(role: Role) -> list[str]:
+    """``role``'s ACLs as the README's table rows, names given by their settings.
+
+    ``$HOTSWAP_MODEL_TOPIC`` stands for the model topic's name, and so on; the
+    README check (tests/docs/test_acls.py) compares the table with these rows.
+    """
+    names = {
+        field: f"$HOTSWAP_{field.upper()}"
+        for field in Settings.model_fields
+        if field.endswith("_topic") or field == "app_id"
+    }
+    placeholders = Settings.model_construct(**names)  # type: ignore[arg-type]
+    rows = []
+    for acl in role_acls(placeholders, role):
+        name = f"`{acl.name}`" + (" (prefixed)" if acl.prefixed else "")
+        rows.append(f"| {role} | {acl.operation} | {acl.resource} | {name} | {acl.why} |")
+    return rows
 
 
 def grant(
