@@ -227,8 +227,12 @@ def build_worker(settings: Settings) -> WorkerParts:
         reachable = models.broker_reachable
         stalled = data.progress.stalled()
         metrics.stalled.set(1 if stalled else 0)
+        refused = [data.progress.denied]
+        if data.assigned_partitions() == 0:  # a refused group or topic READ: none assigned
+            refused.append(data.progress.denied_read)
         reasons = [
             denials.reason(),
+            *(d.as_principal(principal_of(settings)).line() for d in refused if d),
             "" if reachable else "broker unreachable",
             "" if models.replayed.is_set() else "model topic not replayed yet",
             "" if control.replayed.is_set() else "control topic not replayed yet",

@@ -105,10 +105,8 @@ def readme_rows(role: Role) -> list[str]:
     return rows
 
 
-def grant(
-    admin_config: dict[str, str | int | float | bool], principal: str, acls: list[Acl]
-) -> None:
-    """Create ``acls`` for ``principal`` (``User:NAME``) with an admin's client config.
+def grant(bootstrap: str, principal: str, acls: list[Acl]) -> None:
+    """Create ``acls`` for ``principal`` (``User:NAME``) through an admin's listener.
 
     For tests and operators' scripts; the service itself never grants anything.
     """
@@ -121,7 +119,7 @@ def grant(
         ResourceType,
     )
 
-    admin = AdminClient(admin_config)
+    admin = AdminClient({"bootstrap.servers": bootstrap})
     bindings = [
         AclBinding(
             ResourceType[acl.resource.upper()],

@@ -151,4 +151,4 @@ class Denials:
             self._logged.pop(step, None)
 
     def reason(self) -> str:
-        return "; ".join(d.line() for d in self._refused.values())
+        return "; ".join(dict.fromkeys(d.line() for d in self._refused.values()))

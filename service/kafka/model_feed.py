@@ -108,6 +108,7 @@ class ModelFeed(Service):
                     self.denials.granted(f"{self._label} feed")
                     await self._tail()
             except NotAuthorized as denial:  # reachable, refused: retried, named in /ready
+                self.broker_reachable = True
                 self.denials.refused(f"{self._label} feed", denial)
                 await self._call(self._close)
                 await self.sleep(backoff)

@@ -51,7 +51,6 @@ _PERMANENT = {
     KafkaError.MSG_SIZE_TOO_LARGE,
     KafkaError.INVALID_RECORD,
     KafkaError.RECORD_LIST_TOO_LARGE,
-    KafkaError.TOPIC_AUTHORIZATION_FAILED,
     KafkaError.INVALID_MSG,
     KafkaError.INVALID_MSG_SIZE,
 }
@@ -89,6 +88,7 @@ def fenced(error: KafkaError) -> bool:
 class Failure:
     output: Output
     error: KafkaError
+    topic: str = ""  # where it was going (named when the broker refuses the right to write)
 
     def as_rejection(self) -> errors.RecordRejected:
         if self.error.code() in {KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.RECORD_LIST_TOO_LARGE}:
@@ -109,9 +109,9 @@ class _Report:
     raw: list[tuple[str, bytes | None, bytes | None, KafkaError]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def add(self, output: Output, error: KafkaError) -> None:
+    def add(self, output: Output, error: KafkaError, topic: str = "") -> None:
         with self.lock:
-            self.failures.append(Failure(output, error))
+            self.failures.append(Failure(output, error, topic))
 
     def add_raw(
         self, topic: str, key: bytes | None, value: bytes | None, error: KafkaError
@@ -131,7 +131,7 @@ class _Report:
             for _topic, key, value, error in raw:
                 matches = by_content.get((key, value))
                 if matches:
-                    taken.append(Failure(matches.pop(), error))
+                    taken.append(Failure(matches.pop(), error, _topic))
                 else:
                     logger.warning("a failed delivery matches no output of this batch: %s", error)
         return taken
@@ -252,13 +252,13 @@ class Publisher:
         )
         if value is not None and len(value) > self._check_above and self._too_large(out, topic):
             self._report.add(
-                out, KafkaError(KafkaError.MSG_SIZE_TOO_LARGE, "over max.message.bytes")
+                out, KafkaError(KafkaError.MSG_SIZE_TOO_LARGE, "over max.message.bytes"), topic
             )
             return
         try:
             self._producer.produce(topic, value, key, partition, None, None, 0, out.headers)  # type: ignore[arg-type]
         except KafkaException as exc:
-            self._report.add(out, exc.args[0])
+            self._report.add(out, exc.args[0], topic)
 
     def _undelivered(self, error: KafkaError | None, message: Any) -> None:
         """librdkafka's delivery report, for failures only (any thread)."""

@@ -11,7 +11,6 @@ with that line, logs it, stays up, and scores once the ACL is added.
 
 from __future__ import annotations
 
-import asyncio
 import subprocess
 import uuid
 from collections.abc import Callable
@@ -21,10 +20,9 @@ import pytest
 from pydantic import SecretStr
 
 from scripts.harness import WorkerProcess, consume, isolated_settings, run_cli, wait_for
-from scripts.localkafka import LocalKafka
+from scripts.localkafka import LocalKafka, free_port
 from service.core.settings import Settings
 from service.kafka.acls import Acl, Role, grant, role_acls
-from service.kafka.clients import ensure_topics
 
 pytestmark = pytest.mark.integration
 
@@ -35,12 +33,30 @@ Principal = Callable[..., Settings]
 def admin(secure_kafka: LocalKafka, tmp_path: Path) -> Settings:
     """This test's topics, created by the admin (the roles have no CREATE right)."""
     settings = isolated_settings(secure_kafka.bootstrap, tmp_path, "sec")
-    asyncio.run(ensure_topics(settings))
+    as_admin = _secured(secure_kafka, settings, "admin", secure_kafka.admin_password)
+    assert "topics ready" in _ok(as_admin, "topics")
     return settings
 
 
+def _secured(kafka: LocalKafka, settings: Settings, user: str, password: str) -> Settings:
+    """``settings`` (same topics and group) for ``user`` on the SASL_SSL listener."""
+    return settings.model_copy(
+        update={
+            "broker": f"kafka://{kafka.secure_bootstrap}",
+            "security_protocol": "SASL_SSL",
+            "sasl_mechanism": "SCRAM-SHA-512",
+            "sasl_username": user,
+            "sasl_password": SecretStr(password),
+            "ssl_cafile": str(kafka.ca_file),
+            "http_port": free_port(),
+            "data_dir": str(Path(settings.data_dir).with_name(f"worker-{user}")),
+            "log_level": "INFO",
+        }
+    )
+
+
 @pytest.fixture
-def principal(secure_kafka: LocalKafka, admin: Settings, tmp_path: Path) -> Principal:
+def principal(secure_kafka: LocalKafka, admin: Settings) -> Principal:
     """A new SCRAM user with ``role``'s ACLs (less ``without``), and its client settings."""
 
     def make(role: Role, *, without: Callable[[Acl], bool] = lambda acl: False) -> Settings:
@@ -48,19 +64,8 @@ def principal(secure_kafka: LocalKafka, admin: Settings, tmp_path: Path) -> Prin
         password = uuid.uuid4().hex
         secure_kafka.add_user(name, password)
         acls = [acl for acl in role_acls(admin, role) if not without(acl)]
-        grant({"bootstrap.servers": secure_kafka.bootstrap}, f"User:{name}", acls)
-        return isolated_settings(
-            secure_kafka.secure_bootstrap,
-            tmp_path,
-            "sec",
-            tag=admin.model_topic.removesuffix("-models").removeprefix("sec"),
-            security_protocol="SASL_SSL",
-            sasl_mechanism="SCRAM-SHA-512",
-            sasl_username=name,
-            sasl_password=SecretStr(password),
-            ssl_cafile=str(secure_kafka.ca_file),
-            log_level="INFO",
-        )
+        grant(secure_kafka.bootstrap, f"User:{name}", acls)
+        return _secured(secure_kafka, admin, name, password)
 
     return make
 
@@ -153,26 +158,38 @@ def test_a_missing_right_is_named_in_one_line(
         f"error: not authorized to CREATE topic '{admin.data_topic}' as User:{mute.sasl_username}"
     )
 
-    # The worker: no READ on the model topic. Up, not ready, says why; fine once granted.
+    # The worker: no READ on the model topic, no WRITE on the scored topic (only DESCRIBE,
+    # or it would take the topic for absent). Up, not ready, says why; fine once granted.
     blind = principal(
-        "worker", without=lambda a: a.name == admin.model_topic and a.operation == "READ"
+        "worker",
+        without=lambda a: (
+            (a.name, a.operation) in {(admin.model_topic, "READ"), (admin.scored_topic, "WRITE")}
+        ),
     )
+    user, root = f"User:{blind.sasl_username}", secure_kafka.bootstrap
+    grant(root, user, [Acl("topic", admin.scored_topic, "DESCRIBE", "test")])
     worker = workers(blind)
-    denial = f"not authorized to READ topic '{admin.model_topic}' as User:{blind.sasl_username}"
+    _refused_in_ready(worker, f"not authorized to READ topic '{admin.model_topic}' as {user}")
+    grant(root, user, [Acl("topic", admin.model_topic, "READ", "granted late")])
+    worker.wait_ready(timeout=90)
+
+    _ok(principal("producer"), "produce", "--count", "5", "--id-prefix", "late")
+    _refused_in_ready(worker, f"not authorized to WRITE topic '{admin.scored_topic}' as {user}")
+    grant(root, user, [Acl("topic", admin.scored_topic, "WRITE", "granted late")])
+    worker.wait_ready(timeout=90)
+    assert len(_scored(admin, 5)) == 5
+    dead = consume(admin, admin.dead_letter_topic, until=lambda rs: False, timeout=2)
+    assert dead == [], "a missing ACL is not the records' fault: nothing is dead-lettered"
+
+
+def _refused_in_ready(worker: WorkerProcess, denial: str) -> None:
+    """/ready answers 503 naming ``denial``, the log says it, and the worker stays up."""
 
     def refused() -> bool:
         answer = worker.get("/ready")
         return answer.status_code == 503 and denial in answer.json()["reason"]
 
-    wait_for(refused, 90, "/ready naming the refused right")
+    wait_for(refused, 90, f"/ready saying {denial!r}")
     assert worker.proc is not None
     assert worker.proc.poll() is None, "the worker must stay up"
-    assert denial in worker.tail(200)
-    grant(
-        {"bootstrap.servers": secure_kafka.bootstrap},
-        f"User:{blind.sasl_username}",
-        [Acl("topic", admin.model_topic, "READ", "granted late")],
-    )
-    worker.wait_ready(timeout=90)
-    _ok(principal("producer"), "produce", "--count", "5", "--id-prefix", "late")
-    assert len(_scored(admin, 5)) == 5
+    wait_for(lambda: denial in worker.tail(400), 30, "the log naming the refused right")
