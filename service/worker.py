@@ -227,7 +227,7 @@ def build_worker(settings: Settings) -> WorkerParts:
         reachable = models.broker_reachable
         stalled = data.progress.stalled()
         metrics.stalled.set(1 if stalled else 0)
-        refused = [data.progress.denied]
+        refused = [data.progress.denied, publisher.denied]
         if data.assigned_partitions() == 0:  # a refused group or topic READ: none assigned
             refused.append(data.progress.denied_read)
         reasons = [

@@ -12,14 +12,19 @@ import asyncio
 import logging
 import ssl
 import time
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAuthorizationFailedError
-from confluent_kafka import Consumer, KafkaError, Message
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message
+from confluent_kafka.admin import (  # type: ignore[attr-defined]
+    AdminClient,
+    ConfigResource,
+    ResourceType,
+)
 
 from service.core.settings import Settings
 from service.kafka.authz import NotAuthorized
@@ -34,6 +39,7 @@ __all__ = [
     "partitions_of",
     "producer",
     "rdkafka_config",
+    "topic_limits",
     "unstarted",
 ]
 
@@ -265,3 +271,30 @@ def unstarted(messages: list[Message]) -> bool:
         and (error.code() in _COORDINATOR_GONE or "committed offsets" in error.str())
         for m in messages
     )
+
+
+_ADMIN_KEYS = {
+    "bootstrap.servers",
+    "security.protocol",
+    "ssl.ca.location",
+    "sasl.mechanisms",
+    "sasl.username",
+    "sasl.password",
+    "client.id",
+    "logger",
+}
+
+
+def topic_limits(config: dict[str, Any], topics: Sequence[str], timeout: float) -> dict[str, int]:
+    """``max.message.bytes`` of each topic (1 MB, Kafka's default, when it cannot be read)."""
+    admin = AdminClient({k: v for k, v in config.items() if k in _ADMIN_KEYS})
+    resources = [ConfigResource(ResourceType.TOPIC, topic) for topic in topics]
+    limits = dict.fromkeys(topics, 1_048_588)
+    try:
+        for resource, future in admin.describe_configs(resources).items():
+            entry = future.result(timeout).get("max.message.bytes")
+            if entry is not None and entry.value:
+                limits[resource.name] = int(entry.value)
+    except (KafkaException, ValueError) as exc:
+        logger.warning("cannot read the output topics' max.message.bytes (%s)", exc)
+    return limits

@@ -23,16 +23,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Producer
-from confluent_kafka.admin import (  # type: ignore[attr-defined]
-    AdminClient,
-    ConfigResource,
-    ResourceType,
-)
 
 from service.core import errors
 from service.core.scoring import DeadLetter, Scored
 from service.core.settings import Settings
-from service.kafka.clients import rdkafka_config
+from service.kafka.authz import NotAuthorized, is_denial, principal_of
+from service.kafka.clients import rdkafka_config, topic_limits
 
 __all__ = [
     "Failure",
@@ -56,16 +52,6 @@ _PERMANENT = {
 }
 _PURGED = {KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT}
 _OVERHEAD = 512  # record and batch framing, generously
-_ADMIN_KEYS = {
-    "bootstrap.servers",
-    "security.protocol",
-    "ssl.ca.location",
-    "sasl.mechanisms",
-    "sasl.username",
-    "sasl.password",
-    "client.id",
-    "logger",
-}
 
 
 def permanent(error: KafkaError) -> bool:
@@ -171,6 +157,7 @@ class Publisher:
         self._check_above = 0  # values shorter than this cannot exceed any limit
         self._report = _Report()
         self.started = False
+        self.denied: NotAuthorized | None = None  # a refused transactional id, for /ready
 
     # --- lifecycle (blocking: call from a thread) ------------------------------------
 
@@ -189,8 +176,29 @@ class Publisher:
         for topic in topics:
             self._partitions[topic] = self._count(topic, timeout)
         if self.transactional:
-            self._producer.init_transactions(timeout)
+            self._init_transactions(timeout)
         self.started = True
+
+    def _init_transactions(self, timeout: float) -> None:
+        """``init_transactions``; a refused transactional id is named and retried.
+
+        librdkafka makes the refusal fatal for this producer, so the next start makes a
+        new one; the error is re-raised as not fatal, so the feed retries instead of
+        crashing the worker (which would only crash-loop until the ACL is added).
+        """
+        try:
+            self._producer.init_transactions(timeout)
+            self.denied = None
+        except KafkaException as exc:
+            if not is_denial(exc):
+                raise
+            self._producer = None  # type: ignore[assignment]  # a new one next time
+            tid = str(self._config["transactional.id"])
+            self.denied = NotAuthorized(
+                "WRITE", "transactional id", tid, principal_of(self._settings)
+            )
+            code = KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED
+            raise KafkaException(KafkaError(code, self.denied.line(), fatal=False)) from None
 
     def _count(self, topic: str, timeout: float) -> int:
         info = self._producer.list_topics(topic, timeout=timeout).topics.get(topic)
@@ -303,18 +311,3 @@ class Publisher:
 
     def poll(self) -> None:
         self._producer.poll(0)
-
-
-def topic_limits(config: dict[str, Any], topics: Sequence[str], timeout: float) -> dict[str, int]:
-    """``max.message.bytes`` of each topic (1 MB, Kafka's default, when it cannot be read)."""
-    admin = AdminClient({k: v for k, v in config.items() if k in _ADMIN_KEYS})
-    resources = [ConfigResource(ResourceType.TOPIC, topic) for topic in topics]
-    limits = dict.fromkeys(topics, 1_048_588)
-    try:
-        for resource, future in admin.describe_configs(resources).items():
-            entry = future.result(timeout).get("max.message.bytes")
-            if entry is not None and entry.value:
-                limits[resource.name] = int(entry.value)
-    except (KafkaException, ValueError) as exc:
-        logger.warning("cannot read the output topics' max.message.bytes (%s)", exc)
-    return limits

@@ -173,6 +173,24 @@ def test_a_missing_right_is_named_in_one_line(
     grant(root, user, [Acl("topic", admin.model_topic, "READ", "granted late")])
     worker.wait_ready(timeout=90)
 
+    # exactly_once without its transactional id: the same, instead of a crash loop.
+    eos = principal("worker", without=lambda a: a.resource == "transactional_id").model_copy(
+        update={"processing_guarantee": "exactly_once", "app_id": f"{admin.app_id}-eos"}
+    )
+    # (its own group, so it does not share the data partitions with the worker above)
+    own = [
+        Acl("group", eos.app_id, "READ", ""),
+        Acl("group", f"{eos.app_id}-reader", "DESCRIBE", ""),
+    ]
+    grant(root, f"User:{eos.sasl_username}", own)
+    other = workers(eos)
+    tid = f"{eos.app_id}-{eos.worker_id}"
+    txn = f"not authorized to WRITE transactional id '{tid}' as User:{eos.sasl_username}"
+    _refused_in_ready(other, txn)
+    grant(root, f"User:{eos.sasl_username}", [Acl("transactional_id", tid, "WRITE", "late")])
+    other.wait_ready(timeout=90)
+    other.stop()
+
     _ok(principal("producer"), "produce", "--count", "5", "--id-prefix", "late")
     _refused_in_ready(worker, f"not authorized to WRITE topic '{admin.scored_topic}' as {user}")
     grant(root, user, [Acl("topic", admin.scored_topic, "WRITE", "granted late")])
