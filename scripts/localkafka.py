@@ -16,6 +16,8 @@ Command line::
 
     python scripts/localkafka.py fetch                      # prints the jars' directory
     python scripts/localkafka.py run --port 9092            # until Ctrl-C / SIGTERM
+    python scripts/localkafka.py run --secure-port 9093 --user worker:secret
+        # also SASL_SSL (SCRAM-SHA-512, TLS, ACLs on); CA in <data-dir>/tls/ca.pem
 """
 
 from __future__ import annotations
@@ -262,8 +264,13 @@ class LocalKafka:
         extra_config: dict[str, str] | None = None,
         home: Path | None = None,
         log_path: Path | None = None,
+        secure_port: int | None = None,
+        admin_password: str = "admin-secret",
     ) -> None:
         self.port = port
+        # A SASL_SSL listener (SCRAM-SHA-512 over TLS) with ACLs on, beside PLAINTEXT.
+        self.secure_port = secure_port
+        self.admin_password = admin_password
         # Chosen once, so every restart of this broker reuses the same controller endpoint.
         self.controller_port = controller_port if controller_port is not None else free_port()
         self.data_dir = Path(data_dir).absolute()
@@ -278,6 +285,18 @@ class LocalKafka:
         return f"127.0.0.1:{self.port}"
 
     @property
+    def secure_bootstrap(self) -> str:
+        """``host:port`` of the SASL_SSL listener (only with ``secure_port``)."""
+        if self.secure_port is None:
+            raise RuntimeError("this broker has no SASL_SSL listener (secure_port not given)")
+        return f"localhost:{self.secure_port}"
+
+    @property
+    def ca_file(self) -> Path:
+        """The PEM certificate of the CA that signed the SASL_SSL listener's certificate."""
+        return self.data_dir / "tls" / "ca.pem"
+
+    @property
     def config_path(self) -> Path:
         return self.data_dir / "server.properties"
 
@@ -289,7 +308,7 @@ class LocalKafka:
     def config(self) -> dict[str, str]:
         """The broker configuration ``start()`` writes to ``server.properties``."""
         cport = self.controller_port
-        return {
+        config = {
             "process.roles": "broker,controller",
             "node.id": "1",
             "controller.quorum.voters": f"1@127.0.0.1:{cport}",
@@ -315,7 +334,44 @@ class LocalKafka:
             "log.cleaner.dedupe.buffer.size": str(8 * 1024 * 1024),
             # Model artifacts travel as records: allow up to 16 MiB.
             "message.max.bytes": str(16 * 1024 * 1024),
-            **self.extra_config,
+        }
+        if self.secure_port is not None:
+            config.update(self._secure_config())
+        config.update(self.extra_config)
+        return config
+
+    def _secure_config(self) -> dict[str, str]:
+        """A SASL_SSL listener with SCRAM-SHA-512 over TLS, and ACLs enforced.
+
+        The PLAINTEXT listener stays for the broker's own traffic and the local operator:
+        on it every client is ``User:ANONYMOUS``, a super user like ``User:admin``, so
+        it is an admin door on loopback only. Everyone else comes in on SASL_SSL as a
+        SCRAM user and gets exactly the ACLs granted to it.
+        """
+        cport, sport = self.controller_port, self.secure_port
+        tls = self.data_dir / "tls"
+        jaas = "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+        return {
+            "listeners": (
+                f"PLAINTEXT://127.0.0.1:{self.port},SASL_SSL://127.0.0.1:{sport},"
+                f"CONTROLLER://127.0.0.1:{cport}"
+            ),
+            "advertised.listeners": (
+                f"PLAINTEXT://127.0.0.1:{self.port},SASL_SSL://localhost:{sport}"
+            ),
+            "listener.security.protocol.map": (
+                "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL_SSL:SASL_SSL"
+            ),
+            "sasl.enabled.mechanisms": "SCRAM-SHA-512",
+            "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config": jaas,
+            # PEM inline (Properties turns each \n back into a line break): no keystore
+            # file format, no keystore password; the key is unencrypted, readable only by us.
+            "ssl.keystore.type": "PEM",
+            "ssl.keystore.certificate.chain": _one_line(tls / "server.pem"),
+            "ssl.keystore.key": _one_line(tls / "server.key"),
+            "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+            "super.users": "User:admin;User:ANONYMOUS",
+            "allow.everyone.if.no.acl.found": "false",
         }
 
     def _java(self, libs: Path, main_class: str, *args: str) -> list[str]:
@@ -354,6 +410,7 @@ class LocalKafka:
                 str(self.config_path),
                 f"--cluster-id={cluster or _cluster_id()}",
                 "--ignore-formatted",
+                *self._scram_arguments(),
             ),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
@@ -366,6 +423,12 @@ class LocalKafka:
                 f"formatting Kafka storage in {self.data_dir} failed "
                 f"(exit {result.returncode}):\n{_tail(result.stdout)}"
             )
+
+    def _scram_arguments(self) -> list[str]:
+        """The admin's SCRAM credential, written into the cluster's first metadata."""
+        if self.secure_port is None:
+            return []
+        return ["--add-scram", f"SCRAM-SHA-512=[name=admin,password={self.admin_password}]"]
 
     def start(self, timeout: float = 60) -> None:
         """Start the broker; return once it answers Kafka requests on ``bootstrap``.
@@ -380,8 +443,14 @@ class LocalKafka:
         for port in (self.port, self.controller_port):
             if _port_in_use(port):
                 raise RuntimeError(f"cannot start Kafka: 127.0.0.1:{port} is already in use")
-        config = self.config()
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        if self.secure_port is not None:
+            if _port_in_use(self.secure_port):
+                raise RuntimeError(
+                    f"cannot start Kafka: 127.0.0.1:{self.secure_port} is already in use"
+                )
+            make_tls_files(self.data_dir / "tls")
+        config = self.config()
         self.config_path.write_text(
             "# Written by scripts/localkafka.py on every start; edits are overwritten.\n"
             + "".join(f"{key}={value}\n" for key, value in config.items())
@@ -434,6 +503,25 @@ class LocalKafka:
         except OSError:
             return "(no log)"
 
+    def add_user(self, name: str, password: str, timeout: float = 30) -> None:
+        """Create (or reset) the SCRAM-SHA-512 credential of ``name`` on the running broker.
+
+        Through the PLAINTEXT listener (the local admin door), with confluent-kafka's
+        admin client, imported here only: the plaintext broker needs no package.
+        """
+        from confluent_kafka.admin import (  # type: ignore[attr-defined]
+            AdminClient,
+            ScramCredentialInfo,
+            ScramMechanism,
+            UserScramCredentialUpsertion,
+        )
+
+        admin = AdminClient({"bootstrap.servers": self.bootstrap})
+        info = ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, 4096)
+        upsert = UserScramCredentialUpsertion(name, info, password.encode())
+        for future in admin.alter_user_scram_credentials([upsert]).values():
+            future.result(timeout)
+
     def is_running(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
@@ -469,6 +557,81 @@ class LocalKafka:
         return f"LocalKafka({self.bootstrap}, {self.data_dir}, {state})"
 
 
+def _one_line(pem: Path) -> str:
+    """A PEM file as one ``server.properties`` value: line breaks written as ``\\n``."""
+    if not pem.is_file():
+        return ""  # config() before the first start(): the files are made by start()
+    return "\\n".join(pem.read_text().strip().splitlines())
+
+
+def make_tls_files(tls: Path) -> None:
+    """A CA and a server certificate for ``localhost`` and ``127.0.0.1`` (PEM), made once.
+
+    Files: ``ca.pem`` (clients trust it: ``HOTSWAP_SSL_CAFILE``), ``server.pem`` and
+    ``server.key`` (the listener's). Kept across restarts so clients' CA file stays
+    valid. Needs the ``cryptography`` package (a dependency of hotswap), imported here
+    only, so the plaintext broker still runs from a bare interpreter.
+    """
+    if all((tls / name).is_file() for name in ("ca.pem", "server.pem", "server.key")):
+        return
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.UTC)
+    valid = (now - datetime.timedelta(days=1), now + datetime.timedelta(days=3650))
+
+    def name(common: str) -> x509.Name:
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common)])
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(name("hotswap local CA"))
+        .issuer_name(name("hotswap local CA"))
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(valid[0])
+        .not_valid_after(valid[1])
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(False, False, False, False, False, True, True, False, False),
+            critical=True,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    san = [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+    server = (
+        x509.CertificateBuilder()
+        .subject_name(name("localhost"))
+        .issuer_name(ca.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(valid[0])
+        .not_valid_after(valid[1])
+        .add_extension(x509.SubjectAlternativeName(san), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    pem = serialization.Encoding.PEM
+    tls.mkdir(parents=True, exist_ok=True)
+    key_path = tls / "server.key"
+    key_path.write_bytes(
+        key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    key_path.chmod(0o600)
+    (tls / "server.pem").write_bytes(server.public_bytes(pem) + ca.public_bytes(pem))
+    (tls / "ca.pem").write_bytes(ca.public_bytes(pem))
+
+
 def _read_cluster_id(meta: Path) -> str | None:
     for line in meta.read_text().splitlines():
         key, sep, value = line.partition("=")
@@ -481,15 +644,32 @@ def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
     raise KeyboardInterrupt
 
 
-def _run(port: int, data_dir: Path, controller_port: int | None, timeout: float) -> int:
+def _run(
+    port: int,
+    data_dir: Path,
+    controller_port: int | None,
+    timeout: float,
+    secure_port: int | None = None,
+    users: list[str] | None = None,
+) -> int:
     """Run a broker in the foreground until SIGINT/SIGTERM, then stop it cleanly."""
     # Both set explicitly: a process started in the background by a shell inherits SIGINT
     # as ignored, and Python then never raises KeyboardInterrupt for it.
     signal.signal(signal.SIGINT, _raise_interrupt)
     signal.signal(signal.SIGTERM, _raise_interrupt)  # `kill <pid>` stops cleanly too
-    broker = LocalKafka(port, data_dir, controller_port=controller_port)
+    broker = LocalKafka(port, data_dir, controller_port=controller_port, secure_port=secure_port)
     try:
         broker.start(timeout)
+        for user in users or []:
+            name, _, password = user.partition(":")
+            broker.add_user(name, password)
+        if secure_port is not None:
+            print(
+                f"SASL_SSL (SCRAM-SHA-512, ACLs on) at {broker.secure_bootstrap}, "
+                f"CA {broker.ca_file}; super user admin; users: "
+                f"{', '.join(u.partition(':')[0] for u in users or []) or 'none added'}",
+                flush=True,
+            )
         print(
             f"Kafka {KAFKA_VERSION} ready at {broker.bootstrap} "
             f"(data in {broker.data_dir}, log in {broker.log_path}); Ctrl-C stops it",
@@ -529,12 +709,34 @@ def main(argv: list[str] | None = None) -> int:
         help="config, partitions and log; reused across runs (default .cache/kafka-data)",
     )
     run.add_argument("--timeout", type=float, default=60, help="startup timeout in seconds")
+    run.add_argument(
+        "--secure-port",
+        type=int,
+        default=None,
+        help="also listen for SASL_SSL (SCRAM-SHA-512 over TLS) here, with ACLs on",
+    )
+    run.add_argument(
+        "--user",
+        action="append",
+        default=[],
+        metavar="NAME:PASSWORD",
+        help="a SCRAM-SHA-512 user to create (repeatable; with --secure-port)",
+    )
     args = parser.parse_args(argv)
+    if args.command == "run" and args.user and args.secure_port is None:
+        parser.error("--user needs --secure-port")
     try:
         if args.command == "fetch":
             print(fetch())
             return 0
-        return _run(args.port, args.data_dir, args.controller_port, args.timeout)
+        return _run(
+            args.port,
+            args.data_dir,
+            args.controller_port,
+            args.timeout,
+            args.secure_port,
+            args.user,
+        )
     except RuntimeError as exc:
         print(f"localkafka: error: {exc}", file=sys.stderr)
         return 1

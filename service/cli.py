@@ -183,6 +183,16 @@ def cmd_produce(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_topics(settings: Settings, args: argparse.Namespace) -> int:
+    """Create every topic (the roles of a broker with ACLs have no CREATE right)."""
+    from service.kafka.clients import ensure_topics
+
+    with kafka_errors(settings):
+        asyncio.run(ensure_topics(settings))
+    print(f"topics ready on {settings.broker}")
+    return 0
+
+
 def cmd_train(settings: Settings, args: argparse.Namespace) -> int:
     from service.tools.train import train_examples
 
@@ -265,6 +275,7 @@ COMMANDS = {
     "publish": cmd_publish,
     "follow": cmd_follow,
     "produce": cmd_produce,
+    "topics": cmd_topics,
     "train": cmd_train,
     "status": cmd_status,
     "keygen": cmd_keygen,

@@ -50,6 +50,7 @@ from service.grpc.server import GrpcServer
 from service.http.api import Readiness, create_api
 from service.http.quality import create_quality_router
 from service.http.rollouts import create_rollout_router
+from service.kafka.authz import Denials, principal_of
 from service.kafka.batch import Batch
 from service.kafka.data_feed import DataFeed
 from service.kafka.decider import Decider
@@ -214,13 +215,15 @@ def build_worker(settings: Settings) -> WorkerParts:
     async def hand_over_batch(batch: Batch) -> None:
         await batch_channel.put(batch)
 
-    models = ModelFeed(settings, hand_over_model)
+    denials = Denials(principal_of(settings))  # rights refused right now, named in /ready
+    models = ModelFeed(settings, hand_over_model, denials=denials)
     control = ModelFeed(
         settings,
         hand_over_control,
         topic=settings.control_topic,
         label="control",
         after=models.replayed,
+        denials=denials,
     )
     data = DataFeed(
         settings,
@@ -249,7 +252,12 @@ def build_worker(settings: Settings) -> WorkerParts:
         reachable = models.broker_reachable
         stalled = data.progress.stalled()
         metrics.stalled.set(1 if stalled else 0)
+        refused = [data.progress.denied, publisher.denied]
+        if data.assigned_partitions() == 0:  # a refused group or topic READ: none assigned
+            refused.append(data.progress.denied_read)
         reasons = [
+            denials.reason(),
+            *(d.as_principal(principal_of(settings)).line() for d in refused if d),
             "" if reachable else "broker unreachable",
             "" if models.replayed.is_set() else "model topic not replayed yet",
             "" if control.replayed.is_set() else "control topic not replayed yet",
@@ -279,6 +287,7 @@ def build_worker(settings: Settings) -> WorkerParts:
         partitions=data.partitions,
         ready=ready,
         lag=lambda: data.lag.value,
+        denials=denials,
     )
     decider = Decider(settings, registry, fleet, metrics, partitions=data.partitions)
     plane = DataPlane(registry, metrics, ready, threads=2, max_pending=8)  # HTTP and gRPC

@@ -24,6 +24,19 @@ def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalKafka]:
         yield broker
 
 
+@pytest.fixture(scope="session")
+def secure_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalKafka]:
+    """A second broker with a SASL_SSL listener (SCRAM-SHA-512, TLS) and ACLs on.
+
+    Started only when a test asks for it (tests/kafka/test_secured.py): the rest of
+    the suite keeps the plain, faster broker above.
+    """
+    fetch()
+    data = tmp_path_factory.mktemp("secure-kafka")
+    with LocalKafka(free_port(), data, secure_port=free_port()) as broker:
+        yield broker
+
+
 @pytest.fixture
 def make_settings(kafka: LocalKafka, tmp_path: Path) -> Callable[..., Settings]:
     """Settings with this test's own topics and consumer group (shared by its workers)."""

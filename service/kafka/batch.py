@@ -20,6 +20,8 @@ from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 from service.core import errors
 from service.core.metrics import Metrics
 from service.core.scoring import InputRecord, Scored
+from service.core.settings import Settings
+from service.kafka.authz import NotAuthorized, is_denial, named, principal_of
 from service.kafka.publisher import Failure, Output
 from service.kafka.refused import tombstone_letter
 
@@ -51,6 +53,30 @@ class BatchState:
     batches: int = 0
     retry_in: float = 1.0  # seconds before a batch that could not be scored is read again
     blocked: float | None = None  # since when batches wait for the Schema Registry
+    group: str = ""
+    principal: str = ""
+    # A right the broker refuses (an ACL missing): an output topic's WRITE, for /ready
+    # at once, not after ``stall_after``; or the data group's or topic's READ.
+    denied: NotAuthorized | None = None
+    denied_read: NotAuthorized | None = None
+
+    @classmethod
+    def of(cls, settings: Settings) -> BatchState:
+        return cls(settings.stall_timeout, group=settings.app_id, principal=principal_of(settings))
+
+    def seen(self, messages: list[Message]) -> list[Message]:
+        """``messages`` as fetched, noting a refused READ (group or data topic)."""
+        for m in messages:
+            error = m.error()
+            if error is not None and is_denial(error):
+                denial = named(error, "READ", m.topic() or "", self.group)
+                if denial is not None and self.denied_read is None:
+                    said = denial.as_principal(self.principal).line()
+                    logger.error("data consumer: %s (retrying until the ACL is added)", said)
+                self.denied_read = denial
+            elif m.partition() is not None and (m.offset() or -1) >= 0:
+                self.denied_read = None
+        return messages
 
     def started(self, offsets: Sequence[TopicPartition]) -> None:
         self.since = time.monotonic()
@@ -73,6 +99,9 @@ class BatchState:
         return error
 
     def failed(self, failures: Sequence[Failure], left: int, permanent: int = 0) -> None:
+        refused = next((f for f in failures if is_denial(f.error)), None)
+        if refused is not None and self.denied is not None:
+            return  # refused again, already said: the batch retries until the ACL is added
         if failures:
             logger.warning(
                 "%d outputs failed (%d for good: dead-lettered), e.g. %s",
@@ -82,11 +111,16 @@ class BatchState:
             )
             first = failures[0].error
             self.last_error = f"{len(failures)} outputs failed, e.g. {first.name()}: {first.str()}"
+            self.denied = NotAuthorized("WRITE", "topic", refused.topic) if refused else None
+            if self.denied is not None:
+                said = self.denied.as_principal(self.principal).line()
+                logger.error("%s (retrying until the ACL is added)", said)
         elif left:
             self.last_error = f"{left} outputs not acknowledged yet (broker unreachable?)"
 
     def committed(self) -> None:
         self.since = None
+        self.denied = None
         self.batches += 1
 
     def idle(self) -> None:

@@ -12,15 +12,23 @@ import asyncio
 import logging
 import ssl
 import time
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from confluent_kafka import Consumer, KafkaError, Message
+from aiokafka.errors import TopicAuthorizationFailedError
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message
+from confluent_kafka.admin import (  # type: ignore[attr-defined]
+    AdminClient,
+    ConfigResource,
+    ResourceType,
+)
 
 from service.core.routes import load_routes
 from service.core.settings import Settings
+from service.kafka.authz import NotAuthorized
 
 __all__ = [
     "Security",
@@ -32,12 +40,14 @@ __all__ = [
     "partitions_of",
     "producer",
     "rdkafka_config",
+    "topic_limits",
     "unstarted",
 ]
 
 logger = logging.getLogger(__name__)
 
 _TOPIC_ALREADY_EXISTS = 36
+_TOPIC_AUTHORIZATION_FAILED = 29
 
 
 class _OncePerMinute(logging.Filter):
@@ -177,14 +187,21 @@ def consumer(settings: Settings, *topics: str, **overrides: Any) -> AIOKafkaCons
 async def partitions_of(client: AIOKafkaConsumer, topic: str) -> set[int]:
     """The partition ids of ``topic``, from fresh metadata (the consumer's cache may be empty)."""
     cluster = await client._client.fetch_all_metadata()
+    if topic in cluster.unauthorized_topics:  # not "absent": the caller names the right
+        raise TopicAuthorizationFailedError(topic)
     return set(cluster.partitions_for_topic(topic) or ())
 
 
-async def ensure_topics(settings: Settings, *, timeout: float = 30.0) -> None:
+async def ensure_topics(
+    settings: Settings, *, timeout: float = 30.0, only: Collection[str] | None = None
+) -> None:
     """Create the topics if absent: model, archive, control and status compacted, one partition.
 
     One model-topic partition keeps every model message in one total order, so
     "the newest message per name is current" means the same on every worker.
+    ``only``: just these of them, the ones the caller uses; on a broker with ACLs a
+    principal sees (DESCRIBE) only its own topics and would take the others for absent.
+    A topic absent and not creatable (no CREATE right) is :class:`NotAuthorized`.
     """
     rf = settings.replication_factor
     big = {"max.message.bytes": str(16 * 1024**2)}  # a model inline, or a candidate in a rollout
@@ -206,6 +223,8 @@ async def ensure_topics(settings: Settings, *, timeout: float = 30.0) -> None:
         named = {t.name for t in wanted}
         outputs = [t for t in load_routes(settings.routes).outputs if t not in named]
         wanted += [NewTopic(t, settings.data_partitions, rf) for t in outputs]
+    if only is not None:
+        wanted = [t for t in wanted if t.name in only]
     admin = AIOKafkaAdminClient(request_timeout_ms=int(timeout * 1000), **client_options(settings))
     await asyncio.wait_for(admin.start(), timeout)
     try:
@@ -215,6 +234,8 @@ async def ensure_topics(settings: Settings, *, timeout: float = 30.0) -> None:
             return
         response = await admin.create_topics(missing)
         for topic, code, *rest in response.topic_errors:
+            if code == _TOPIC_AUTHORIZATION_FAILED:
+                raise NotAuthorized("CREATE", "topic", topic)
             if code not in (0, _TOPIC_ALREADY_EXISTS):
                 raise RuntimeError(f"cannot create topic {topic}: error {code} {rest}")
             if code == 0:
@@ -255,3 +276,30 @@ def unstarted(messages: list[Message]) -> bool:
         and (error.code() in _COORDINATOR_GONE or "committed offsets" in error.str())
         for m in messages
     )
+
+
+_ADMIN_KEYS = {
+    "bootstrap.servers",
+    "security.protocol",
+    "ssl.ca.location",
+    "sasl.mechanisms",
+    "sasl.username",
+    "sasl.password",
+    "client.id",
+    "logger",
+}
+
+
+def topic_limits(config: dict[str, Any], topics: Sequence[str], timeout: float) -> dict[str, int]:
+    """``max.message.bytes`` of each topic (1 MB, Kafka's default, when it cannot be read)."""
+    admin = AdminClient({k: v for k, v in config.items() if k in _ADMIN_KEYS})
+    resources = [ConfigResource(ResourceType.TOPIC, topic) for topic in topics]
+    limits = dict.fromkeys(topics, 1_048_588)
+    try:
+        for resource, future in admin.describe_configs(resources).items():
+            entry = future.result(timeout).get("max.message.bytes")
+            if entry is not None and entry.value:
+                limits[resource.name] = int(entry.value)
+    except (KafkaException, ValueError) as exc:
+        logger.warning("cannot read the output topics' max.message.bytes (%s)", exc)
+    return limits

@@ -32,8 +32,9 @@ from service.core.rollout_messages import (
     parse_control_message,
 )
 from service.core.settings import Settings
+from service.kafka.authz import denied_as
 from service.kafka.clients import ensure_topics, producer
-from service.kafka.readtoend import read_to_end
+from service.kafka.readtoend import read_to_end, reader_group
 
 __all__ = [
     "current_rollout",
@@ -60,12 +61,13 @@ def model_records(settings: Settings, message: ModelMessage) -> list[Record]:
 
 async def send_in_order(settings: Settings, records: Sequence[Record]) -> None:
     """Send ``records`` one after the other, each acknowledged before the next."""
-    await ensure_topics(settings)
+    await ensure_topics(settings, only={topic for topic, _, _ in records})
     kafka = producer(settings)
     await kafka.start()
     try:
         for topic, key, value in records:
-            await kafka.send_and_wait(topic, value, key=key)
+            with denied_as("WRITE", topic):
+                await kafka.send_and_wait(topic, value, key=key)
     finally:
         await kafka.stop()
 
@@ -84,7 +86,9 @@ async def write_control(settings: Settings, control: ControlMessage) -> None:
 def newest_value(settings: Settings, topic: str, key: bytes) -> bytes | None:
     """The newest value for ``key`` on ``topic`` (blocking; reads the topic to its end)."""
     newest: bytes | None = None
-    for message in read_to_end(settings, topic):
+    with denied_as("READ", topic, group=reader_group(settings), group_operation="DESCRIBE"):
+        messages = read_to_end(settings, topic)
+    for message in messages:
         if message.key() == key:
             newest = message.value()
     return newest

@@ -87,7 +87,7 @@ class DataFeed(Assignment, Service):
         self._offsets = DeliveredOffsets()  # at_least_once: what may be committed
         self._finished = asyncio.Event()
         self._deadline: float | None = None  # set by a stop: give up the batch after it
-        self.progress = BatchState(stall_after=settings.stall_timeout)
+        self.progress = BatchState.of(settings)
         self.lag = Lag()  # records of its partitions not yet fetched, for heartbeats
         self._txn = Transactions(publisher, metrics, self._send_call, self._gave_up, self._fenced)
 
@@ -106,7 +106,7 @@ class DataFeed(Assignment, Service):
         self.lag.refresh(consumer, self._assigned)
         if self._routing is not None:
             self._routing.resume_due(consumer)
-        messages = fetch(consumer, most, wait, not self._eos)
+        messages = self.progress.seen(fetch(consumer, most, wait, not self._eos))
         if unstarted(messages):  # once the batch in flight is committed, read from there
             logger.warning("committed offsets unreadable: assigning the partitions again")
             self._idle.wait(self._settings.stop_timeout + self._settings.transaction_timeout)
@@ -295,7 +295,7 @@ class DataFeed(Assignment, Service):
                     self._offsets.delivered(offsets)
                     await self._offsets.commit_sync(consumer, self._deadline - time.monotonic())
                 break
-            await asyncio.sleep(0.2)
+            await asyncio.sleep(1.0 if self.progress.denied else 0.2)  # an ACL: not soon
         self.progress.committed()
         account(self._metrics, outputs)
         return True

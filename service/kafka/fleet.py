@@ -36,6 +36,7 @@ from service.core.metrics import Metrics
 from service.core.registry import ModelRegistry
 from service.core.settings import Settings
 from service.core.status_messages import WorkerStatus, parse_worker_status
+from service.kafka.authz import Denials
 from service.kafka.clients import rdkafka_config
 from service.kafka.model_feed import ModelFeed, ModelUpdate
 from service.kafka.threads import bounded
@@ -68,6 +69,7 @@ class Fleet(Service):
         partitions: Callable[[], list[int]],
         ready: Callable[[], bool],
         lag: Callable[[], int | None] = lambda: None,
+        denials: Denials | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -82,7 +84,7 @@ class Fleet(Service):
         self.heartbeat_problem = ""  # why the last heartbeat was not sent ("" once one is)
         self._producer: Producer | None = None
         self._feed = ModelFeed(
-            settings, self._received, topic=settings.status_topic, label="status"
+            settings, self._received, topic=settings.status_topic, label="status", denials=denials
         )
 
     def on_init_dependencies(self) -> list[Service]:

@@ -32,8 +32,9 @@ from confluent_kafka import Consumer, KafkaException, Message
 from mode import Service
 
 from service.core.settings import Settings
+from service.kafka.authz import Denials, NotAuthorized, denied_as
 from service.kafka.clients import ensure_topics, fetch
-from service.kafka.readtoend import assign_all, drain, standalone_consumer
+from service.kafka.readtoend import assign_all, drain, reader_group, standalone_consumer
 
 __all__ = ["ModelFeed", "ModelUpdate"]
 
@@ -70,6 +71,7 @@ class ModelFeed(Service):
         topic: str | None = None,
         label: str = "model",
         after: asyncio.Event | None = None,
+        denials: Denials | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -78,6 +80,8 @@ class ModelFeed(Service):
         self._topic = topic or settings.model_topic
         self._label = label
         self._after = after
+        self.denials = denials or Denials("")
+        self._group = {"group": reader_group(settings), "group_operation": "DESCRIBE"}
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{label}-feed")
         self._consumer: Consumer | None = None
         self._positions: dict[int, int] = {}
@@ -94,13 +98,21 @@ class ModelFeed(Service):
             await self.sleep(0.05)  # e.g. the control topic waits for the model topic
         while not self.should_stop:
             try:
-                await asyncio.wait_for(ensure_topics(self._settings, timeout=5.0), 6.0)
-                ends = await self._call(self._connect)
+                with denied_as("READ", self._topic, **self._group):
+                    await asyncio.wait_for(ensure_topics(self._settings, timeout=5.0), 6.0)
+                    ends = await self._call(self._connect)
+                    self.broker_reachable = True
+                    backoff = 0.5
+                    if not self.replayed.is_set():
+                        await self._replay(ends)
+                    self.denials.granted(f"{self._label} feed")
+                    await self._tail()
+            except NotAuthorized as denial:  # reachable, refused: retried, named in /ready
                 self.broker_reachable = True
-                backoff = 0.5
-                if not self.replayed.is_set():
-                    await self._replay(ends)
-                await self._tail()
+                self.denials.refused(f"{self._label} feed", denial)
+                await self._call(self._close)
+                await self.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
             except (KafkaException, OSError, TimeoutError, Exception) as exc:
                 if self.should_stop:
                     break

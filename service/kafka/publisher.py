@@ -23,16 +23,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Producer
-from confluent_kafka.admin import (  # type: ignore[attr-defined]
-    AdminClient,
-    ConfigResource,
-    ResourceType,
-)
 
 from service.core import errors
 from service.core.scoring import DeadLetter, Scored
 from service.core.settings import Settings
-from service.kafka.clients import rdkafka_config
+from service.kafka.authz import NotAuthorized, is_denial, principal_of
+from service.kafka.clients import rdkafka_config, topic_limits
 
 __all__ = ["Failure", "Output", "Publisher", "fenced", "permanent"]
 
@@ -45,22 +41,11 @@ _PERMANENT = {
     KafkaError.MSG_SIZE_TOO_LARGE,
     KafkaError.INVALID_RECORD,
     KafkaError.RECORD_LIST_TOO_LARGE,
-    KafkaError.TOPIC_AUTHORIZATION_FAILED,
     KafkaError.INVALID_MSG,
     KafkaError.INVALID_MSG_SIZE,
 }
 _PURGED = {KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT}
 _OVERHEAD = 512  # record and batch framing, generously
-_ADMIN_KEYS = {
-    "bootstrap.servers",
-    "security.protocol",
-    "ssl.ca.location",
-    "sasl.mechanisms",
-    "sasl.username",
-    "sasl.password",
-    "client.id",
-    "logger",
-}
 
 
 def permanent(error: KafkaError) -> bool:
@@ -83,6 +68,7 @@ def fenced(error: KafkaError) -> bool:
 class Failure:
     output: Output
     error: KafkaError
+    topic: str = ""  # where it was going (named when the broker refuses the right to write)
 
     def as_rejection(self) -> errors.RecordRejected:
         if self.error.code() in {KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.RECORD_LIST_TOO_LARGE}:
@@ -103,9 +89,9 @@ class _Report:
     raw: list[tuple[str, bytes | None, bytes | None, KafkaError]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def add(self, output: Output, error: KafkaError) -> None:
+    def add(self, output: Output, error: KafkaError, topic: str = "") -> None:
         with self.lock:
-            self.failures.append(Failure(output, error))
+            self.failures.append(Failure(output, error, topic))
 
     def add_raw(
         self, topic: str, key: bytes | None, value: bytes | None, error: KafkaError
@@ -125,7 +111,7 @@ class _Report:
             for _topic, key, value, error in raw:
                 matches = by_content.get((key, value))
                 if matches:
-                    taken.append(Failure(matches.pop(), error))
+                    taken.append(Failure(matches.pop(), error, _topic))
                 else:
                     logger.warning("a failed delivery matches no output of this batch: %s", error)
         return taken
@@ -166,6 +152,7 @@ class Publisher:
         self._check_above = 0  # values shorter than this cannot exceed any limit
         self._report = _Report()
         self.started = False
+        self.denied: NotAuthorized | None = None  # a refused transactional id, for /ready
 
     # --- lifecycle (blocking: call from a thread) ------------------------------------
 
@@ -184,8 +171,29 @@ class Publisher:
         for topic in topics:
             self._partitions[topic] = self._count(topic, timeout)
         if self.transactional:
-            self._producer.init_transactions(timeout)
+            self._init_transactions(timeout)
         self.started = True
+
+    def _init_transactions(self, timeout: float) -> None:
+        """``init_transactions``; a refused transactional id is named and retried.
+
+        librdkafka makes the refusal fatal for this producer, so the next start makes a
+        new one; the error is re-raised as not fatal, so the feed retries instead of
+        crashing the worker (which would only crash-loop until the ACL is added).
+        """
+        try:
+            self._producer.init_transactions(timeout)
+            self.denied = None
+        except KafkaException as exc:
+            if not is_denial(exc):
+                raise
+            self._producer = None  # type: ignore[assignment]  # a new one next time
+            tid = str(self._config["transactional.id"])
+            self.denied = NotAuthorized(
+                "WRITE", "transactional id", tid, principal_of(self._settings)
+            )
+            code = KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED
+            raise KafkaException(KafkaError(code, self.denied.line(), fatal=False)) from None
 
     def _count(self, topic: str, timeout: float) -> int:
         info = self._producer.list_topics(topic, timeout=timeout).topics.get(topic)
@@ -248,13 +256,13 @@ class Publisher:
         )
         if value is not None and len(value) > self._check_above and self._too_large(out, topic):
             self._report.add(
-                out, KafkaError(KafkaError.MSG_SIZE_TOO_LARGE, "over max.message.bytes")
+                out, KafkaError(KafkaError.MSG_SIZE_TOO_LARGE, "over max.message.bytes"), topic
             )
             return
         try:
             self._producer.produce(topic, value, key, partition, None, None, 0, out.headers)  # type: ignore[arg-type]
         except KafkaException as exc:
-            self._report.add(out, exc.args[0])
+            self._report.add(out, exc.args[0], topic)
 
     def _undelivered(self, error: KafkaError | None, message: Any) -> None:
         """librdkafka's delivery report, for failures only (any thread)."""
@@ -299,18 +307,3 @@ class Publisher:
 
     def poll(self) -> None:
         self._producer.poll(0)
-
-
-def topic_limits(config: dict[str, Any], topics: Sequence[str], timeout: float) -> dict[str, int]:
-    """``max.message.bytes`` of each topic (1 MB, Kafka's default, when it cannot be read)."""
-    admin = AdminClient({k: v for k, v in config.items() if k in _ADMIN_KEYS})
-    resources = [ConfigResource(ResourceType.TOPIC, topic) for topic in topics]
-    limits = dict.fromkeys(topics, 1_048_588)
-    try:
-        for resource, future in admin.describe_configs(resources).items():
-            entry = future.result(timeout).get("max.message.bytes")
-            if entry is not None and entry.value:
-                limits[resource.name] = int(entry.value)
-    except (KafkaException, ValueError) as exc:
-        logger.warning("cannot read the output topics' max.message.bytes (%s)", exc)
-    return limits

@@ -18,9 +18,15 @@ from confluent_kafka import TopicPartition as TP
 from service.core.settings import Settings
 from service.kafka.clients import fetch, rdkafka_config
 
-__all__ = ["assign_all", "drain", "read_to_end", "standalone_consumer"]
+__all__ = ["assign_all", "drain", "read_to_end", "reader_group", "standalone_consumer"]
 
 logger = logging.getLogger(__name__)
+
+
+def reader_group(settings: Settings) -> str:
+    """The group id of standalone consumers: never joined, but librdkafka looks up its
+    coordinator, so on a broker with ACLs it takes DESCRIBE on this group."""
+    return f"{settings.app_id}-reader"
 
 
 def standalone_consumer(settings: Settings, **extra: object) -> Consumer:
@@ -29,7 +35,7 @@ def standalone_consumer(settings: Settings, **extra: object) -> Consumer:
         rdkafka_config(
             settings,
             **{
-                "group.id": f"{settings.app_id}-reader",  # required by librdkafka, never joined
+                "group.id": reader_group(settings),  # required by librdkafka, never joined
                 "enable.auto.commit": False,
                 "enable.auto.offset.store": False,
                 "auto.offset.reset": "earliest",

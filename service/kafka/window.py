@@ -13,10 +13,12 @@ import logging
 import math
 from datetime import datetime
 
+from confluent_kafka import KafkaException
 from confluent_kafka import TopicPartition as TP
 
 from service.core.outputs import InputRecord
 from service.core.settings import Settings
+from service.kafka.authz import is_denial
 from service.kafka.batch import records_of
 from service.kafka.readtoend import drain, standalone_consumer
 
@@ -38,6 +40,8 @@ def read_window(
     consumer = standalone_consumer(settings)
     try:
         metadata = consumer.list_topics(topic, timeout=timeout).topics.get(topic)
+        if metadata is not None and is_denial(metadata.error):
+            raise KafkaException(metadata.error)
         if metadata is None or metadata.error is not None or not metadata.partitions:
             return []
         partitions = sorted(metadata.partitions)

@@ -27,7 +27,9 @@ from service.core.rollout import Rollout
 from service.core.rollout_messages import ControlMessage, RolloutFigures
 from service.core.scoring import Scorer
 from service.core.settings import Settings
+from service.kafka.authz import denied_as
 from service.kafka.control import newest_value
+from service.kafka.readtoend import reader_group
 from service.kafka.window import read_window
 from service.tools.errors import ToolError, kafka_errors
 
@@ -96,7 +98,8 @@ def backtest(
     except errors.ModelRejected as exc:
         raise ToolError(f"cannot build a version of {name}: {exc.reason}: {exc.detail}") from None
     registry.begin_rollout(rollout)
-    with kafka_errors(settings):
+    reader = {"group": reader_group(settings), "group_operation": "DESCRIBE"}
+    with kafka_errors(settings), denied_as("READ", settings.data_topic, **reader):
         records = read_window(settings, count=count, from_offset=from_offset, from_time=from_time)
     scorer = Scorer(
         registry, max_record_bytes=settings.max_record_bytes, default_model=settings.default_model

@@ -17,6 +17,7 @@ import httpx
 from aiokafka.errors import KafkaConnectionError, KafkaError
 
 from service.core.settings import Settings
+from service.kafka.authz import NotAuthorized, is_denial, principal_of
 
 __all__ = ["ToolError", "kafka_errors", "one_line", "require_file", "worker_errors"]
 
@@ -51,11 +52,16 @@ def kafka_errors(settings: Settings) -> Iterator[None]:
     hint = "start it, or point HOTSWAP_BROKER at a running broker (host:port)"
     try:
         yield
+    except NotAuthorized as exc:
+        raise ToolError(exc.as_principal(principal_of(settings)).line()) from None
     except KafkaConnectionError:
         raise ToolError(f"cannot reach the Kafka broker at {where}: {hint}") from None
     except TimeoutError:
         raise ToolError(f"the Kafka broker at {where} did not answer in time: {hint}") from None
     except KafkaError as exc:
+        if is_denial(exc):  # a request no caller named: at least say it was a refused right
+            who = principal_of(settings) or "this client"
+            raise ToolError(f"not authorized ({one_line(exc)}) as {who}") from None
         raise ToolError(f"Kafka error from {where}: {one_line(exc)}") from None
     except Exception as exc:
         if _is_rdkafka_transport(exc):

@@ -11,6 +11,7 @@ from collections.abc import Callable
 import orjson
 
 from service.core.settings import Settings
+from service.kafka.authz import denied_as
 from service.kafka.clients import ensure_topics, producer
 
 __all__ = ["produce_records", "wine_rows"]
@@ -35,7 +36,7 @@ async def produce_records(
     progress: Callable[[int], None] | None = None,
 ) -> int:
     """Send ``count`` records (0 = until cancelled) at ``rate`` per second (0 = flat out)."""
-    await ensure_topics(settings)
+    await ensure_topics(settings, only={settings.data_topic})
     rows = wine_rows()
     names: list[str] | None = None
     if named:
@@ -53,7 +54,8 @@ async def produce_records(
             record_id = f"{prefix}-{sent}"
             features: object = dict(zip(names, row)) if names else row
             value = orjson.dumps({"id": record_id, "model": model, "features": features})
-            await kafka.send(settings.data_topic, value, key=record_id.encode())
+            with denied_as("WRITE", settings.data_topic):
+                await kafka.send(settings.data_topic, value, key=record_id.encode())
             sent += 1
             if progress is not None and sent % 500 == 0:
                 progress(sent)

@@ -15,6 +15,7 @@ from aiokafka import TopicPartition
 
 from service.core.messages import HEADER_REASON
 from service.core.settings import Settings
+from service.kafka.authz import denied_as
 from service.kafka.clients import consumer, partitions_of, producer
 
 __all__ = ["ReplayReport", "replay_dead_letters"]
@@ -40,35 +41,38 @@ async def replay_dead_letters(
     try:
         await source.start()
         await sink.start()
-        partitions = await partitions_of(source, settings.dead_letter_topic) or {0}
-        tps = [TopicPartition(settings.dead_letter_topic, p) for p in sorted(partitions)]
-        source.assign(tps)
-        for tp in tps:
-            committed = await source.committed(tp)
-            if committed is None:
-                await source.seek_to_beginning(tp)
-            else:
-                source.seek(tp, committed)
-        end = await source.end_offsets(tps)
-        while True:
-            behind = [tp for tp in tps if await source.position(tp) < end[tp]]
-            if not behind:
-                break
-            batch = await source.getmany(*behind, timeout_ms=1000)
-            futures = []
-            for messages in batch.values():
-                for m in messages:
-                    reason = dict(m.headers).get(HEADER_REASON, b"").decode()
-                    if reasons and reason not in reasons:
-                        report.skipped += 1
-                        continue
-                    report.replayed += 1
-                    if not dry_run:
-                        futures.append(await sink.send(settings.data_topic, m.value, key=m.key))
-            for fut in futures:
-                await fut
-            if not dry_run:
-                await source.commit()
+        with denied_as("READ", settings.dead_letter_topic, group=group):
+            partitions = await partitions_of(source, settings.dead_letter_topic) or {0}
+            tps = [TopicPartition(settings.dead_letter_topic, p) for p in sorted(partitions)]
+            source.assign(tps)
+            for tp in tps:
+                committed = await source.committed(tp)
+                if committed is None:
+                    await source.seek_to_beginning(tp)
+                else:
+                    source.seek(tp, committed)
+            end = await source.end_offsets(tps)
+            while True:
+                behind = [tp for tp in tps if await source.position(tp) < end[tp]]
+                if not behind:
+                    break
+                batch = await source.getmany(*behind, timeout_ms=1000)
+                futures = []
+                for messages in batch.values():
+                    for m in messages:
+                        reason = dict(m.headers).get(HEADER_REASON, b"").decode()
+                        if reasons and reason not in reasons:
+                            report.skipped += 1
+                            continue
+                        report.replayed += 1
+                        if not dry_run:
+                            with denied_as("WRITE", settings.data_topic):
+                                sent = await sink.send(settings.data_topic, m.value, key=m.key)
+                            futures.append(sent)
+                for fut in futures:
+                    await fut
+                if not dry_run:
+                    await source.commit()
     finally:
         await sink.stop()
         await source.stop()

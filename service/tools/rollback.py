@@ -27,6 +27,7 @@ from aiokafka import ConsumerRecord, TopicPartition
 from service.core.errors import HotswapError
 from service.core.messages import ModelMessage, parse_model_message
 from service.core.settings import Settings
+from service.kafka.authz import denied_as
 from service.kafka.clients import consumer, partitions_of
 from service.tools.errors import ToolError, worker_errors
 from service.tools.publish import archive_key, publish_message
@@ -54,16 +55,17 @@ async def _read_to_end(settings: Settings, topic: str) -> list[ConsumerRecord[by
     records: list[ConsumerRecord[bytes, bytes]] = []
     try:
         await reader.start()
-        partitions = await partitions_of(reader, topic)
-        if not partitions:  # the topic does not exist (yet): nothing was ever written
-            return records
-        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
-        reader.assign(tps)
-        await reader.seek_to_beginning(*tps)
-        end = await reader.end_offsets(tps)
-        while any([await reader.position(tp) < end[tp] for tp in tps]):
-            for messages in (await reader.getmany(timeout_ms=1000)).values():
-                records.extend(messages)
+        with denied_as("READ", topic):
+            partitions = await partitions_of(reader, topic)
+            if not partitions:  # the topic does not exist (yet): nothing was ever written
+                return records
+            tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+            reader.assign(tps)
+            await reader.seek_to_beginning(*tps)
+            end = await reader.end_offsets(tps)
+            while any([await reader.position(tp) < end[tp] for tp in tps]):
+                for messages in (await reader.getmany(timeout_ms=1000)).values():
+                    records.extend(messages)
     finally:
         await reader.stop()
     return records

@@ -134,7 +134,7 @@ def end_rollout(
         _signed(settings, ControlMessage(name=name, stage=stage), key)  # refuses, says why
     verify = ControlVerifier(key.public_key()) if key is not None else None
     with kafka_errors(settings):
-        asyncio.run(ensure_topics(settings))
+        asyncio.run(ensure_topics(settings, only={settings.control_topic}))
         serving = newest_model(settings, name)
         state = current_rollout(settings, name, serving, verify)
     current = state.ended or state.start if state is not None else None

@@ -45,6 +45,10 @@ HELP: dict[str, tuple[str, str]] = {
         "produce demo records from the bundled wine data",
         "hotswap produce --count 10000 --rate 500",
     ),
+    "topics": (
+        "create the topics the settings name, if absent (an admin's step on a broker with ACLs)",
+        "HOTSWAP_SASL_USERNAME=admin HOTSWAP_SASL_PASSWORD=... hotswap topics",
+    ),
     "train": (
         "train the example models",
         "hotswap train --kind wine-logreg --out models/trained",
