@@ -16,10 +16,11 @@ import functools
 import logging
 import sys
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import NoReturn
 
 from service.core.settings import Settings
 from service.tools.errors import ToolError, kafka_errors, one_line
+from service.tools.publish_command import spinner as _spinner
 from service.tools.usage import HELP, MAIN_EPILOG, add_arguments
 
 __all__ = ["main"]
@@ -29,13 +30,6 @@ logger = logging.getLogger(__name__)
 # Libraries that log their own work (httpx logs every request at INFO): quiet unless --verbose.
 # asyncio reports clients left unclosed by a failed start: the error line says it all.
 _CHATTY = ("httpx", "httpcore", "aiokafka", "kafka", "confluent_kafka", "skl2onnx", "asyncio")
-
-
-def _spinner(text: str) -> Any:
-    """A spinner on stderr while slow work runs (nothing when stderr is not a terminal)."""
-    from rich.console import Console
-
-    return Console(stderr=True).status(text)
 
 
 def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
@@ -53,62 +47,11 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_publish(settings: Settings, args: argparse.Namespace) -> int:
-    from service.tools.publish import PublishRequest
-    from service.tools.publishing import parse_metadata, prepare, store_of
+    from service.tools.publish_command import publish_command
 
-    store, key = store_of(args.by_reference), Path(args.signing_key) if args.signing_key else None
     if not args.file.startswith("models:/") and not (args.name and args.version):
         _parser().error("publish FILE needs --name and --version (a models:/ URI brings both)")
-    if args.file.startswith("models:/"):  # an MLflow registry version: its own name, version
-        from service.tools.mlflow_source import publish_request
-
-        with _spinner(f"fetching, converting and checking {args.file}"):
-            message = publish_request(args, parse_metadata(args.metadata), store, key)
-        return _publish_or_roll_out(settings, args, message)
-    request = PublishRequest(
-        path=Path(args.file),
-        name=args.name or "",
-        version=args.version or "",
-        description=args.description,
-        metadata=parse_metadata(args.metadata),
-        store_dir=store[0],
-        base_url=args.base_url,
-        store_s3=store[1],
-        reference=Path(args.reference) if args.reference else None,
-    )
-    with _spinner(f"converting and checking {request.path.name}"):
-        message = prepare(request, key)
-    return _publish_or_roll_out(settings, args, message)
-
-
-def _publish_or_roll_out(settings: Settings, args: argparse.Namespace, message: Any) -> int:
-    from service.tools.publishing import describe, send
-    from service.tools.rollouts import policy_of
-
-    if args.shadow or args.canary is not None:
-        return _start_rollout(settings, args, message)
-    policy_of(args.promote_after, args.min_agreement, args.max_p99_ms, args.max_error_rate, False,
-              args.min_labels, args.max_quality_loss)  # fmt: skip
-    with _spinner(f"publishing to {settings.model_topic}"):
-        send(settings, message)
-    print(describe(message, settings.model_topic))
-    return 0
-
-
-def _start_rollout(settings: Settings, args: argparse.Namespace, message: Any) -> int:
-    from service.tools.rollouts import describe_step, load_signing_key, policy_of, start_rollout
-
-    policy = policy_of(
-        args.promote_after, args.min_agreement, args.max_p99_ms, args.max_error_rate, True,
-        args.min_labels, args.max_quality_loss,
-    )  # fmt: skip
-    key = load_signing_key(Path(args.signing_key) if args.signing_key else None)
-    with _spinner(f"starting the rollout on {settings.control_topic}"):
-        control = start_rollout(
-            settings, message, canary=args.canary, policy=policy, why=args.why, key=key
-        )
-    print(describe_step(control, settings))
-    return 0
+    return publish_command(settings, args)
 
 
 def cmd_follow(settings: Settings, args: argparse.Namespace) -> int:

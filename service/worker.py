@@ -22,16 +22,13 @@ import asyncio
 import logging
 import os
 import signal
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import faust
 from fastapi import FastAPI
-from faust.app.base import BootStrategy
 from faust.contrib.asgi import AsgiService
-from mode.utils.queues import FlowControlEvent, ThrowableQueue
 
 from service.core.control import RolloutControl
 from service.core.drift import DriftMonitor
@@ -55,6 +52,7 @@ from service.kafka.batch import Batch
 from service.kafka.data_feed import DataFeed
 from service.kafka.decider import Decider
 from service.kafka.fleet import Fleet
+from service.kafka.handover import HandOverChannel, create_app, in_order
 from service.kafka.labels_feed import LabelsFeed
 from service.kafka.model_feed import ModelFeed, ModelUpdate
 from service.kafka.publisher import Publisher
@@ -64,70 +62,6 @@ from service.kafka.schemas import SchemaCodec, registry_client
 __all__ = ["WorkerParts", "build_worker", "create_app", "run_worker"]
 
 logger = logging.getLogger(__name__)
-
-
-class HandOverChannel(faust.Channel):  # type: ignore[misc,type-arg]
-    """A channel for one reader: its queue holds one item and is never paused or cleared.
-
-    ``put`` waits until the agent's stream has subscribed (Faust subscribes a
-    reader when it starts iterating), so an item sent early is not dropped.
-    """
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._reader = asyncio.Event()
-
-    @property
-    def queue(self) -> ThrowableQueue:  # type: ignore[type-arg]
-        if self._queue is None:
-            # Its own flow control, never suspended: Faust's (app.flow_control) starts
-            # suspended and is resumed only by Faust's Kafka consumer, switched off here.
-            never_paused = FlowControlEvent(initially_suspended=False)
-            self._queue = ThrowableQueue(maxsize=1, flow_control=never_paused)
-        return self._queue
-
-    def clone(self, *, is_iterator: bool | None = None, **kwargs: Any) -> Any:
-        reader: Any = super().clone(is_iterator=is_iterator, **kwargs)
-        if reader.is_iterator:
-            self._root_channel()._reader.set()
-        return reader
-
-    def _root_channel(self) -> HandOverChannel:
-        root = self._root or self
-        assert isinstance(root, HandOverChannel)
-        return root
-
-    async def put(self, value: Any) -> None:
-        await self._root_channel()._reader.wait()
-        await super().put(value)
-
-
-async def _in_order(
-    updates: Any,
-    submit: Callable[[ModelUpdate], Awaitable[None]],
-    settle: Callable[[], Awaitable[None]],
-) -> None:
-    """A feed's messages, one at a time; a barrier (end of replay) waits for all of them."""
-    async for update in updates:
-        try:
-            await (settle() if update.barrier else submit(update))
-        finally:
-            if not update.done.done():
-                update.done.set_result(None)
-
-
-def create_app(settings: Settings) -> faust.App:
-    """A Faust app that runs agents and services, with no Kafka client of its own."""
-    app = faust.App(
-        f"{settings.app_id}-worker",
-        broker="kafka://unused:9092",  # never contacted: the boot strategy disables Kafka
-        web_enabled=False,  # the HTTP API is our own FastAPI app (service.http)
-        datadir=settings.data_dir,
-        store="memory://",
-        autodiscover=False,
-    )
-    app.boot_strategy = BootStrategy(app, enable_kafka=False, enable_web=False)
-    return app
 
 
 @dataclass
@@ -178,12 +112,12 @@ def build_worker(settings: Settings) -> WorkerParts:
     @app.agent(model_channel, name="models", concurrency=1)  # type: ignore[misc]
     async def model_agent(updates: Any) -> None:
         """Validate, build (off the loop) and swap each model message, in log order per name."""
-        await _in_order(updates, lambda u: swapper.submit(u.key, u.value), swapper.settle)
+        await in_order(updates, lambda u: swapper.submit(u.key, u.value), swapper.settle)
 
     @app.agent(control_channel, name="rollouts", concurrency=1)  # type: ignore[misc]
     async def control_agent(updates: Any) -> None:
         """Begin, change, promote or abort rollouts, in control-topic order."""
-        await _in_order(
+        await in_order(
             updates, lambda u: rollouts.submit(u.key, u.value, replay=u.replay), rollouts.settle
         )
 

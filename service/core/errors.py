@@ -10,62 +10,6 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-__all__ = [
-    "ArtifactTooLarge",
-    "BadFeature",
-    "CandidateIsServing",
-    "ChecksumMismatch",
-    "ControlRejected",
-    "ControlTooLarge",
-    "EmptyValue",
-    "FetchCancelled",
-    "FetchFailed",
-    "FetchTimeout",
-    "FetchTransient",
-    "HotswapError",
-    "IncompatibleInputs",
-    "InvalidBase64",
-    "InvalidControl",
-    "InvalidJson",
-    "InvalidModel",
-    "InvalidModelMessage",
-    "InvalidStatus",
-    "InvalidUtf8",
-    "LocationOutsideRoots",
-    "LocationRefused",
-    "MissingFeature",
-    "MissingFeatures",
-    "MissingModel",
-    "ModelNotServing",
-    "ModelRejected",
-    "NoRollout",
-    "NonFiniteValue",
-    "NonNumericValue",
-    "NotARegularFile",
-    "NotAnObject",
-    "NullValue",
-    "OutputRefused",
-    "OutputSchemaRefused",
-    "OutputTooLarge",
-    "PickleRefused",
-    "RecordRejected",
-    "RecordTooLarge",
-    "RedirectRefused",
-    "RegistryUnavailable",
-    "RoutesInvalid",
-    "SchemaDecode",
-    "SchemaUnknown",
-    "ScoringFailed",
-    "SignatureInvalid",
-    "StatusTooLarge",
-    "UndecodableBatch",
-    "UnknownFeature",
-    "UnknownModel",
-    "UnsupportedFormat",
-    "WarmupFailed",
-    "WrongFeatureCount",
-]
-
 
 class HotswapError(Exception):
     """Base of all refusals; ``reason`` is the stable code."""
@@ -356,3 +300,11 @@ class RoutesInvalid(HotswapError, ValueError):
     """``HOTSWAP_ROUTES`` names a file that is missing or does not validate."""
 
     reason = "routes_invalid"
+
+
+#: Every error class, and nothing else: the module's public names, kept in step by construction.
+__all__ = sorted(
+    name
+    for name, value in list(globals().items())
+    if isinstance(value, type) and issubclass(value, HotswapError)
+)
