@@ -89,7 +89,7 @@ def _rate(broker: str, topic: str, count: int, timeout: float = 600) -> float:
 
 def _raw_loop(broker: str, source: str, output: str, onnx: bytes, registry: str) -> None:
     """The raw confluent-kafka + fastavro loop: decode, score, encode, produce, commit."""
-    client = SchemaRegistryClient({"url": registry})
+    client = SchemaRegistryClient({"url": registry, "timeout": 30})
     field = {"name": "prediction", "type": PREDICTION_AVRO}
     derived = {**PAYMENT_AVRO, "fields": [*PAYMENT_AVRO["fields"], field]}
     out_id = client.register_schema(
@@ -151,7 +151,7 @@ def main() -> int:
         work = Path(tmp)
         with LocalKafka(free_port(), work / "kafka") as kafka, LocalRegistry(free_port()) as reg:
             broker = kafka.bootstrap
-            client = SchemaRegistryClient({"url": reg.url})
+            client = SchemaRegistryClient({"url": reg.url, "timeout": 30})
             model_path = train_payments(work / "models")
             import joblib
 

@@ -2,9 +2,11 @@
 
 Each model is saved as ``NAME.joblib`` (the estimator, as a training pipeline
 would leave it) plus ``NAME.meta.json`` (feature names, accuracy and a few
-sample rows). ``hotswap publish NAME.joblib`` converts it to ONNX, checks
-parity on the sample rows and publishes it. Two kinds, as in the reference
-tutorial's provider: a logistic-regression pipeline and a random forest.
+sample rows) and ``NAME.reference.csv`` (the training rows, for drift).
+``hotswap publish NAME.joblib`` converts it to ONNX, checks parity on the
+sample rows and publishes it with the drift profile of the training rows.
+Kinds as in the reference tutorial's provider: a logistic-regression pipeline,
+a random forest (and a decision tree).
 """
 
 from __future__ import annotations
@@ -63,12 +65,24 @@ def train_model(
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"{kind}.joblib"
     joblib.dump(estimator, path)
+    # The training rows, for drift: publish finds them through the sidecar's "reference"
+    # and sends their compact profile (quantile bins) with the model, never the rows.
+    reference = out_dir / f"{kind}.reference.csv"
+    np.savetxt(
+        reference,
+        x_train,
+        fmt="%.6g",
+        delimiter=",",
+        header=",".join(wine.feature_names),
+        comments="",
+    )
     meta = {
         "feature_names": list(wine.feature_names),
         "dataset": "sklearn wine",
         "kind": kind,
         "test_accuracy": round(accuracy, 4),
         "sample_rows": x_test[:16].astype("float32").tolist(),
+        "reference": reference.name,
     }
     (out_dir / f"{kind}.meta.json").write_bytes(orjson.dumps(meta, option=orjson.OPT_INDENT_2))
     logger.info("trained %s: test accuracy %.3f -> %s", kind, accuracy, path)

@@ -83,7 +83,7 @@ class PaymentStream:
              "--version", "1", "--description", "fraud (demo)"],
             env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
-        self._client = SchemaRegistryClient({"url": settings.schema_registry_url})
+        self._client = SchemaRegistryClient({"url": settings.schema_registry_url, "timeout": 10})
 
     def start(self, rate: float) -> None:
         self._thread = threading.Thread(target=self._run, args=(rate,), daemon=True)

@@ -263,12 +263,17 @@ def consume(
         )
         await consumer.start()
         records: list[ConsumedRecord] = []
+        deadline = time.monotonic() + timeout
         try:
-            partitions = await partitions_of(consumer, topic) or {0}
+            # A topic not created yet has no records: wait for it to appear rather than
+            # assign a partition that does not exist (aiokafka then stalls for ~40 s).
+            while not (partitions := await partitions_of(consumer, topic)):
+                if until(records) or time.monotonic() >= deadline:
+                    return records
+                await asyncio.sleep(0.2)
             tps = [TopicPartition(topic, p) for p in partitions]
             consumer.assign(tps)
             await consumer.seek_to_beginning(*tps)
-            deadline = time.monotonic() + timeout
             while time.monotonic() < deadline and not until(records):
                 batch = await consumer.getmany(timeout_ms=200)
                 for tp, messages in batch.items():

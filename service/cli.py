@@ -119,6 +119,7 @@ def cmd_produce(settings: Settings, args: argparse.Namespace) -> int:
                 model=args.model,
                 named=args.named,
                 id_prefix=args.id_prefix,
+                labels=args.labels,
                 progress=(lambda n: progress(completed=n)) if progress else None,
             )
         )
@@ -129,9 +130,11 @@ def cmd_produce(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_topics(settings: Settings, args: argparse.Namespace) -> int:
     """Create every topic (the roles of a broker with ACLs have no CREATE right)."""
     from service.kafka.clients import ensure_topics
+    from service.kafka.join_store import create_join_topics
 
     with kafka_errors(settings):
         asyncio.run(ensure_topics(settings))
+        create_join_topics(settings)  # the label join's changelog, sized from the settings
     print(f"topics ready on {settings.broker}")
     return 0
 

@@ -27,7 +27,14 @@ from prometheus_client import (
     generate_latest,
 )
 
-__all__ = ["OTHER_MODEL", "RETIRED_VERSION", "UNKNOWN_MODEL", "Metrics"]
+__all__ = [
+    "EVICTED_KINDS",
+    "LABEL_OUTCOMES",
+    "OTHER_MODEL",
+    "RETIRED_VERSION",
+    "UNKNOWN_MODEL",
+    "Metrics",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +44,8 @@ _E2E_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5,
 UNKNOWN_MODEL = "_unknown"  # a name that never served on this worker
 OTHER_MODEL = "_other"  # a name that served, past the max_model_labels cap
 RETIRED_VERSION = "_retired"  # a version older than the newest versions_per_model
+LABEL_OUTCOMES = ("matched", "duplicate", "late", "unmatched", "invalid")  # see core/labels.py
+EVICTED_KINDS = ("label", "prediction", "joined")  # what an evicted join entry held
 
 
 class Metrics:
@@ -180,6 +189,12 @@ class Metrics:
             ["kind"],
             registry=r,
         )
+        # Fixed label sets start at 0, so a dashboard or an alert's rate() sees the series
+        # from the first scrape rather than from the first label or eviction.
+        for outcome in LABEL_OUTCOMES:
+            self.labels.labels(outcome)
+        for kind in EVICTED_KINDS:
+            self.join_evicted.labels(kind)
         self.join_state_bytes = Gauge(
             "hotswap_join_state_bytes", "Estimated bytes of label-join state.", registry=r
         )

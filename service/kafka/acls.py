@@ -60,6 +60,11 @@ def role_acls(settings: Settings, role: Role) -> list[Acl]:
             Acl("topic", s.archive_topic, "WRITE", "automatic promotion: archive first"),
             Acl("topic", s.model_topic, "WRITE", "automatic promotion: the new version"),
             Acl("topic", s.control_topic, "WRITE", "automatic promotion: the decision"),
+            Acl("topic", s.labels_topic, "READ", "label join: the true labels"),
+            Acl("topic", s.label_state_topic_name, "READ", "label join: restore its state"),
+            Acl("topic", s.label_state_topic_name, "WRITE", "label join: its changelog"),
+            Acl("group", f"{s.app_id}.labels", "DESCRIBE", "label join's group-less consumer"),
+            Acl("group", f"{s.app_id}.labels-restore", "DESCRIBE", "label join's restore"),
             Acl(
                 "transactional_id",
                 f"{s.app_id}-",
@@ -81,6 +86,7 @@ def role_acls(settings: Settings, role: Role) -> list[Acl]:
         ]
     return [
         Acl("topic", s.data_topic, "WRITE", "produce, replay: records to score"),
+        Acl("topic", s.labels_topic, "WRITE", "produce --labels: the records' true classes"),
         Acl("topic", s.dead_letter_topic, "READ", "replay: the dead letters"),
         Acl("group", f"{s.app_id}-replay-dlq-", "READ", "replay: its progress", prefixed=True),
     ]

@@ -218,6 +218,8 @@ async def ensure_topics(
         NewTopic(settings.scored_topic, settings.data_partitions, rf),
         NewTopic(settings.shadow_topic, settings.data_partitions, rf),
         NewTopic(settings.dead_letter_topic, settings.data_partitions, rf),
+        # Co-partitioned with the data: a label lands on its record's partition number.
+        NewTopic(settings.labels_topic, settings.data_partitions, rf),
     ]
     if settings.routes:  # the routes' output topics (their input topics are the user's)
         named = {t.name for t in wanted}

@@ -34,7 +34,7 @@ from service.core.rollout_messages import (
 from service.core.settings import Settings
 from service.kafka.authz import denied_as
 from service.kafka.clients import ensure_topics, producer
-from service.kafka.readtoend import read_to_end, reader_group
+from service.kafka.readtoend import read_to_end
 
 __all__ = [
     "current_rollout",
@@ -86,9 +86,7 @@ async def write_control(settings: Settings, control: ControlMessage) -> None:
 def newest_value(settings: Settings, topic: str, key: bytes) -> bytes | None:
     """The newest value for ``key`` on ``topic`` (blocking; reads the topic to its end)."""
     newest: bytes | None = None
-    with denied_as("READ", topic, group=reader_group(settings), group_operation="DESCRIBE"):
-        messages = read_to_end(settings, topic)
-    for message in messages:
+    for message in read_to_end(settings, topic):
         if message.key() == key:
             newest = message.value()
     return newest

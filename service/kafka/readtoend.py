@@ -16,6 +16,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaExcepti
 from confluent_kafka import TopicPartition as TP
 
 from service.core.settings import Settings
+from service.kafka.authz import denied_as
 from service.kafka.clients import fetch, rdkafka_config
 
 __all__ = ["assign_all", "drain", "read_to_end", "reader_group", "standalone_consumer"]
@@ -110,10 +111,15 @@ def drain(
 
 
 def read_to_end(settings: Settings, topic: str, *, timeout: float = 10.0) -> list[Message]:
-    """Every message of ``topic`` up to its current end (for tools; blocking)."""
+    """Every message of ``topic`` up to its current end (for tools; blocking).
+
+    A refused right is raised as :class:`NotAuthorized` naming this topic (or the
+    reader group), so every tool that reads a whole topic says which ACL is missing.
+    """
     consumer = standalone_consumer(settings)
     try:
-        ends = assign_all(consumer, topic, timeout=timeout)
-        return list(drain(consumer, topic, ends))
+        with denied_as("READ", topic, group=reader_group(settings), group_operation="DESCRIBE"):
+            ends = assign_all(consumer, topic, timeout=timeout)
+            return list(drain(consumer, topic, ends))
     finally:
         consumer.close()

@@ -27,6 +27,7 @@ from service.core.convert import convert_file
 from service.core.messages import ModelMessage, archive_key
 from service.core.settings import Settings
 from service.kafka.control import model_records, send_in_order
+from service.tools.errors import ToolError
 
 __all__ = ["PublishRequest", "archive_key", "build_message", "publish_message", "read_sidecar"]
 
@@ -87,6 +88,9 @@ def build_message(request: PublishRequest) -> ModelMessage:
     if reference is not None:
         from service.tools.reference import reference_profile
 
+        if not Path(reference).is_file():
+            named_by = "--reference" if request.reference else "the sidecar's reference"
+            raise ToolError(f"{reference}: no such file (the training rows {named_by} names)")
         metadata["drift_profile"] = reference_profile(Path(reference), artifact, metadata)
     digest = sha256_hex(artifact)
     data: str | None = base64.b64encode(artifact).decode()

@@ -181,6 +181,11 @@ def add_arguments(name: str, p: argparse.ArgumentParser) -> None:
         p.add_argument("--model", default="wine", help="the model records name")
         p.add_argument("--named", action="store_true", help="send features by name")
         p.add_argument("--id-prefix", default=None, help="record ids are PREFIX-0, PREFIX-1, ...")
+        p.add_argument(
+            "--labels",
+            action="store_true",
+            help="also send each record's true class to the labels topic (live quality)",
+        )
     elif name == "train":
         p.add_argument("--out", default="models/trained", help="directory for the models")
         p.add_argument("--kind", action="append", help="an example kind (repeatable; default all)")

@@ -19,6 +19,7 @@ from service.core.convert import PARITY_TOLERANCE, ConversionError, sklearn_to_o
 from service.core.messages import encode_model_message, parse_model_message
 from service.core.registry import ModelRegistry
 from service.core.runtime import OnnxModel
+from service.tools.errors import ToolError
 from service.tools.publish import SAMPLE_ROWS_FOR_WARMUP, PublishRequest, build_message
 
 
@@ -184,6 +185,11 @@ def test_build_message_reads_sidecar_of_dotted_name(trained_logreg: Path, tmp_pa
     model = tmp_path / "wine-1.2.joblib"
     shutil.copy(trained_logreg, model)
     shutil.copy(trained_logreg.with_name("wine-logreg.meta.json"), tmp_path / "wine-1.2.meta.json")
+    with pytest.raises(ToolError, match=r"wine-logreg\.reference\.csv: no such file"):
+        build_message(PublishRequest(model, "wine", "1.2"))
+    reference = "wine-logreg.reference.csv"  # the training rows the sidecar names, beside it
+    shutil.copy(trained_logreg.with_name(reference), tmp_path / reference)
     message = build_message(PublishRequest(model, "wine", "1.2"))
     assert message.metadata.get("feature_names") == list(load_wine().feature_names)
     assert "samples" in message.metadata
+    assert message.metadata["drift_profile"]["features"]

@@ -240,6 +240,7 @@ def _create_compose_topics(settings: Settings) -> None:
             "scored_topic",
             "shadow_topic",
             "dead_letter_topic",
+            "labels_topic",
         )
     }
     specs = compose_topic_specs()
@@ -359,17 +360,28 @@ def test_compose_services_serve_swap_and_feed_the_dashboard(
 
         for service in (*workers, publisher, producer):
             service.assert_running()
-        # What Prometheus would scrape: both workers' /metrics.
-        exposed = {
-            base_metric_name(sample.name)
-            for worker in workers
-            for family in text_string_to_metric_families(worker.get("/metrics").text)
-            for sample in family.samples
-        }
+        # What Prometheus would scrape: both workers' /metrics. The quality and drift series
+        # come once the producer's labels have joined and drift has a window: wait for them.
         # kafka_* series (consumer lag) come from the kafka-exporter service, not the worker.
         wanted = {name for name in dashboard_metric_names() if not name.startswith("kafka_")}
-        missing = sorted(n for n in wanted if base_metric_name(n) not in exposed)
-        assert not missing, f"the dashboard queries series the workers do not export: {missing}"
+        missing: list[str] = []
+
+        def exported() -> bool:
+            exposed = {
+                base_metric_name(sample.name)
+                for worker in workers
+                for family in text_string_to_metric_families(worker.get("/metrics").text)
+                for sample in family.samples
+            }
+            missing[:] = sorted(n for n in wanted if base_metric_name(n) not in exposed)
+            return not missing
+
+        try:
+            wait_for(exported, 120, "every series the dashboard queries")
+        except AssertionError:
+            raise AssertionError(
+                f"the dashboard queries series the workers do not export: {missing}"
+            ) from None
         assert len(wanted) >= 8
 
 

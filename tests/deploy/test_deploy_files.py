@@ -564,6 +564,7 @@ def test_publisher_and_producer_commands() -> None:
         "0",
         "--rate",
         "200",
+        "--labels",
     ]
 
 

@@ -39,21 +39,33 @@ def test_swap_mid_stream_loses_nothing_and_scores_nothing_twice(
     worker.wait_ready()
     assert worker.model_version("wine") == "1"
 
-    total = 5000
-    producer = threading.Thread(
-        target=lambda: asyncio.run(
-            produce_records(settings, count=total, rate=2500, id_prefix="swap")
-        )
-    )
+    # Records flow before, during and after the swap however fast this machine is: the producer
+    # keeps sending chunks until the worker serves v2, then sends one more chunk.
+    swapped = threading.Event()
+    sent: list[str] = []
+
+    def produce() -> None:
+        chunk, after_swap = 0, 0
+        while after_swap < 2:
+            after_swap += swapped.is_set()
+            prefix = f"swap{chunk}"
+            asyncio.run(produce_records(settings, count=500, rate=2500, id_prefix=prefix))
+            sent.extend(f"{prefix}-{i}" for i in range(500))
+            chunk += 1
+
+    producer = threading.Thread(target=produce)
     producer.start()
     wait_for(lambda: worker.metric("hotswap_records_scored_total") >= 500, 30, "500 scored")
     publish_file(settings, trained["wine-forest"], "wine", "2")
-    producer.join(60)
+    wait_for(lambda: worker.model_version("wine") == "2", 60, "v2 served")
+    swapped.set()
+    producer.join()
+    total = len(sent)
 
     records = consume(settings, settings.scored_topic, until=lambda rs: len(rs) >= total)
     ids = [r.json()["id"] for r in records]
     assert len(ids) == total, f"{len(ids)} scored records for {total} inputs"
-    assert set(ids) == {f"swap-{i}" for i in range(total)}, "an input id is missing"
+    assert set(ids) == set(sent), "an input id is missing"
     versions = [r.json()["version"] for r in records]
     assert set(versions) == {"1", "2"}, f"versions seen: {set(versions)}"
     assert all(r.headers[HEADER_VERSION].decode() == r.json()["version"] for r in records)

@@ -89,7 +89,7 @@ def test_every_format_in_is_enriched_out_in_its_own_format(
     # exactly_once here (every route's outputs and offsets in one transaction per batch);
     # the outage test below runs at_least_once.
     settings = settings.model_copy(update={"processing_guarantee": "exactly_once"})
-    client = SchemaRegistryClient({"url": schema_registry.url})
+    client = SchemaRegistryClient({"url": schema_registry.url, "timeout": 30})
     publish_file(settings, path, "fraud", "1")
     worker = workers(settings)
     worker.wait_ready()
@@ -214,7 +214,7 @@ def test_a_refused_route_and_a_registry_outage_dead_letter_nothing_and_resume(
         url = f"http://127.0.0.1:{proxy.port}/apis/ccompat/v7"
         settings, topics = _routed(make_settings, tmp_path, url, ["avro", "held"])
         settings = settings.model_copy(update={"stall_timeout": 3.0})
-        client = SchemaRegistryClient({"url": schema_registry.url})
+        client = SchemaRegistryClient({"url": schema_registry.url, "timeout": 30})
         # The held route's output subject holds an unrelated schema and refuses any other.
         held_subject = f"{topics['held'][1]}-value"
         other = {"type": "record", "name": "Other", "fields": [{"name": "x", "type": "int"}]}
