@@ -46,6 +46,8 @@ KINDS: dict[str, Callable[[int], Any]] = {
         n_estimators=50, max_depth=6, random_state=seed
     ),
     "wine-tree": lambda seed: DecisionTreeClassifier(max_depth=4, random_state=seed),
+    # Deliberately weak (one split, about 60 % accurate): the candidate the demo's labels abort.
+    "wine-stump": lambda seed: DecisionTreeClassifier(max_depth=1, random_state=seed),
 }
 
 

@@ -5,11 +5,13 @@ the example models, publishes version 1, streams demo records, then tells a shor
 story, each step taken once the worker shows the previous one happened (never on a
 timer alone, so a slow machine only makes it longer): another model kind (v2) is
 served, a corrupt v3 is rejected while v2 keeps serving, v4 goes to shadow and is
-promoted once compared on enough records. Then a new version every ``--swap-every``
-seconds. A second stream runs beside it: Avro payments on ``payments``, framed with a schema of a
-real Schema Registry (Apicurio), scored in enrich mode by a fraud model into
-``payments.scored`` (``scripts/demo_payments.py``). Ctrl-C (or ``--duration``, counted
-once the story is told and an enriched payment was read back) stops everything it started.
+promoted once compared on enough records, v5 (a deliberately weak model) goes out as a
+canary and the true labels the producer streams beside the records abort it on quality.
+Then a new version every ``--swap-every`` seconds. A second stream runs beside it:
+Avro payments on ``payments``, framed with a schema of a real Schema Registry
+(Apicurio), scored in enrich mode by a fraud model into ``payments.scored``
+(``scripts/demo_payments.py``). Ctrl-C (or ``--duration``, counted once the story
+is told and an enriched payment was read back) stops everything it started.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ from service.core.settings import Settings  # noqa: E402
 KINDS = ["wine-logreg", "wine-forest", "wine-tree"]
 EVENT_BOUND = 180.0  # seconds a step may take before the demo gives up on it
 COMPARE = 300  # records the shadow is compared on before the demo promotes it
+LABELLED = 200  # labelled records both versions scored before the labels decide on a canary
 
 
 def _env(settings: Settings) -> dict[str, str]:
@@ -83,8 +86,13 @@ def _publish(settings: Settings, models: Path, kind: str, version: int, *flags: 
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    if flags:
+    if "--shadow" in flags:
         print(f"[demo] wine version {version} ({kind}) in shadow: it scores to scored.shadow")
+    elif "--canary" in flags:
+        print(
+            f"[demo] wine version {version} ({kind}) as a canary, decided by the labels "
+            f"({' '.join(flags)})"
+        )
     else:
         print(f"[demo] published wine version {version} ({kind})")
 
@@ -157,6 +165,27 @@ def _rejected(url: str, version: int) -> bool:
     return any(h["version"] == str(version) and h["status"] == "rejected" for h in history)
 
 
+def _aborted(url: str, version: int) -> bool:
+    history = _get(f"{url}/models/wine/history") or []
+    return any(h["version"] == str(version) and h["status"] == "aborted" for h in history)
+
+
+def _quality(settings: Settings, url: str, version: int) -> None:
+    """Print why the labels aborted ``version`` and the live quality table."""
+    history = _get(f"{url}/models/wine/history") or []
+    why = next(
+        h["why"] for h in history if h["version"] == str(version) and h["status"] == "aborted"
+    )
+    print(f"[demo] the labels aborted wine v{version}: {why}")
+    table = subprocess.run(
+        _hotswap("quality", "wine", "--url", url),
+        env=_env(settings),
+        capture_output=True,
+        text=True,
+    )
+    print(table.stdout.rstrip() or table.stderr.rstrip())
+
+
 def _compared(url: str, records: int) -> bool:
     rollout = _get(f"{url}/models/wine/rollout")
     return rollout is not None and (rollout.get("report") or {}).get("compared", 0) >= records
@@ -209,7 +238,9 @@ class Story:
 
     v2 (another model kind) is served; a corrupt v3 is rejected while v2 keeps serving;
     v4 runs in shadow until it has been compared on ``compare`` records, then is promoted
-    and served. After that, a new version every ``swap_every`` seconds, each waited for.
+    and served; v5, a one-split tree, goes out as a canary decided by the labels the
+    producer streams, which abort it. After that, a new version every ``swap_every``
+    seconds, each waited for.
     """
 
     def __init__(self, settings: Settings, url: str, models: Path, swap_every: float) -> None:
@@ -249,8 +280,13 @@ class Story:
         yield Wait("the shadow to be compared", lambda: _compared(url, COMPARE), EVENT_BOUND)
         _promote(settings, url)
         yield Wait("wine v4 to be served", lambda: _serving(url, 4), EVENT_BOUND)
+        yield pause()
+        truth = ["--min-labels", str(LABELLED), "--max-quality-loss", "0.05"]
+        _publish(settings, models, "wine-stump", 5, "--canary", "0.2", *truth)
+        yield Wait("the labels to abort wine v5", lambda: _aborted(url, 5), EVENT_BOUND)
+        _quality(settings, url, 5)
         self.told = True
-        version = 4
+        version = 5
         while True:
             yield pause()
             version += 1
@@ -328,7 +364,7 @@ def main() -> int:
             raise RuntimeError(f"worker not ready; see {state / 'worker.log'}")
         procs.append(
             subprocess.Popen(
-                _hotswap("produce", "--count", "0", "--rate", str(args.rate)),
+                _hotswap("produce", "--count", "0", "--rate", str(args.rate), "--labels"),
                 env=_env(settings),
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
@@ -342,6 +378,8 @@ def main() -> int:
             f"         {url}/docs (API docs)\n"
             f"       topics: models (compacted), records -> scored, bad records -> records.dlq\n"
             f"       version 4 goes to shadow, then is promoted: {url}/models/wine/rollout\n"
+            f"       labels -> live quality and drift: {url}/models/wine/quality, "
+            f"{url}/models/wine/drift\n"
             f"       Avro payments -> payments.scored (enriched), registry {registry.url}\n"
             f"       worker log: {state / 'worker.log'}; Ctrl-C stops everything"
         )

@@ -251,6 +251,8 @@ def rebalance(run: FaultRun) -> Tally:
     first.stop()
     ids = run.finish(stream)
     result = tally("3 workers: two join, one leaves, mid-stream", settings, ids)
+    for w in (second, third):  # on a slow machine one may still be starting its HTTP side
+        w.wait_ready()
     versions = {w.model_version("wine") for w in (second, third)}
     result.notes.append(f"survivors serve wine v{','.join(sorted(v or '-' for v in versions))}")
     for w in (second, third):

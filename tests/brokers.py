@@ -24,6 +24,13 @@ def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalKafka]:
         yield broker
 
 
+@pytest.fixture(scope="module")
+def own_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalKafka]:
+    """A broker of the test module's own, for tests that stop and restart it."""
+    with LocalKafka(free_port(), tmp_path_factory.mktemp("own-kafka")) as broker:
+        yield broker
+
+
 @pytest.fixture(scope="session")
 def secure_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalKafka]:
     """A second broker with a SASL_SSL listener (SCRAM-SHA-512, TLS) and ACLs on.

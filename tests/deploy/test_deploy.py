@@ -20,6 +20,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -263,16 +264,22 @@ def _create_compose_topics(settings: Settings) -> None:
             )
             failed = [(topic, code) for topic, code, *_ in response.topic_errors if code != 0]
             assert not failed, f"topic creation failed: {failed}"
-            described = await admin.describe_configs(
-                [ConfigResource(ConfigResourceType.TOPIC, settings.model_topic)]
-            )
-            entries = {
-                entry[0]: entry[1]
-                for response in described
-                for resource in response.resources
-                for entry in resource[4]
-            }
-            assert entries["cleanup.policy"] == "compact"
+            # A topic just created may not be described yet (KRaft propagates metadata
+            # asynchronously): ask until its configs come back.
+            deadline = time.monotonic() + 60
+            entries: dict[str, str] = {}
+            while "cleanup.policy" not in entries and time.monotonic() < deadline:
+                described = await admin.describe_configs(
+                    [ConfigResource(ConfigResourceType.TOPIC, settings.model_topic)]
+                )
+                entries = {
+                    entry[0]: entry[1]
+                    for response in described
+                    for resource in response.resources
+                    for entry in resource[4]
+                }
+                await asyncio.sleep(0.2)
+            assert entries.get("cleanup.policy") == "compact", entries
         finally:
             await admin.close()
 

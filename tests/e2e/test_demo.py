@@ -35,6 +35,14 @@ def test_demo_runs_the_whole_stack_and_stops_cleanly(tmp_path: Path) -> None:
     assert "wine v2 (wine-forest (demo))" in out, out
     assert "wine version 4 (wine-forest) in shadow" in out, out
     assert "[demo] promoted the candidate (compared" in out, out
+    # The labels the producer streams abort the weak canary on quality, and the table shows it.
+    assert "wine version 5 (wine-stump) as a canary, decided by the labels" in out, out
+    aborted = [line for line in out.splitlines() if "the labels aborted wine v5" in line]
+    assert aborted, out
+    assert "accuracy" in aborted[0], out
+    table = out.split(aborted[0], 1)[1]  # what `hotswap quality wine` printed after it
+    assert "labelled" in table, out
+    assert "accuracy" in table, out
     enriched = [line for line in out.splitlines() if "payments.scored (Avro, enriched)" in line]
     assert enriched, out  # read back with AvroDeserializer and the registry alone
     assert "'prediction': {'model': 'payments', 'version': '1', 'label': " in enriched[0]
