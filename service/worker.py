@@ -221,6 +221,8 @@ def build_worker(settings: Settings) -> WorkerParts:
         partitions=data.partitions,
         ready=ready,
         lag=lambda: data.lag.value,
+        topics=data.partitions_by_topic,
+        lag_by_topic=lambda: data.lag.by_topic,
         denials=denials,
     )
     decider = Decider(settings, registry, fleet, metrics, partitions=data.partitions)

@@ -1,6 +1,14 @@
 """Shared fixtures: tiny models built in tmp_path/memory, and a real broker per session."""
 
 import pytest
+from hypothesis import HealthCheck, settings
+
+# Property tests judge correctness, never speed: on a loaded 2-core machine one example can
+# take longer than hypothesis' default 200 ms deadline, which would fail a correct test.
+settings.register_profile(
+    "hotswap", deadline=None, suppress_health_check=[HealthCheck.too_slow], print_blob=True
+)
+settings.load_profile("hotswap")
 
 pytest_plugins = [
     "tests.models",

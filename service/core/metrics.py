@@ -170,6 +170,12 @@ class Metrics:
             "Heartbeats this worker could not send to the status topic.",
             registry=r,
         )
+        self.consumer_lag = Gauge(
+            "hotswap_consumer_lag",
+            "Records of this worker's partitions not read yet, per topic read (each route's).",
+            ["topic"],
+            registry=r,
+        )
 
         # --- labels, quality, drift ---
         self.labels = Counter(
@@ -219,6 +225,13 @@ class Metrics:
         )
 
     # --- bounded labels ----------------------------------------------------------
+
+    def set_consumer_lag(self, by_topic: dict[str, int]) -> None:
+        """``hotswap_consumer_lag`` for the topics held now (at most 100, as heartbeats list);
+        a topic no longer held loses its series rather than keep its last figure."""
+        self.consumer_lag.clear()
+        for topic, lag in sorted(by_topic.items())[:100]:
+            self.consumer_lag.labels(topic).set(lag)
 
     def model_label(self, name: str) -> str:
         """The ``model`` label for ``name``: itself if it has served here, else ``_unknown``.

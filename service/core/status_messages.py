@@ -91,6 +91,14 @@ class WorkerStatus(BaseModel):
     )
     partitions: list[NonNegativeInt] = Field(default_factory=list, max_length=10_000)
     lag: NonNegativeInt | None = None
+    topics: dict[Short, Annotated[list[NonNegativeInt], Field(max_length=10_000)]] = Field(
+        default_factory=dict,
+        max_length=MAX_LISTED,
+        description="Partitions it holds per topic read (the data topic, or each route's).",
+    )
+    lag_by_topic: dict[Short, NonNegativeInt] = Field(
+        default_factory=dict, max_length=MAX_LISTED, description="``lag`` per topic read."
+    )
     ready: bool = False
     last_seen: AwareDatetime = Field(default_factory=_now)
 

@@ -36,6 +36,13 @@ class Assignment:
     def assigned_partitions(self) -> int:
         return len(self._assigned)
 
+    def partitions_by_topic(self) -> dict[str, list[int]]:
+        """Every topic this worker reads (the data topic, or each route's) and its partitions."""
+        held: dict[str, list[int]] = {}
+        for topic, partition in sorted(self._assigned):
+            held.setdefault(topic, []).append(partition)
+        return held
+
     def partitions(self) -> list[int]:
         """The partitions this worker holds now of the data topic, or with routes of the
         first route's topic (partition 0's holder decides)."""

@@ -35,7 +35,7 @@ from service.core.fleet import Heard, fleet_view, live_workers, status_of
 from service.core.metrics import Metrics
 from service.core.registry import ModelRegistry
 from service.core.settings import Settings
-from service.core.status_messages import WorkerStatus, parse_worker_status
+from service.core.status_messages import MAX_LISTED, WorkerStatus, parse_worker_status
 from service.kafka.authz import Denials
 from service.kafka.clients import rdkafka_config
 from service.kafka.model_feed import ModelFeed, ModelUpdate
@@ -69,6 +69,8 @@ class Fleet(Service):
         partitions: Callable[[], list[int]],
         ready: Callable[[], bool],
         lag: Callable[[], int | None] = lambda: None,
+        topics: Callable[[], dict[str, list[int]]] = dict,
+        lag_by_topic: Callable[[], dict[str, int]] = dict,
         denials: Denials | None = None,
         **kwargs: Any,
     ) -> None:
@@ -78,6 +80,8 @@ class Fleet(Service):
         self._partitions = partitions
         self._ready = ready
         self._lag = lag
+        self._topics = topics
+        self._lag_by_topic = lag_by_topic
         self._metrics = metrics or Metrics()
         self._heard: dict[str, Heard] = {}
         self._refused: dict[str, int] = {}  # heartbeats refused, by reason (a fixed set)
@@ -102,12 +106,16 @@ class Fleet(Service):
             group=s.app_id,
             partitions=self._partitions(),
             lag=self._lag(),
+            topics=dict(sorted(self._topics().items())[:MAX_LISTED]),
+            lag_by_topic=dict(sorted(self._lag_by_topic().items())[:MAX_LISTED]),
             ready=self._ready(),
         )
 
     @Service.timer(HEARTBEAT)
     async def _heartbeat(self) -> None:
-        value = self.status().model_dump_json().encode()
+        status = self.status()
+        self._metrics.set_consumer_lag(status.lag_by_topic)
+        value = status.model_dump_json().encode()
         try:
             if self._producer is None:
                 config = {"linger.ms": 0, "message.timeout.ms": int(3 * HEARTBEAT * 1000)}

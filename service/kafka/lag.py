@@ -27,6 +27,7 @@ class Lag:
 
     def __init__(self) -> None:
         self.value: int | None = None
+        self.by_topic: dict[str, int] = {}  # the same, per topic read (with routes, per route)
         self._at = 0.0
         self._starts: dict[tuple[str, int], int] = {}  # committed, for partitions not read yet
 
@@ -43,9 +44,10 @@ class Lag:
             positions = consumer.position([TopicPartition(t, p) for t, p in sorted(assigned)])
         except KafkaException as exc:  # a figure for heartbeats: never worth failing a fetch
             logger.debug("no lag: %s", exc)
-            self.value = None
+            self.value, self.by_topic = None, {}
             return
         known, total, unread = False, 0, {}
+        by_topic: dict[str, int] = {}
         for tp in positions:
             try:
                 low, high = consumer.get_watermark_offsets(tp, cached=True)
@@ -57,11 +59,16 @@ class Lag:
             if start is None and low < high:
                 unread[(tp.topic, tp.partition)] = (low, high)
                 continue
-            known, total = True, total + _behind(low, high, start)
+            behind = _behind(low, high, start)
+            known, total = True, total + behind
+            by_topic[tp.topic] = by_topic.get(tp.topic, 0) + behind
         for key, start in self._committed(consumer, unread).items():
             self._starts[key] = start
-            known, total = True, total + _behind(*unread[key], start)
+            behind = _behind(*unread[key], start)
+            known, total = True, total + behind
+            by_topic[key[0]] = by_topic.get(key[0], 0) + behind
         self.value = total if known or not assigned else None
+        self.by_topic = by_topic
 
     @staticmethod
     def _committed(

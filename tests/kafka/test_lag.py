@@ -111,3 +111,33 @@ def test_behind_counts_from_what_can_still_be_read() -> None:
     assert _behind(10, 20, 5) == 10  # retention deleted past the committed offset
     assert _behind(0, 20, 25) == 0  # a position past a watermark read earlier
     assert _behind(0, 20, 12) == 8
+
+
+def test_lag_is_also_kept_per_topic(make_settings: Callable[..., Settings]) -> None:
+    """With routes a worker reads several topics: heartbeats and the gauge say which lags."""
+    settings = make_settings(data_partitions=2)
+    asyncio.run(ensure_topics(settings))
+    first, second = settings.data_topic, settings.scored_topic  # any two topics of the group
+    send_raw(settings, first, [(b"k", b"v%d" % i) for i in range(20)], partition=0)
+    send_raw(settings, second, [(b"k", b"w%d" % i) for i in range(5)], partition=1)
+    consumer = Consumer(
+        {
+            "bootstrap.servers": settings.bootstrap_servers[0],
+            "group.id": settings.app_id,
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+        }
+    )
+    try:
+        assigned = {(t, p) for t in (first, second) for p in range(2)}
+        consumer.assign([TopicPartition(t, p) for t, p in assigned])
+        lag = Lag()
+        deadline = time.monotonic() + 120  # a bound for the broker's answers, not a budget
+        while lag.by_topic != {first: 20, second: 5}:
+            assert time.monotonic() < deadline, lag.by_topic
+            time.sleep(0.05)
+            lag = Lag()
+            lag.refresh(consumer, assigned)
+        assert lag.value == 25
+    finally:
+        consumer.close()
