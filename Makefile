@@ -30,10 +30,10 @@ grpc: ## regenerate service/grpc/generated from its .proto (pinned grpcio-tools)
 
 docs: setup ## regenerate docs/reference/cli.md, build the docs site into site/ (--strict)
 	@$(PY) scripts/gen_docs.py
-	@$(VENV)/bin/mkdocs build --strict --site-dir site
+	@NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site
 
 docs-serve: setup ## serve the docs site on http://127.0.0.1:8010, rebuilt on every save
-	@$(VENV)/bin/mkdocs serve --strict --dev-addr 127.0.0.1:8010
+	@NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs serve --strict --dev-addr 127.0.0.1:8010
 
 unit: ## unit tests only (no broker)
 	@$(PY) -m pytest -m "not integration and not container"
