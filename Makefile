@@ -2,7 +2,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: help setup demo test lint typecheck unit integration bench clean test-image test-compose grpc
+.PHONY: help setup demo test lint typecheck unit integration bench clean test-image test-compose grpc docs docs-serve
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -13,7 +13,9 @@ setup: ## create .venv, install hotswap with dev tools, fetch Kafka's jars
 demo: setup ## the whole local stack: Kafka, a worker, demo models and records (Ctrl-C stops)
 	@$(PY) scripts/demo.py
 
-test: setup lint typecheck ## everything CI runs: format, lint, types, unit + integration tests
+# The docs are checked inside pytest (tests/docs/): the site builds with `mkdocs build --strict`
+# and the reference pages match the code.
+test: setup lint typecheck ## everything CI runs: format, lint, types, unit + integration tests, docs
 	@$(PY) -m pytest
 
 lint: ## ruff format check and lint
@@ -26,13 +28,20 @@ typecheck: ## mypy (strict)
 grpc: ## regenerate service/grpc/generated from its .proto (pinned grpcio-tools)
 	@$(PY) scripts/gen_grpc.py
 
+docs: setup ## regenerate docs/reference/cli.md, build the docs site into site/ (--strict)
+	@$(PY) scripts/gen_docs.py
+	@NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site
+
+docs-serve: setup ## serve the docs site on http://127.0.0.1:8010, rebuilt on every save
+	@NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs serve --strict --dev-addr 127.0.0.1:8010
+
 unit: ## unit tests only (no broker)
 	@$(PY) -m pytest -m "not integration and not container"
 
 integration: ## integration tests only (starts a real local broker)
 	@$(PY) -m pytest -m integration
 
-# Not part of `test` (minutes, and they need a Docker engine): see README, Deployment.
+# Not part of `test` (minutes, and they need a Docker engine): see docs/how-to/deploy.md.
 # pytest fails, never skips, when the engine is missing; docker_env.sh installs it (root).
 test-image: setup ## build the image (Debian base, wheelhouse), run 2 workers on a real broker
 	@./scripts/docker_env.sh
@@ -46,4 +55,4 @@ bench: setup ## benchmarks against the local broker
 	@$(PY) -m bench
 
 clean: ## remove caches, the venv and Kafka's jars
-	rm -rf $(VENV) .cache .mypy_cache .ruff_cache .pytest_cache *.egg-info
+	rm -rf $(VENV) .cache .mypy_cache .ruff_cache .pytest_cache *.egg-info site

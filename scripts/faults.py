@@ -5,7 +5,7 @@ worker killed with SIGKILL, workers joining and leaving, the broker stopped
 and restarted, a worker started before its broker, a SIGTERM), then reads the
 scored and dead-letter topics and reports sent, scored, dead-lettered,
 duplicated and lost. Used by ``tests/e2e/test_faults.py`` (short runs)
-and, as a script, for the long runs in the README::
+and, as a script, for the long runs in docs/reference/guarantees.md::
 
     .venv/bin/python scripts/faults.py --records 100000 --rate 5000
 """

@@ -1,6 +1,6 @@
 """Routes: which topics a worker reads, and for each, which model, output topic and mode.
 
-``HOTSWAP_ROUTES`` names a YAML file (see the README's "Routes" section); it is
+``HOTSWAP_ROUTES`` names a YAML file (see docs/how-to/your-topics.md, "Routes"); it is
 validated once at start-up, so a typo stops the worker with one line naming the
 field, instead of records going astray. Without it there is no route: the data
 topic and each record's ``model`` field work as before.

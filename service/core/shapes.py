@@ -3,10 +3,10 @@
 
 Transport-free: records arrive here already decoded (Avro, Protobuf, JSON Schema
 by :mod:`service.kafka.schemas`; plain JSON here) as dicts. The coercion rule is
-the README's ("Record shapes"): ints and floats as they are, booleans 1.0/0.0,
-strings holding a number (after stripping blanks) that number; anything else, and
-NaN or infinity, is ``bad_feature``; an absent field, or a null one, is
-``missing_feature``. Avro decimals count as numbers.
+the docs' (docs/how-to/your-topics.md, "Record shapes"): ints and floats as they
+are, booleans 1.0/0.0, strings holding a number (after stripping blanks) that
+number; anything else, and NaN or infinity, is ``bad_feature``; an absent field,
+or a null one, is ``missing_feature``. Avro decimals count as numbers.
 """
 
 from __future__ import annotations

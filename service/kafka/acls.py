@@ -1,11 +1,11 @@
 """The Kafka ACLs each hotswap role needs on a secured broker, least privilege.
 
 One list per role, derived from :class:`Settings` (the topic names and the
-consumer group), so the README's table, the integration tests and an operator
+consumer group), so the docs' ACL table, the integration tests and an operator
 granting rights all read the same thing. Found by running every client of the
 role as a principal with nothing else: each entry is used by some code path,
 named in ``why``. Topics are created by an admin beforehand (none of the roles
-has CREATE); see the README, Kafka security.
+has CREATE); see docs/how-to/kafka-security.md.
 """
 
 from __future__ import annotations
@@ -93,10 +93,11 @@ def role_acls(settings: Settings, role: Role) -> list[Acl]:
 
 
 def readme_rows(role: Role) -> list[str]:
-    """``role``'s ACLs as the README's table rows, names given by their settings.
+    """``role``'s ACLs as the rows of the docs' table, names given by their settings.
 
     ``$HOTSWAP_MODEL_TOPIC`` stands for the model topic's name, and so on; the
-    README check (tests/docs/test_acls.py) compares the table with these rows.
+    docs check (tests/docs/test_acls.py) compares docs/how-to/kafka-security.md's
+    table with these rows.
     """
     names = {
         field: f"$HOTSWAP_{field.upper()}"
