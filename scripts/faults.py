@@ -171,6 +171,7 @@ class FaultRun:
     records: int = 5000
     rate: float = 2000.0
     guarantee: str = "at_least_once"
+    started: list[WorkerProcess] = field(default_factory=list)  # for :meth:`kill_all`
 
     def settings(self, **overrides: object) -> Settings:
         settings = isolated_settings(
@@ -186,7 +187,14 @@ class FaultRun:
         if port is not None:
             settings = settings.model_copy(update={"http_port": port})
         log = self.workdir / f"worker-{settings.http_port}-{uuid.uuid4().hex[:4]}.log"
-        return WorkerProcess(settings, log).start()
+        worker = WorkerProcess(settings, log).start()
+        self.started.append(worker)
+        return worker
+
+    def kill_all(self) -> None:
+        """Whatever a scenario started and left running (it failed half-way): killed."""
+        for worker in self.started:
+            worker.kill()
 
     def prepare(self, settings: Settings) -> None:
         publish_file(settings, self.model_path, "wine", "1")
@@ -399,7 +407,10 @@ def main() -> int:
                     kafka, workdir, model, records=args.records, rate=args.rate, guarantee=guarantee
                 )
                 for name in args.only or list(SCENARIOS):
-                    result = SCENARIOS[name](run)
+                    try:
+                        result = SCENARIOS[name](run)
+                    finally:
+                        run.kill_all()
                     failed |= result.lost > 0
                     failed |= guarantee == "exactly_once" and result.duplicates > 0
                     print(f"| {guarantee} {result.row()}", flush=True)

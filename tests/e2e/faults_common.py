@@ -21,10 +21,13 @@ __all__ = ["check_no_record_is_lost", "fault_run"]
 def fault_run(
     kafka: LocalKafka, tmp_path: Path, trained: dict[str, Path], guarantee: str
 ) -> Iterator[FaultRun]:
-    """One scenario's run; the broker is started again if the scenario left it stopped."""
-    yield FaultRun(
+    """One scenario's run; its workers are killed and the broker is started again if the
+    scenario (failing half-way) left them so."""
+    run = FaultRun(
         kafka, tmp_path, trained["wine-logreg"], records=3000, rate=1500, guarantee=guarantee
     )
+    yield run
+    run.kill_all()
     if not kafka.is_running():
         kafka.start()
 
