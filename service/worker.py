@@ -37,7 +37,7 @@ from service.core.metrics import Metrics
 from service.core.observe import Observer
 from service.core.registry import BuildLimits, ModelRegistry
 from service.core.routed import RoutedScorer
-from service.core.routes import load_routes
+from service.core.routes import implicit_routes, load_routes
 from service.core.scoring import Scorer
 from service.core.settings import Settings
 from service.core.signing import ControlVerifier, Verifier, load_public_key
@@ -100,11 +100,18 @@ def build_worker(settings: Settings) -> WorkerParts:
     )
     publisher = Publisher(settings, transactional=settings.processing_guarantee == "exactly_once")
     routes = load_routes(settings.routes) if settings.routes else None  # refused: no start
+    if routes is None and settings.schema_registry_url:  # framed records on the data topic
+        routes = implicit_routes(settings.data_topic, settings.scored_topic)
     routing = Routing(routes, SchemaCodec(registry_client(settings))) if routes else None
     score = scorer.score
     if routes is not None:
         publisher.outputs = tuple(routes.outputs)
-        score = RoutedScorer(scorer, routes, max_record_bytes=settings.max_record_bytes).score
+        score = RoutedScorer(
+            scorer,
+            routes,
+            max_record_bytes=settings.max_record_bytes,
+            default_model=settings.default_model,
+        ).score
     model_channel = HandOverChannel(app)
     control_channel = HandOverChannel(app)
     batch_channel = HandOverChannel(app)

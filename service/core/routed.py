@@ -33,30 +33,36 @@ Slots = list[Scored | DeadLetter | None]
 class RoutedScorer:
     """Scores batches of routed topics against the registry's current models."""
 
-    def __init__(self, scorer: Scorer, routes: Routes, *, max_record_bytes: int) -> None:
+    def __init__(
+        self, scorer: Scorer, routes: Routes, *, max_record_bytes: int, default_model: str = ""
+    ) -> None:
         self._scorer = scorer
         self._routes = routes
         self._max_bytes = max_record_bytes
+        self._default_model = default_model
 
     def score(self, records: Sequence[InputRecord]) -> BatchResult:
         result = BatchResult()
         slots: Slots = [None] * len(records)
-        # Keyed by id(route): hashing a pydantic model per record costs more than scoring it.
-        groups: dict[int, tuple[Route, list[tuple[int, DataRecord]]]] = {}
-        models: dict[int, ServingModel | None] = {}
+        # Keyed by (id(route), model): hashing a pydantic model per record costs more than
+        # scoring it.
+        groups: dict[tuple[int, str], tuple[Route, list[tuple[int, DataRecord]]]] = {}
+        models: dict[tuple[int, str], ServingModel | None] = {}
         registry = self._scorer._registry
         for i, record in enumerate(records):
             route = self._routes.for_topic(record.topic)
             try:
                 if route is None:
                     raise errors.UnknownModel(f"no route for topic {record.topic!r}")
-                key = id(route)
+                doc = None if route.model else self._document(record)
+                name = route.model or self._named(doc)
+                key = (id(route), name)
                 if key not in models:
-                    models[key] = registry.get(route.model)
+                    models[key] = registry.get(name)
                 model = models[key]
                 if model is None:
-                    raise errors.UnknownModel(f"no model named {route.model!r} is serving")
-                doc = self._document(record)
+                    raise errors.UnknownModel(f"no model named {name!r} is serving")
+                doc = doc if doc is not None else self._document(record)
                 row = self._row(doc, model, record.frame is None)
             except errors.RecordRejected as exc:
                 slots[i] = dead_letter(record, exc)
@@ -64,7 +70,7 @@ class RoutedScorer:
             group = groups.get(key)
             if group is None:
                 group = groups[key] = (route, [])
-            group[1].append((i, DataRecord(doc.get("id"), route.model, row)))
+            group[1].append((i, DataRecord(doc.get("id"), name, row)))
         shadows: list[Scored] = []
         for key, (route, members) in groups.items():
             model = models[key]
@@ -79,6 +85,15 @@ class RoutedScorer:
         result.outputs = [s for s in slots if s is not None]
         result.outputs += shadows  # to the shadow topic, as JSON whatever the mode
         return result
+
+    def _named(self, doc: dict[str, Any] | None) -> str:
+        """A route without a model: the record's ``model`` field, else the default model."""
+        name = (doc or {}).get("model") or self._default_model
+        if not name:
+            raise errors.MissingModel("record has no `model` and no default model is set")
+        if not isinstance(name, str):
+            raise errors.MissingModel("record `model` is not a string")
+        return name
 
     def _document(self, record: InputRecord) -> dict[str, Any]:
         doc = record.document

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from service.core import errors
 from service.core.messages import problems
 
-__all__ = ["Route", "RouteFile", "Routes", "load_routes"]
+__all__ = ["Route", "RouteFile", "Routes", "implicit_routes", "load_routes"]
 
 logger = logging.getLogger(__name__)
 
@@ -31,7 +31,8 @@ class Route(BaseModel):
 
     topic: str | None = Field(default=None, min_length=1)
     pattern: str | None = Field(default=None, min_length=1)
-    model: str = Field(min_length=1)
+    # None: each record's own ``model`` field (else HOTSWAP_DEFAULT_MODEL), as on the data topic.
+    model: str | None = Field(default=None, min_length=1)
     output: str = Field(min_length=1)
     mode: Literal["enrich", "envelope"] = "envelope"
 
@@ -95,7 +96,8 @@ class Routes:
 
     @property
     def models(self) -> list[str]:
-        return list(dict.fromkeys(r.model for r in self.routes))
+        """The models routes name (a route without one takes each record's own)."""
+        return list(dict.fromkeys(r.model for r in self.routes if r.model))
 
 
 def load_routes(path: str | Path) -> Routes:
@@ -121,5 +123,12 @@ def load_routes(path: str | Path) -> Routes:
                 f"{where}: output topic {output!r} is also read by route "
                 f"{reader.subscription!r} (anchor a pattern with `$`)"
             )
-    logger.info("routes: %s", ", ".join(f"{r.subscription} -> {r.model}" for r in parsed.routes))
+    shown = (f"{r.subscription} -> {r.model or 'each record`s model'}" for r in parsed.routes)
+    logger.info("routes: %s", ", ".join(shown))
     return routes
+
+
+def implicit_routes(data_topic: str, scored_topic: str) -> Routes:
+    """With a Schema Registry and no routes file: the data topic as one route whose records
+    name their model, so framed (Avro, Protobuf, JSON Schema) records are decoded there too."""
+    return Routes([Route(topic=data_topic, output=scored_topic, mode="envelope")])

@@ -255,3 +255,37 @@ def test_a_refused_route_and_a_registry_outage_dead_letter_nothing_and_resume(
         assert letters == []
     finally:
         proxy.close()
+
+
+def test_framed_records_on_the_data_topic_need_no_routes_file(
+    make_settings: Callable[..., Settings],
+    workers: Callable[[Settings], WorkerProcess],
+    schema_registry: LocalRegistry,
+    fraud: tuple[Path, Any],
+) -> None:
+    """HOTSWAP_SCHEMA_REGISTRY_URL alone: Avro on the data topic is decoded and scored by the
+    default model, a plain JSON record naming its model still is, and a framed record with an
+    unknown schema id is dead-lettered with its own reason, its bytes untouched."""
+    path, model = fraud
+    settings = make_settings(schema_registry_url=schema_registry.url, default_model="fraud")
+    publish_file(settings, path, "fraud", "1")
+    worker = workers(settings)
+    worker.wait_ready()
+    client = SchemaRegistryClient({"url": schema_registry.url, "timeout": 30})
+    records = [payment(n, prefix="d") for n in range(6)]
+    avro = AvroSerializer(client, orjson.dumps(PAYMENT_AVRO).decode())
+    produce(settings, settings.data_topic, [(r["id"].encode(), r) for r in records], avro)
+    plain = {**payment(7, prefix="j"), "model": "fraud"}
+    unknown = b"\x00\x7f\xff\xff\x01" + b"whatever"
+    produce(settings, settings.data_topic, [(b"j7", orjson.dumps(plain)), (b"bad", unknown)])
+
+    out = consume(settings, settings.scored_topic, until=lambda rs: len(rs) >= 7)
+    scored = {r.json()["id"]: r.json() for r in out}
+    assert set(scored) == {*(r["id"] for r in records), "j7"}
+    for record in [*records, plain]:
+        assert scored[record["id"]]["model"] == "fraud"
+        assert scored[record["id"]]["label"] == expected_label(model, record)
+    letters = consume(settings, settings.dead_letter_topic, until=lambda rs: len(rs) >= 1)
+    assert [(r.key, r.value, r.headers[HEADER_REASON]) for r in letters] == [
+        (b"bad", unknown, b"schema_unknown")
+    ]
