@@ -91,7 +91,8 @@ def test_routes_file_validates_and_routes_topics_and_patterns(tmp_path: Path) ->
     ("text", "named"),
     [
         ("routes:\n  - model: m\n    output: o\n", "exactly one of `topic` or `pattern`"),
-        ("routes:\n  - topic: t\n    output: o\n", "routes.0.model"),
+        ("routes:\n  - topic: t\n    model: m\n", "routes.0.output"),
+        ("routes:\n  - topic: t\n    model: ''\n    output: o\n", "routes.0.model"),
         ("routes:\n  - topic: t\n    model: m\n    output: o\n    mode: fast\n", "routes.0.mode"),
         ("routes:\n  - topic: t\n    model: m\n    output: o\n    extra: 1\n", "routes.0.extra"),
         ('routes:\n  - pattern: "("\n    model: m\n    output: o\n', "regular expression"),
@@ -174,5 +175,5 @@ def test_the_worker_refuses_a_bad_routes_file_in_one_line(
     assert main(["worker"]) == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: HOTSWAP_ROUTES=")
-    assert "routes.0.model: Field required" in err
+    assert "routes.0.output: Field required" in err
     assert len(err.splitlines()) == 1
