@@ -278,6 +278,13 @@ class StatusTooLarge(ControlRejected):
     reason = "status_too_large"
 
 
+class StatusUnsigned(ControlRejected):
+    """With HOTSWAP_VERIFY_KEY set: a heartbeat unsigned, or not signed by the fleet's key
+    (a worker's figures count in automatic decisions, so only a worker may report them)."""
+
+    reason = "status_unsigned"
+
+
 # --- the Schema Registry and routes (not a record's fault) ------------------------------
 
 

@@ -30,11 +30,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from service.core import errors
 from service.core.messages import ModelMessage
 from service.core.rollout_messages import ControlMessage
+from service.core.status_messages import WorkerStatus
 
 __all__ = [
     "CONTROL_DOMAIN",
     "DOMAIN",
+    "STATUS_DOMAIN",
     "ControlVerifier",
+    "StatusVerifier",
     "Verifier",
     "canonical_json",
     "control_payload",
@@ -43,7 +46,9 @@ __all__ = [
     "load_public_key",
     "sign_control",
     "sign_message",
+    "sign_status",
     "signed_payload",
+    "status_payload",
 ]
 
 logger = logging.getLogger(__name__)
@@ -51,6 +56,7 @@ logger = logging.getLogger(__name__)
 
 DOMAIN = b"hotswap-model-v2\n"
 CONTROL_DOMAIN = b"hotswap-control-v1\n"
+STATUS_DOMAIN = b"hotswap-status-v1\n"
 
 
 def canonical_json(message: ModelMessage) -> bytes:
@@ -184,5 +190,39 @@ class ControlVerifier:
         except (InvalidSignature, binascii.Error, ValueError):
             raise errors.SignatureInvalid(
                 f"signature of the {control.stage} step for {control.name} does not match "
+                "(a field was changed, or another key signed)"
+            ) from None
+
+
+def status_payload(status: WorkerStatus) -> bytes:
+    """The bytes a heartbeat's signature covers: its tag, then its canonical JSON (every
+    field but ``signature``, as sent: keys sorted, no spaces)."""
+    doc = status.model_dump(mode="json", exclude={"signature"})
+    text = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return STATUS_DOMAIN + text.encode("utf-8")
+
+
+def sign_status(status: WorkerStatus, key: Ed25519PrivateKey) -> WorkerStatus:
+    """A copy of ``status`` carrying a base64 signature of :func:`status_payload`."""
+    signature = key.sign(status_payload(status))
+    return status.model_copy(update={"signature": base64.b64encode(signature).decode()})
+
+
+class StatusVerifier:
+    """Refuses heartbeats that are unsigned or not signed by the configured key."""
+
+    def __init__(self, key: Ed25519PublicKey) -> None:
+        self._key = key
+
+    def __call__(self, status: WorkerStatus) -> None:
+        if not status.signature:
+            raise errors.StatusUnsigned("heartbeat is unsigned and HOTSWAP_VERIFY_KEY is set")
+        try:
+            self._key.verify(
+                base64.b64decode(status.signature, validate=True), status_payload(status)
+            )
+        except (InvalidSignature, binascii.Error, ValueError):
+            raise errors.StatusUnsigned(
+                f"signature of {status.id[:200]!r}'s heartbeat does not match "
                 "(a field was changed, or another key signed)"
             ) from None

@@ -101,6 +101,9 @@ class WorkerStatus(BaseModel):
     )
     ready: bool = False
     last_seen: AwareDatetime = Field(default_factory=_now)
+    signature: Annotated[str, StringConstraints(max_length=200)] | None = Field(
+        None, description="base64 Ed25519 over the rest (HOTSWAP_SIGNING_KEY), when set."
+    )
 
     @property
     def models_left_out(self) -> int:

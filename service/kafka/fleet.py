@@ -25,6 +25,7 @@ import socket
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
@@ -35,6 +36,7 @@ from service.core.fleet import Heard, fleet_view, live_workers, status_of
 from service.core.metrics import Metrics
 from service.core.registry import ModelRegistry
 from service.core.settings import Settings
+from service.core.signing import StatusVerifier, load_private_key, load_public_key, sign_status
 from service.core.status_messages import MAX_LISTED, WorkerStatus, parse_worker_status
 from service.kafka.authz import Denials
 from service.kafka.clients import rdkafka_config
@@ -82,6 +84,12 @@ class Fleet(Service):
         self._lag = lag
         self._topics = topics
         self._lag_by_topic = lag_by_topic
+        # With a verify key, heartbeats are signed and others' checked: a worker's figures
+        # count in automatic decisions, so only who holds the fleet's key may report them.
+        self._sign = load_private_key(Path(settings.signing_key)) if settings.signing_key else None
+        self._verify = (
+            StatusVerifier(load_public_key(settings.verify_key)) if settings.verify_key else None
+        )
         self._metrics = metrics or Metrics()
         self._heard: dict[str, Heard] = {}
         self._refused: dict[str, int] = {}  # heartbeats refused, by reason (a fixed set)
@@ -115,6 +123,8 @@ class Fleet(Service):
     async def _heartbeat(self) -> None:
         status = self.status()
         self._metrics.set_consumer_lag(status.lag_by_topic)
+        if self._sign is not None:
+            status = sign_status(status, self._sign)
         value = status.model_dump_json().encode()
         try:
             if self._producer is None:
@@ -173,6 +183,8 @@ class Fleet(Service):
             status = parse_worker_status(update.value)
             if status.id != worker:
                 raise errors.InvalidStatus(f"key {worker[:200]!r} differs from id {status.id!r}")
+            if self._verify is not None:
+                self._verify(status)
         except errors.ControlRejected as exc:
             self._heard.pop(worker, None)
             self._metrics.control_rejections.labels(exc.reason).inc()

@@ -247,3 +247,29 @@ def test_registry_with_a_verifier_rejects_before_loading(
         registry.build(retitled)
     model = registry.build(signed)
     assert model.version == "1"
+
+
+# --- heartbeats ------------------------------------------------------------------------
+
+
+def test_a_signed_heartbeat_verifies_and_any_change_or_other_key_is_refused(
+    tmp_path: Path,
+) -> None:
+    from service.core.signing import StatusVerifier, sign_status
+    from service.core.status_messages import WorkerStatus, parse_worker_status
+
+    key_path = tmp_path / "fleet.key"
+    verify = StatusVerifier(load_public_key(str(generate_keypair(key_path))))
+    key = load_private_key(key_path)
+    status = WorkerStatus(id="w1", host="h", http="http://h:1", group="g", lag=3, ready=True)
+    signed = sign_status(status, key)
+    verify(parse_worker_status(signed.model_dump_json().encode()))  # as it crosses the topic
+    with pytest.raises(errors.StatusUnsigned, match="unsigned"):
+        verify(status)
+    tampered = signed.model_copy(update={"lag": 0})
+    with pytest.raises(errors.StatusUnsigned, match="does not match"):
+        verify(tampered)
+    other = tmp_path / "other.key"
+    generate_keypair(other)
+    with pytest.raises(errors.StatusUnsigned, match="does not match"):
+        verify(sign_status(status, load_private_key(other)))

@@ -145,6 +145,9 @@ def test_junk_changes_nothing_restarts_agree_and_the_decider_still_decides(
     refused = first.get("/fleet").json()["refused_heartbeats"]
     assert refused["invalid_status"] >= 2, refused
     assert refused["status_too_large"] >= 1, refused
+    # The well-formed ghost (last_seen in 2099) is unsigned, with a verify key set: refused
+    # outright, so its made-up figures could never count in the decider's totals.
+    assert refused["status_unsigned"] >= 1, refused
 
     keys = [f"customer-{i}".encode() for i in range(600)]  # ~180 compared: below 500
     routes = _routes(settings, "a", keys)
