@@ -21,6 +21,7 @@ import base64
 import binascii
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature
@@ -132,14 +133,11 @@ class Verifier:
     def __call__(self, message: ModelMessage) -> None:
         if not message.signature:
             raise errors.SignatureInvalid("model is unsigned and HOTSWAP_VERIFY_KEY is set")
-        try:
-            signature = base64.b64decode(message.signature, validate=True)
-            self._key.verify(signature, signed_payload(message))
-        except (InvalidSignature, binascii.Error, ValueError):
+        if not _matches(self._key, message.signature, lambda: signed_payload(message)):
             raise errors.SignatureInvalid(
                 f"signature of {message.name} {message.version} does not match the message "
                 "(it covers every field but `signature`: one was changed, or another key signed)"
-            ) from None
+            )
 
 
 def _jsonable(value: object) -> object:
@@ -172,6 +170,16 @@ def sign_control(control: ControlMessage, key: Ed25519PrivateKey) -> ControlMess
     return control.model_copy(update={"signature": base64.b64encode(signature).decode()})
 
 
+def _matches(key: Ed25519PublicKey, signature: str, payload: Callable[[], bytes]) -> bool:
+    """Whether base64 ``signature`` is ``key``'s over ``payload()``; a malformed signature,
+    or a message with no canonical form (a NaN where JSON has none), does not match."""
+    try:
+        key.verify(base64.b64decode(signature, validate=True), payload())
+    except (InvalidSignature, binascii.Error, ValueError):
+        return False
+    return True
+
+
 class ControlVerifier:
     """Refuses control messages that are unsigned or not signed by the configured key."""
 
@@ -183,15 +191,11 @@ class ControlVerifier:
             raise errors.SignatureInvalid(
                 "control message is unsigned and HOTSWAP_VERIFY_KEY is set"
             )
-        try:
-            self._key.verify(
-                base64.b64decode(control.signature, validate=True), control_payload(control)
-            )
-        except (InvalidSignature, binascii.Error, ValueError):
+        if not _matches(self._key, control.signature, lambda: control_payload(control)):
             raise errors.SignatureInvalid(
                 f"signature of the {control.stage} step for {control.name} does not match "
                 "(a field was changed, or another key signed)"
-            ) from None
+            )
 
 
 def status_payload(status: WorkerStatus) -> bytes:
@@ -217,12 +221,8 @@ class StatusVerifier:
     def __call__(self, status: WorkerStatus) -> None:
         if not status.signature:
             raise errors.StatusUnsigned("heartbeat is unsigned and HOTSWAP_VERIFY_KEY is set")
-        try:
-            self._key.verify(
-                base64.b64decode(status.signature, validate=True), status_payload(status)
-            )
-        except (InvalidSignature, binascii.Error, ValueError):
+        if not _matches(self._key, status.signature, lambda: status_payload(status)):
             raise errors.StatusUnsigned(
                 f"signature of {status.id[:200]!r}'s heartbeat does not match "
                 "(a field was changed, or another key signed)"
-            ) from None
+            )

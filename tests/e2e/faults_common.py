@@ -12,27 +12,31 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
+
 from scripts.faults import SCENARIOS, FaultRun
 from scripts.localkafka import LocalKafka
 
-__all__ = ["check_no_record_is_lost", "fault_run"]
+__all__ = ["run", "test_no_record_is_lost"]
 
 
-def fault_run(
-    kafka: LocalKafka, tmp_path: Path, trained: dict[str, Path], guarantee: str
+@pytest.fixture
+def run(
+    own_kafka: LocalKafka, tmp_path: Path, trained: dict[str, Path], guarantee: str
 ) -> Iterator[FaultRun]:
-    """One scenario's run; its workers are killed and the broker is started again if the
-    scenario (failing half-way) left them so."""
+    """One scenario's run under the module's ``guarantee``; its workers are killed and the
+    broker is started again if the scenario (failing half-way) left them so."""
     run = FaultRun(
-        kafka, tmp_path, trained["wine-logreg"], records=3000, rate=1500, guarantee=guarantee
+        own_kafka, tmp_path, trained["wine-logreg"], records=3000, rate=1500, guarantee=guarantee
     )
     yield run
     run.kill_all()
-    if not kafka.is_running():
-        kafka.start()
+    if not own_kafka.is_running():
+        own_kafka.start()
 
 
-def check_no_record_is_lost(run: FaultRun, scenario: str) -> None:
+@pytest.mark.parametrize("scenario", sorted(SCENARIOS))
+def test_no_record_is_lost(run: FaultRun, scenario: str) -> None:
     """Run ``scenario`` and check its tally: nothing lost, nothing doubled where promised."""
     result = SCENARIOS[scenario](run)
     assert result.sent == run.records, f"the broker acknowledged only {result.sent} sends"

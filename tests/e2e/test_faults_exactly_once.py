@@ -1,28 +1,20 @@
 """Short fault runs under exactly_once on a broker of this file's own: lost must be 0.
 
-The checks are in :mod:`tests.e2e.faults_common`; the long runs (100,000 records
-each) are ``scripts/faults.py``; see the README.
+The test and its ``run`` are in :mod:`tests.e2e.faults_common` (one file per guarantee,
+so the two run on two pytest-xdist workers); the long runs are ``scripts/faults.py``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 
-from scripts.faults import SCENARIOS, FaultRun
-from scripts.localkafka import LocalKafka
-from tests.e2e.faults_common import check_no_record_is_lost, fault_run
+from tests.e2e.faults_common import run, test_no_record_is_lost
+
+__all__ = ["run", "test_no_record_is_lost"]  # collected here, with this file's guarantee
 
 pytestmark = [pytest.mark.integration, pytest.mark.fault]
 
 
 @pytest.fixture
-def run(own_kafka: LocalKafka, tmp_path: Path, trained: dict[str, Path]) -> Iterator[FaultRun]:
-    yield from fault_run(own_kafka, tmp_path, trained, "exactly_once")
-
-
-@pytest.mark.parametrize("scenario", sorted(SCENARIOS))
-def test_no_record_is_lost(run: FaultRun, scenario: str) -> None:
-    check_no_record_is_lost(run, scenario)
+def guarantee() -> str:
+    return "exactly_once"

@@ -23,12 +23,9 @@ def _fresh(consumer: Consumer, assigned: set[tuple[str, int]]) -> int | None:
     return lag.value
 
 
-def test_lag_counts_what_is_not_read_yet(make_settings: Callable[..., Settings]) -> None:
-    settings = make_settings()
-    asyncio.run(ensure_topics(settings))
-    topic = settings.data_topic
-    send_raw(settings, topic, [(b"one-key", b"v%d" % i) for i in range(100)])  # one partition
-    consumer = Consumer(
+def _consumer(settings: Settings) -> Consumer:
+    """A consumer of the settings' group that commits nothing by itself."""
+    return Consumer(
         {
             "bootstrap.servers": settings.bootstrap_servers[0],
             "group.id": settings.app_id,
@@ -36,6 +33,14 @@ def test_lag_counts_what_is_not_read_yet(make_settings: Callable[..., Settings])
             "auto.offset.reset": "earliest",
         }
     )
+
+
+def test_lag_counts_what_is_not_read_yet(make_settings: Callable[..., Settings]) -> None:
+    settings = make_settings()
+    asyncio.run(ensure_topics(settings))
+    topic = settings.data_topic
+    send_raw(settings, topic, [(b"one-key", b"v%d" % i) for i in range(100)])  # one partition
+    consumer = _consumer(settings)
     try:
         assigned = {(topic, p) for p in range(settings.data_partitions)}
         consumer.assign([TopicPartition(t, p, 0) for t, p in assigned])
@@ -120,14 +125,7 @@ def test_lag_is_also_kept_per_topic(make_settings: Callable[..., Settings]) -> N
     first, second = settings.data_topic, settings.scored_topic  # any two topics of the group
     send_raw(settings, first, [(b"k", b"v%d" % i) for i in range(20)], partition=0)
     send_raw(settings, second, [(b"k", b"w%d" % i) for i in range(5)], partition=1)
-    consumer = Consumer(
-        {
-            "bootstrap.servers": settings.bootstrap_servers[0],
-            "group.id": settings.app_id,
-            "enable.auto.commit": False,
-            "auto.offset.reset": "earliest",
-        }
-    )
+    consumer = _consumer(settings)
     try:
         assigned = {(t, p) for t in (first, second) for p in range(2)}
         consumer.assign([TopicPartition(t, p) for t, p in assigned])
