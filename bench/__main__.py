@@ -50,7 +50,9 @@ def _plan(args: argparse.Namespace) -> dict[str, Callable[[Env], dict[str, Any]]
         "throughput": lambda env: throughput(
             env, args.records, 1 if quick else args.repeat, args.contenders
         ),
-        "latency": lambda env: latency(env, seconds=5 if quick else 10, contenders=args.contenders),
+        "latency": lambda env: latency(
+            env, seconds=5 if quick else args.latency_seconds, contenders=args.contenders
+        ),
         "swap": lambda env: swaps(env, versions=10 if quick else 50),
         "large": lambda env: large_model(env, trees=150 if quick else 600),
         "memory": lambda env: memory(env, many=50 if quick else 500),
@@ -78,8 +80,14 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--repeat",
         type=int,
-        default=3,
-        help="throughput runs of the floors and hotswap (the fastest counts)",
+        default=5,
+        help="throughput runs of the floors and hotswap (the median counts; the best is shown)",
+    )
+    parser.add_argument(
+        "--latency-seconds",
+        type=float,
+        default=60,
+        help="seconds of steady load (2,000 records/s) per contender in the latency section",
     )
     parser.add_argument("--quick", action="store_true", help="a smaller smoke run")
     parser.add_argument("--out", type=Path, default=RESULTS, help="results JSON path")

@@ -103,6 +103,7 @@ class DataFeed(Assignment, Service):
         """A batch and, in exactly_once, the group generation it was read in, which its
         commit carries (KIP-447): if a rebalance moved its partitions on meanwhile, the
         broker refuses the commit and the batch is read again. On the consumer's thread."""
+        self._offsets.commit_pending(consumer)  # at_least_once: batches delivered meanwhile
         self.lag.refresh(consumer, self._assigned)
         if self._routing is not None:
             self._routing.resume_due(consumer)
@@ -289,8 +290,8 @@ class DataFeed(Assignment, Service):
                 return False  # aborted: the records are read again from the committed offsets
             pending = [f.output for f in failures if not permanent(f.error)] + letters
             if not pending and not left:
-                if self._deadline is None:
-                    self._offsets.commit_async(consumer, offsets)
+                if self._deadline is None:  # committed by the consumer's thread, before its
+                    self._offsets.delivered(offsets, commit=True)  # next fetch
                 else:
                     self._offsets.delivered(offsets)
                     await self._offsets.commit_sync(consumer, self._deadline - time.monotonic())
