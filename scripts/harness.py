@@ -184,7 +184,7 @@ class WorkerProcess:
 
 
 def run_cli(
-    settings: Settings, *args: str, check: bool = True, timeout: float = 120
+    settings: Settings, *args: str, check: bool = True, timeout: float = 300
 ) -> subprocess.CompletedProcess[str]:
     """Run ``hotswap ARGS`` as a user would, with ``settings`` as its environment."""
     return subprocess.run(

@@ -43,7 +43,14 @@ def test_series_stay_flat_under_junk_names_on_both_topics(wine_worker: WineWorke
                 total += float(line.rsplit(" ", 1)[1])
         return total
 
-    wait_for(lambda: rejected_total() >= 1 and dead_total() >= 1, 60, "the first junk counted")
+    def lag_shown() -> bool:  # set by the first heartbeat, once the partitions are assigned
+        return "hotswap_consumer_lag{" in worker.get("/metrics").text
+
+    wait_for(
+        lambda: rejected_total() >= 1 and dead_total() >= 1 and lag_shown(),
+        60,
+        "the first junk counted and the lag shown",
+    )
     before = _series(worker.get("/metrics").text)
 
     models = [(f"junk-{i}".encode(), b"{not a model") for i in range(JUNK)]

@@ -14,6 +14,7 @@ from scripts.localkafka import free_port
 pytestmark = pytest.mark.integration
 
 
+@pytest.mark.timeout(1500)  # beyond the demo's own bound below, so that one names the step
 def test_demo_runs_the_whole_stack_and_stops_cleanly(tmp_path: Path) -> None:
     done = subprocess.run(
         [
