@@ -16,19 +16,27 @@ pytestmark = pytest.mark.integration
 
 @pytest.mark.timeout(1500)  # beyond the demo's own bound below, so that one names the step
 def test_demo_runs_the_whole_stack_and_stops_cleanly(tmp_path: Path) -> None:
-    done = subprocess.run(
+    demo = subprocess.Popen(
         [
             sys.executable, "scripts/demo.py", "--port", str(free_port()),
             "--http-port", str(free_port()), "--duration", "1", "--swap-every", "5",
             "--rate", "300", "--state-dir", str(tmp_path / "demo"),
         ],
         cwd=REPO,
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=900,  # a bound, not a budget: the story waits on events
     )  # fmt: skip
-    out = done.stdout
-    assert done.returncode == 0, out + done.stderr
+    try:
+        out, err = demo.communicate(timeout=900)  # a bound, not a budget: it waits on events
+    except subprocess.TimeoutExpired:
+        demo.terminate()  # as Ctrl-C: the demo stops its broker, registry and worker itself
+        out, err = demo.communicate(timeout=120)
+        pytest.fail(f"the demo did not finish within 900 s:\n{out}{err}")
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+    assert demo.returncode == 0, out + err
     assert "[demo] ready" in out
     assert "published wine version 2 (wine-forest)" in out
     assert "corrupt wine version 3" in out
