@@ -153,6 +153,7 @@ class Publisher:
         self._report = _Report()
         self.started = False
         self.denied: NotAuthorized | None = None  # a refused transactional id, for /ready
+        self._initialising = False  # replace(): a new producer's init_transactions timed out
 
     # --- lifecycle (blocking: call from a thread) ------------------------------------
 
@@ -299,11 +300,22 @@ class Publisher:
         ``init_transactions`` bumps the id's epoch, which aborts whatever the old
         producer left open; the batch is then sent again in a new transaction.
         """
-        old, self._producer = self._producer, Producer(self._config)
-        if old is not None:
-            old.purge()
-            old.flush(0)
-        self._producer.init_transactions(timeout)
+        if not self._initialising:  # else resume the one whose init timed out (see below)
+            old, self._producer = self._producer, Producer(self._config)
+            if old is not None:
+                old.purge()
+                old.flush(0)
+        # A timed-out init_transactions is retriable and must be resumed on the same
+        # producer: a second producer would get its epoch, and then be fenced when the first
+        # one's request completes (seen on a broker restart).
+        self._initialising = True
+        try:
+            self._producer.init_transactions(timeout)
+        except KafkaException as exc:
+            error = exc.args[0] if exc.args else None
+            self._initialising = bool(error is not None and error.retriable())
+            raise
+        self._initialising = False
 
     def poll(self) -> None:
         self._producer.poll(0)
