@@ -22,12 +22,12 @@ from service.core.metrics import Metrics
 from service.core.scoring import InputRecord, Scored
 from service.core.settings import Settings
 from service.kafka.authz import NotAuthorized, is_denial, named, principal_of
-from service.kafka.publisher import Failure, Output
+from service.kafka.delivery import Failure, Output
 from service.kafka.refused import tombstone_letter
 
 _LATENCY_SAMPLES = 32
 
-__all__ = ["Batch", "BatchState", "account", "records_of", "rewind"]
+__all__ = ["Batch", "BatchState", "account", "records_of", "resume_points", "rewind", "seek_back"]
 
 logger = logging.getLogger(__name__)
 
@@ -222,19 +222,18 @@ def rewind(
     ends: list[TopicPartition],
     firsts: list[TopicPartition],
     gave_up: Callable[[], bool],
-) -> None:
+    tries: int | None = None,
+) -> bool:
     """Read batches that were not committed again, from the group's committed offsets.
 
     A partition with nothing committed yet (a new group) goes back to the first
     offset the batches read. Until the committed offsets can be read (the broker
     may be away), this keeps asking: going on from the consumer's position would
-    skip the batches. Only a stop that ran out of time ends it early, and then
-    the next owner reads them from the committed offsets.
+    skip the batches. Only a stop that ran out of time ends it early (the next
+    owner reads them from the committed offsets), or ``tries`` failed reads: then
+    False, and the caller settles the offsets another way (exactly_once).
     """
-    first: dict[tuple[str, int], int] = {}
-    for tp in firsts:
-        key = (tp.topic, tp.partition)
-        first[key] = min(first.get(key, tp.offset), tp.offset)
+    failures = 0
     while True:
         try:
             committed = consumer.committed(ends, timeout=5.0)
@@ -243,15 +242,35 @@ def rewind(
             failed = exc.args[0]
         if failed is None:
             break
-        if gave_up():
-            return
+        failures += 1
+        if gave_up() or (tries is not None and failures >= tries):
+            return False
         logger.warning("cannot read the committed offsets (%s); asking again", failed)
         time.sleep(1.0)
+    seek_back(consumer, resume_points(committed, firsts))
+    return True
+
+
+def resume_points(
+    committed: list[TopicPartition], firsts: list[TopicPartition]
+) -> list[TopicPartition]:
+    """Where each partition is read again: its committed offset or, with nothing
+    committed yet, the first offset the batches read."""
+    first: dict[tuple[str, int], int] = {}
+    for tp in firsts:
+        key = (tp.topic, tp.partition)
+        first[key] = min(first.get(key, tp.offset), tp.offset)
+    points = []
     for tp in committed:
-        if tp.offset < 0:  # nothing committed yet
-            tp.offset = first.get((tp.topic, tp.partition), tp.offset)
-        if tp.offset >= 0:
-            try:
-                consumer.seek(tp)
-            except KafkaException as exc:  # no longer ours: its new owner reads it
-                logger.debug("seek %s: %s", tp, exc)
+        offset = tp.offset if tp.offset >= 0 else first.get((tp.topic, tp.partition), -1)
+        if offset >= 0:
+            points.append(TopicPartition(tp.topic, tp.partition, offset))
+    return points
+
+
+def seek_back(consumer: Consumer, points: list[TopicPartition]) -> None:
+    for tp in points:
+        try:
+            consumer.seek(tp)
+        except KafkaException as exc:  # no longer ours: its new owner reads it
+            logger.debug("seek %s: %s", tp, exc)

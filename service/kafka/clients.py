@@ -32,6 +32,7 @@ from service.kafka.authz import NotAuthorized
 
 __all__ = [
     "Security",
+    "admin_client",
     "client_options",
     "consumer",
     "ensure_topics",
@@ -292,9 +293,14 @@ _ADMIN_KEYS = {
 }
 
 
+def admin_client(config: dict[str, Any]) -> AdminClient:
+    """An admin client on the connection and security of a producer's or consumer's config."""
+    return AdminClient({k: v for k, v in config.items() if k in _ADMIN_KEYS})
+
+
 def topic_limits(config: dict[str, Any], topics: Sequence[str], timeout: float) -> dict[str, int]:
     """``max.message.bytes`` of each topic (1 MB, Kafka's default, when it cannot be read)."""
-    admin = AdminClient({k: v for k, v in config.items() if k in _ADMIN_KEYS})
+    admin = admin_client(config)
     resources = [ConfigResource(ResourceType.TOPIC, topic) for topic in topics]
     limits = dict.fromkeys(topics, 1_048_588)
     try:

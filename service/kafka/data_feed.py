@@ -33,11 +33,12 @@ from service.core.scoring import InputRecord
 from service.core.settings import Settings
 from service.kafka.assignment import Assignment
 from service.kafka.batch import Batch, BatchState, account, records_of, rewind
-from service.kafka.clients import fetch, unstarted
+from service.kafka.clients import fetch, group_consumer_config, unstarted
 from service.kafka.commits import DeliveredOffsets
+from service.kafka.delivery import Output, permanent
 from service.kafka.lag import Lag
 from service.kafka.memory import tune_memory
-from service.kafka.publisher import Output, Publisher, permanent
+from service.kafka.publisher import Publisher
 from service.kafka.refused import reroute
 from service.kafka.routing import Routing
 from service.kafka.threads import bounded, wait_or_stop
@@ -90,6 +91,7 @@ class DataFeed(Assignment, Service):
         self.progress = BatchState.of(settings)
         self.lag = Lag()  # records of its partitions not yet fetched, for heartbeats
         self._txn = Transactions(publisher, metrics, self._send_call, self._gave_up, self._fenced)
+        self._txn.group = (settings.app_id, group_consumer_config(settings))  # for settle()
 
     async def _call(self, fn: Callable[..., T], *args: Any) -> T:
         """On the consumer's thread: fetching, seeking, closing."""
@@ -218,8 +220,7 @@ class DataFeed(Assignment, Service):
             # The previous transaction aborted (read it again, and this batch after it),
             # or this batch could not be scored.
             ends, starts = ([], []) if delivered else self._in_flight
-            if not self._gave_up():
-                await self._call(rewind, consumer, ends + offsets, starts + firsts, self._gave_up)
+            await self._rewind(consumer, ends + offsets, starts + firsts)
             if failed is not None:
                 await self.sleep(self.progress.retry_in)
             return
@@ -231,6 +232,16 @@ class DataFeed(Assignment, Service):
         delivery = self._deliver(consumer, offsets, outputs, generation)
         self._delivery = asyncio.ensure_future(delivery)
         self._delivery.add_done_callback(lambda _: self._idle.set())
+
+    async def _rewind(self, consumer: Consumer, ends: Offsets, firsts: Offsets) -> None:
+        """Read the batches again from the committed offsets (:func:`rewind`), or after a
+        replaced producer, if they stay unreadable, from the stable ones (``settle``)."""
+        while not self._gave_up():
+            tries = 3 if self._eos and self._txn.replaced else None
+            if await self._call(rewind, consumer, ends, firsts, self._gave_up, tries):
+                return
+            if await self._txn.settle(consumer, ends, firsts, self._call):
+                return
 
     async def _delivered(self) -> bool:
         """Wait for the batch being delivered; False if it was not committed."""

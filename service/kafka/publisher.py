@@ -17,104 +17,22 @@ follow their source partition, keeping their order.
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Producer
 
-from service.core import errors
-from service.core.scoring import DeadLetter, Scored
+from service.core.scoring import Scored
 from service.core.settings import Settings
 from service.kafka.authz import NotAuthorized, is_denial, principal_of
 from service.kafka.clients import rdkafka_config, topic_limits
+from service.kafka.delivery import Failure, Output, Report, purged
 
-__all__ = ["Failure", "Output", "Publisher", "fenced", "permanent"]
+__all__ = ["Publisher"]
 
 logger = logging.getLogger(__name__)
 
-Output = Scored | DeadLetter
-
-#: Broker answers that no retry will change: the record itself is the problem.
-_PERMANENT = {
-    KafkaError.MSG_SIZE_TOO_LARGE,
-    KafkaError.INVALID_RECORD,
-    KafkaError.RECORD_LIST_TOO_LARGE,
-    KafkaError.INVALID_MSG,
-    KafkaError.INVALID_MSG_SIZE,
-}
-_PURGED = {KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT}
 _OVERHEAD = 512  # record and batch framing, generously
-
-
-def permanent(error: KafkaError) -> bool:
-    return error.code() in _PERMANENT
-
-
-#: Fatal answers meaning another instance now owns this transactional id: stop.
-_FENCED = {
-    KafkaError.PRODUCER_FENCED,
-    KafkaError._FENCED,
-    KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED,
-}
-
-
-def fenced(error: KafkaError) -> bool:
-    return error.code() in _FENCED
-
-
-@dataclass(slots=True)
-class Failure:
-    output: Output
-    error: KafkaError
-    topic: str = ""  # where it was going (named when the broker refuses the right to write)
-
-    def as_rejection(self) -> errors.RecordRejected:
-        if self.error.code() in {KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.RECORD_LIST_TOO_LARGE}:
-            return errors.OutputTooLarge(f"{self.error.name()}: {self.error.str()}"[:500])
-        return errors.OutputRefused(f"{self.error.name()}: {self.error.str()}"[:500])
-
-
-@dataclass
-class _Report:
-    """One batch's outputs as sent, and the failures librdkafka reported (any thread).
-
-    A failure names only topic, key and value; it is matched to its output when
-    taken, so the common case, no failure, costs nothing per record.
-    """
-
-    sent: list[Output] = field(default_factory=list)
-    failures: list[Failure] = field(default_factory=list)
-    raw: list[tuple[str, bytes | None, bytes | None, KafkaError]] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def add(self, output: Output, error: KafkaError, topic: str = "") -> None:
-        with self.lock:
-            self.failures.append(Failure(output, error, topic))
-
-    def add_raw(
-        self, topic: str, key: bytes | None, value: bytes | None, error: KafkaError
-    ) -> None:
-        with self.lock:
-            self.raw.append((topic, key, value, error))
-
-    def take(self) -> list[Failure]:
-        """The failures reported since the last call (each is handled once)."""
-        with self.lock:
-            taken, self.failures = self.failures, []
-            raw, self.raw = self.raw, []
-        if raw:
-            by_content: dict[tuple[bytes | None, bytes | None], list[Output]] = {}
-            for out in self.sent:
-                by_content.setdefault((out.key, out.value), []).append(out)
-            for _topic, key, value, error in raw:
-                matches = by_content.get((key, value))
-                if matches:
-                    taken.append(Failure(matches.pop(), error, _topic))
-                else:
-                    logger.warning("a failed delivery matches no output of this batch: %s", error)
-        return taken
 
 
 class Publisher:
@@ -150,7 +68,7 @@ class Publisher:
         self._partitions: dict[str, int] = {}
         self._limits: dict[str, int] = {}  # max.message.bytes of each output topic
         self._check_above = 0  # values shorter than this cannot exceed any limit
-        self._report = _Report()
+        self._report = Report()
         self.started = False
         self.denied: NotAuthorized | None = None  # a refused transactional id, for /ready
         self._initialising = False  # replace(): a new producer's init_transactions timed out
@@ -209,7 +127,7 @@ class Publisher:
     # --- one batch ---------------------------------------------------------------------
 
     def begin(self) -> None:
-        self._report = _Report()
+        self._report = Report()
         if self.transactional:
             self._producer.begin_transaction()
 
@@ -267,7 +185,7 @@ class Publisher:
 
     def _undelivered(self, error: KafkaError | None, message: Any) -> None:
         """librdkafka's delivery report, for failures only (any thread)."""
-        if error is None or error.code() in _PURGED:
+        if error is None or purged(error):
             return  # purged by our own abort: that transaction's batch is sent again anyway
         self._report.add_raw(message.topic(), message.key(), message.value(), error)
 
@@ -289,6 +207,20 @@ class Publisher:
         producer = self._producer
         producer.send_offsets_to_transaction(offsets, group_metadata, timeout)
         producer.commit_transaction(timeout)
+
+    def settle(self, offsets: list[Any], group_metadata: Any, timeout: float) -> None:
+        """exactly_once: commit ``offsets`` in a transaction of their own, with no outputs.
+
+        Used when the group's committed offsets stay unreadable after this producer was
+        replaced (see :meth:`Transactions.settle`); a failure aborts and raises."""
+        producer = self._producer
+        producer.begin_transaction()
+        try:
+            producer.send_offsets_to_transaction(offsets, group_metadata, timeout)
+            producer.commit_transaction(timeout)
+        except KafkaException:
+            producer.abort_transaction(timeout)
+            raise
 
     def abort(self, timeout: float) -> None:
         if self.transactional:

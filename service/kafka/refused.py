@@ -16,7 +16,7 @@ from dataclasses import replace
 from service.core import errors
 from service.core.messages import HEADER_ORIGINAL_SIZE, HEADER_REASON
 from service.core.scoring import DeadLetter, InputRecord, Scored, dead_letter
-from service.kafka.publisher import Failure
+from service.kafka.delivery import Failure
 
 __all__ = ["reroute", "tombstone_letter"]
 

@@ -20,8 +20,8 @@ from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from service.core.outputs import InputRecord, Scored
 from service.core.routes import Routes
+from service.kafka.delivery import Output
 from service.kafka.derived import EnrichWriter
-from service.kafka.publisher import Output
 from service.kafka.schemas import SchemaCodec
 
 __all__ = ["HOLD_SECONDS", "Routing", "lead_topic", "subscriptions"]

@@ -6,6 +6,14 @@ whose partitions moved on cannot commit). Any failure aborts it and the batch
 is sent again. A producer in a fatal state is replaced under the same
 transactional id (its epoch bump aborts what the old one left open), except
 when another instance holds that id: then this one is the zombie, and stops.
+
+After a replacement the group's committed offsets were once seen unreadable for
+minutes (every read timed out, the broker holding them "unstable" for a
+transaction that no longer existed), and the worker could not rewind. Then the
+offsets are read without that wait (:func:`stable_offsets`: after the epoch bump
+no transaction of this id is open, so the stable ones are the truth) and committed
+again in a transaction of this id (:meth:`Transactions.settle`), whose commit
+marker resolves what this id left pending, and the feed reads on from them.
 """
 
 from __future__ import annotations
@@ -15,17 +23,21 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from confluent_kafka import KafkaException, TopicPartition
+from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, KafkaException, TopicPartition
 
 from service.core.metrics import Metrics
-from service.kafka.publisher import Publisher, fenced
+from service.kafka.batch import resume_points, seek_back
+from service.kafka.clients import admin_client
+from service.kafka.delivery import fenced
+from service.kafka.publisher import Publisher
 from service.kafka.threads import bounded
 
-__all__ = ["Transactions"]
+__all__ = ["Transactions", "stable_offsets"]
 
 logger = logging.getLogger(__name__)
 
 Call = Callable[..., Awaitable[Any]]
+Offsets = list[TopicPartition]
 
 
 class Transactions:
@@ -44,6 +56,8 @@ class Transactions:
         self._call = call
         self._gave_up = gave_up
         self._on_fenced = on_fenced
+        self.replaced = False  # a producer was replaced since the last commit
+        self.group: tuple[str, dict[str, Any]] = ("", {})  # the data consumer's id, config
 
     async def commit(self, generation: Any, offsets: list[TopicPartition]) -> bool:
         """Commit outputs and offsets together; False if aborted (the caller rewinds).
@@ -59,6 +73,7 @@ class Transactions:
             # send_offsets_to_transaction was seen blocking far past its timeout.
             if await bounded(commit, 15.0):
                 self._metrics.transactions.labels("committed").inc()
+                self.replaced = False
                 return True
             self._metrics.transactions.labels("aborted").inc()
             logger.warning("the transaction commit hangs")
@@ -108,6 +123,7 @@ class Transactions:
         logger.warning("replacing the producer (same transactional id, next epoch)")
         try:
             await self._call(self._publisher.replace, 10.0)
+            self.replaced = True
             if begin:
                 await self._call(self._publisher.begin)
             return True
@@ -115,9 +131,65 @@ class Transactions:
             logger.warning("cannot replace the producer yet (%s)", exc)
             return False
 
+    async def settle(
+        self,
+        consumer: Consumer,
+        ends: list[TopicPartition],
+        firsts: list[TopicPartition],
+        on_consumer: Call,
+    ) -> bool:
+        """Commit the group's stable offsets of ``ends`` again, by this id, and seek there.
+
+        A marker of this producer id resolves any offset commit the replaced producer
+        left pending; sending the same partitions' stable offsets first means that
+        marker can commit nothing stale. False if it failed (the caller tries again).
+        """
+        group, config = self.group
+        stable = await on_consumer(stable_offsets, config, group, ends, 5.0)
+        if stable is None or self._gave_up():
+            return False
+        points = resume_points(stable, firsts)
+        try:
+            generation = consumer.consumer_group_metadata()
+            await self._call(self._publisher.settle, points, generation, 10.0)
+        except KafkaException as exc:
+            if exc.args and fenced(exc.args[0]):
+                self._on_fenced()
+            logger.warning("cannot settle the committed offsets yet (%s)", exc)
+            return False
+        self.replaced = False
+        logger.warning("committed offsets settled again: %s", _show(points))
+        await on_consumer(seek_back, consumer, points)
+        return True
+
     def abandon(self) -> None:
         """A stop ran out of time: abort what is open (on the producer's thread)."""
         try:
             self._publisher.abort(1.0)
         except KafkaException as exc:
             logger.debug("abort on stop: %s", exc)
+
+
+def stable_offsets(
+    config: dict[str, Any], group: str, partitions: list[TopicPartition], timeout: float
+) -> list[TopicPartition] | None:
+    """The group's committed offsets of ``partitions`` as they stand, not waiting for
+    pending transactional commits (``require_stable=False``); None if unreadable."""
+    wanted = [TopicPartition(tp.topic, tp.partition) for tp in partitions]
+    request = [ConsumerGroupTopicPartitions(group, wanted)]
+    try:
+        admin = admin_client(config)  # held until answered: a dropped client drops its futures
+        future = admin.list_consumer_group_offsets(
+            request, require_stable=False, request_timeout=timeout
+        )[group]
+        answer = future.result(timeout + 1.0).topic_partitions
+    except Exception as exc:  # KafkaException, or the future's own timeout
+        logger.warning("cannot read the stable committed offsets (%r)", exc)
+        return None
+    if answer is None or any(tp.error is not None for tp in answer):
+        return None
+    return list(answer)
+
+
+def _show(offsets: list[TopicPartition]) -> str:
+    return ", ".join(f"{tp.topic}[{tp.partition}]@{tp.offset}" for tp in offsets)

@@ -19,7 +19,8 @@ from service.core.messages import HEADER_SOURCE_OFFSET
 from service.core.outputs import DeadLetter, InputRecord, Scored
 from service.core.settings import Settings
 from service.kafka.clients import ensure_topics, rdkafka_config
-from service.kafka.publisher import Output, Publisher
+from service.kafka.delivery import Output
+from service.kafka.publisher import Publisher
 
 pytestmark = pytest.mark.integration
 

@@ -16,13 +16,22 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
 
 from scripts.harness import isolated_settings, send_raw
 from scripts.localkafka import LocalKafka, free_port
+from service.core.metrics import Metrics
 from service.core.settings import Settings
 from service.kafka.batch import records_of, rewind
-from service.kafka.clients import ensure_topics, fetch, rdkafka_config, unstarted
+from service.kafka.clients import (
+    ensure_topics,
+    fetch,
+    group_consumer_config,
+    rdkafka_config,
+    unstarted,
+)
+from service.kafka.publisher import Publisher
+from service.kafka.transactions import Transactions
 
 pytestmark = pytest.mark.integration
 
@@ -119,3 +128,45 @@ def test_partitions_whose_committed_offsets_went_unread_are_assigned_again(
         finally:
             consumer.close()
         assert offsets == list(range(20))
+
+
+def test_offsets_left_unreadable_after_a_replacement_are_settled_from_the_stable_ones(
+    reader: tuple[Consumer, str], make_settings: Callable[..., Settings]
+) -> None:
+    """exactly_once: after its producer was replaced, a worker once found the group's
+    committed offsets unreadable for minutes (every read waiting on a pending
+    transactional commit) and never read on. Here another transactional id holds a
+    commit pending; the rewind gives up after its tries, the stable offset is read
+    without waiting, committed again in a transaction of the worker's id, and the
+    consumer reads on from it."""
+    consumer, topic = reader
+    settings = make_settings(processing_guarantee="exactly_once")
+    tp = TopicPartition(topic, 0)
+    consumer.commit(offsets=[TopicPartition(topic, 0, 5)], asynchronous=False)
+    batch = _take(consumer, 12)
+    _, _, ends, firsts = records_of(batch)
+    other = Producer(rdkafka_config(settings, **{"transactional.id": f"{settings.app_id}-x"}))
+    other.init_transactions(30)
+    other.begin_transaction()
+    other.send_offsets_to_transaction(
+        [TopicPartition(topic, 0, 11)], consumer.consumer_group_metadata(), 30
+    )  # left open: the group's offset of partition 0 is now "unstable"
+    assert not rewind(consumer, ends, firsts, lambda: False, tries=2)
+
+    publisher = Publisher(settings, transactional=True)
+    publisher.start(30)
+    txn = Transactions(publisher, Metrics(), _on_thread, lambda: False, lambda: None)
+    txn.group = (settings.app_id, group_consumer_config(settings))
+
+    async def settle() -> bool:
+        return await txn.settle(consumer, ends, firsts, _on_thread)
+
+    assert asyncio.run(settle())
+    assert [m.offset() for m in _take(consumer, 15)] == list(range(5, 20))
+    other.abort_transaction(30)  # its pending commit gone, the offset reads as settled
+    assert consumer.committed([tp], timeout=30)[0].offset == 5
+    publisher.close(5)
+
+
+async def _on_thread(fn: Callable[..., object], *args: object) -> object:
+    return await asyncio.to_thread(fn, *args)
