@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     fetch()
     with tempfile.TemporaryDirectory(prefix="hotswap-bench-", ignore_cleanup_errors=True) as tmp:
         work = Path(tmp)
-        kafka = LocalKafka(free_port(), work / "kafka", full_speed=True)
+        kafka = LocalKafka(free_port(), work / "kafka")
         kafka.start()
         try:
             print(f"broker {kafka.bootstrap}; training the wine models ...", flush=True)

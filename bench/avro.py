@@ -149,10 +149,7 @@ def main() -> int:
     fetch_registry()
     with tempfile.TemporaryDirectory(prefix="bench-avro-") as tmp:
         work = Path(tmp)
-        with (
-            LocalKafka(free_port(), work / "kafka", full_speed=True) as kafka,
-            LocalRegistry(free_port()) as reg,
-        ):
+        with LocalKafka(free_port(), work / "kafka") as kafka, LocalRegistry(free_port()) as reg:
             broker = kafka.bootstrap
             client = SchemaRegistryClient({"url": reg.url, "timeout": 30})
             model_path = train_payments(work / "models")

@@ -113,7 +113,7 @@ def _drive(records: int, interval: float) -> None:
     RESULTS.mkdir(exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="hotswap-profile-", ignore_cleanup_errors=True) as tmp:
         work = Path(tmp)
-        kafka = LocalKafka(free_port(), work / "kafka", full_speed=True)
+        kafka = LocalKafka(free_port(), work / "kafka")
         kafka.start()
         try:
             env = Env.prepare(kafka, work)

@@ -57,10 +57,6 @@ _JVM_OPTIONS = (
     "-XX:+ExitOnOutOfMemoryError",
     "-Djava.awt.headless=true",
 )
-# Unless asked for full speed: a JVM that starts fast and stays light, since the tests start
-# a score of brokers on two cores (measured: ready in 4.4 s, not 6.3, on 3.7 s of CPU, not
-# 6.2). The C1 compiler alone is slower on hot paths, so benchmarks ask for ``full_speed``.
-_QUICK_OPTIONS = ("-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC", "-XX:-UsePerfData")
 
 
 def kafka_home() -> Path:
@@ -256,9 +252,7 @@ class LocalKafka:
     and record: that is what the fault-tolerance tests rely on.
 
     ``extra_config`` entries are added to (or override) the generated broker config.
-    ``home`` is where the jars are fetched (see ``kafka_home()``). ``full_speed`` runs
-    the JVM with its default compilers and collector (benchmarks); otherwise it is tuned
-    to start fast on little CPU (tests, the demo).
+    ``home`` is where the jars are fetched (see ``kafka_home()``).
     """
 
     def __init__(
@@ -272,10 +266,8 @@ class LocalKafka:
         log_path: Path | None = None,
         secure_port: int | None = None,
         admin_password: str = "admin-secret",
-        full_speed: bool = False,
     ) -> None:
         self.port = port
-        self.full_speed = full_speed
         # A SASL_SSL listener (SCRAM-SHA-512 over TLS) with ACLs on, beside PLAINTEXT.
         self.secure_port = secure_port
         self.admin_password = admin_password
@@ -382,12 +374,10 @@ class LocalKafka:
             "allow.everyone.if.no.acl.found": "false",
         }
 
-    def _java(self, libs: Path, main_class: str, *args: str, tool: bool = False) -> list[str]:
-        quick = () if self.full_speed and not tool else _QUICK_OPTIONS
+    def _java(self, libs: Path, main_class: str, *args: str) -> list[str]:
         return [
             _require("java"),
             *_JVM_OPTIONS,
-            *quick,
             f"-Dlog4j.configuration={LOG4J.as_uri()}",
             "-cp",
             f"{libs}{os.sep}*",
@@ -421,7 +411,6 @@ class LocalKafka:
                 f"--cluster-id={cluster or _cluster_id()}",
                 "--ignore-formatted",
                 *self._scram_arguments(),
-                tool=True,
             ),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
