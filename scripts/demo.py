@@ -352,7 +352,7 @@ def main() -> int:
         procs.append(
             subprocess.Popen(_hotswap("worker"), env=_env(settings), stdout=log, stderr=log)
         )
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 180  # a bound for a slow machine, not a budget
         while time.monotonic() < deadline and not stop["now"]:
             try:
                 if httpx.get(f"{url}/ready", timeout=1).status_code == 200:

@@ -19,7 +19,7 @@ def test_demo_runs_the_whole_stack_and_stops_cleanly(tmp_path: Path) -> None:
     demo = subprocess.Popen(
         [
             sys.executable, "scripts/demo.py", "--port", str(free_port()),
-            "--http-port", str(free_port()), "--duration", "1", "--swap-every", "5",
+            "--http-port", str(free_port()), "--duration", "1", "--swap-every", "2",
             "--rate", "300", "--state-dir", str(tmp_path / "demo"),
         ],
         cwd=REPO,
