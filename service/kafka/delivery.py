@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass, field
 
 from confluent_kafka import KafkaError
@@ -74,6 +75,7 @@ class Report:
     failures: list[Failure] = field(default_factory=list)
     raw: list[tuple[str, bytes | None, bytes | None, KafkaError]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    last: float = field(default_factory=time.monotonic)  # of the last send
 
     def add(self, output: Output, error: KafkaError, topic: str = "") -> None:
         with self.lock:

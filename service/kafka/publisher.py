@@ -17,6 +17,7 @@ follow their source partition, keeping their order.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -139,6 +140,7 @@ class Publisher:
         delivery report and 0 the time of sending. Keyword parsing cost ~0.2 µs a record.
         """
         self._report.sent.extend(outputs)
+        self._report.last = time.monotonic()
         produce, scored_topic = self._producer.produce, self._settings.scored_topic
         check_above = self._check_above
         i, n = 0, len(outputs)
@@ -195,9 +197,24 @@ class Publisher:
         return size > self._limits.get(topic, 1_000_000)
 
     def wait(self, timeout: float) -> tuple[int, list[Failure]]:
-        """Block until every queued record is answered or ``timeout``; (left, failures)."""
+        """Block until every queued record is answered or ``timeout``; (left, failures).
+
+        at_least_once: records still unanswered well past their message timeout never
+        will be (seen after a broker restart: librdkafka's idempotent producer, after an
+        OutOfOrderSequence, answered nothing more). A new producer takes over and every
+        output of the batch is reported failed, so the caller sends them all again
+        (duplicates, never a loss). exactly_once aborts the transaction instead.
+        """
         left = int(self._producer.flush(timeout))
-        return left, self._report.take()
+        bound = self._config["message.timeout.ms"] / 1000 + 10.0
+        if not left or self.transactional or time.monotonic() - self._report.last < bound:
+            return left, self._report.take()
+        logger.warning("%d outputs unanswered for %.0f s: a new producer sends them", left, bound)
+        self.renew()
+        self._report.take()
+        again = KafkaError(KafkaError._MSG_TIMED_OUT, "unanswered: sent again by a new producer")
+        unique = {id(out): out for out in self._report.sent}.values()
+        return 0, [Failure(out, again) for out in unique]
 
     def commit(self, offsets: list[Any], group_metadata: Any, timeout: float) -> None:
         """exactly_once: the batch's outputs and input offsets become visible together.
@@ -226,6 +243,16 @@ class Publisher:
         if self.transactional:
             self._producer.abort_transaction(timeout)
 
+    def renew(self) -> None:
+        """A new producer in place of this one, whose queued records are purged.
+
+        See :meth:`wait` for at_least_once; :meth:`replace` for exactly_once.
+        """
+        old, self._producer = self._producer, Producer(self._config)
+        if old is not None:
+            old.purge()
+            old.flush(0)
+
     def replace(self, timeout: float) -> None:
         """After a fatal error: a new producer under the same transactional id.
 
@@ -233,10 +260,7 @@ class Publisher:
         producer left open; the batch is then sent again in a new transaction.
         """
         if not self._initialising:  # else resume the one whose init timed out (see below)
-            old, self._producer = self._producer, Producer(self._config)
-            if old is not None:
-                old.purge()
-                old.flush(0)
+            self.renew()
         # A timed-out init_transactions is retriable and must be resumed on the same
         # producer: a second producer would get its epoch, and then be fenced when the first
         # one's request completes (seen on a broker restart).
