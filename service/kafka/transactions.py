@@ -175,7 +175,8 @@ def stable_offsets(
 ) -> list[TopicPartition] | None:
     """The group's committed offsets of ``partitions`` as they stand, not waiting for
     pending transactional commits (``require_stable=False``); None if unreadable."""
-    wanted = [TopicPartition(tp.topic, tp.partition) for tp in partitions]
+    unique = dict.fromkeys((tp.topic, tp.partition) for tp in partitions)  # the admin refuses
+    wanted = [TopicPartition(topic, partition) for topic, partition in unique]  # duplicates
     request = [ConsumerGroupTopicPartitions(group, wanted)]
     try:
         admin = admin_client(config)  # held until answered: a dropped client drops its futures
