@@ -27,7 +27,16 @@ from service.kafka.refused import tombstone_letter
 
 _LATENCY_SAMPLES = 32
 
-__all__ = ["Batch", "BatchState", "account", "records_of", "resume_points", "rewind", "seek_back"]
+__all__ = [
+    "Batch",
+    "BatchState",
+    "account",
+    "assign_again",
+    "records_of",
+    "resume_points",
+    "rewind",
+    "seek_back",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -249,6 +258,13 @@ def rewind(
         time.sleep(1.0)
     seek_back(consumer, resume_points(committed, firsts))
     return True
+
+
+def assign_again(consumer: Consumer) -> None:
+    """Assign the consumer's partitions again: librdkafka reads each one's committed offset
+    (waiting while it is unstable) and fetches from there; the feed keeps polling meanwhile."""
+    logger.warning("committed offsets unreadable: assigning the partitions again")
+    consumer.assign(consumer.assignment())
 
 
 def resume_points(

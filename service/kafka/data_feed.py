@@ -32,7 +32,7 @@ from service.core.metrics import Metrics
 from service.core.scoring import InputRecord
 from service.core.settings import Settings
 from service.kafka.assignment import Assignment
-from service.kafka.batch import Batch, BatchState, account, records_of, rewind
+from service.kafka.batch import Batch, BatchState, account, assign_again, records_of, rewind
 from service.kafka.clients import fetch, group_consumer_config, unstarted
 from service.kafka.commits import DeliveredOffsets
 from service.kafka.delivery import Output, permanent
@@ -111,9 +111,8 @@ class DataFeed(Assignment, Service):
             self._routing.resume_due(consumer)
         messages = self.progress.seen(fetch(consumer, most, wait, not self._eos))
         if unstarted(messages):  # once the batch in flight is committed, read from there
-            logger.warning("committed offsets unreadable: assigning the partitions again")
             self._idle.wait(self._settings.stop_timeout + self._settings.transaction_timeout)
-            consumer.assign(consumer.assignment())
+            assign_again(consumer)
             return [], None
         return messages, consumer.consumer_group_metadata() if self._eos and messages else None
 
@@ -234,14 +233,15 @@ class DataFeed(Assignment, Service):
         self._delivery.add_done_callback(lambda _: self._idle.set())
 
     async def _rewind(self, consumer: Consumer, ends: Offsets, firsts: Offsets) -> None:
-        """Read the batches again from the committed offsets (:func:`rewind`), or after a
-        replaced producer, if they stay unreadable, from the stable ones (``settle``)."""
-        while not self._gave_up():
-            tries = 3 if self._eos and self._txn.replaced else None
-            if await self._call(rewind, consumer, ends, firsts, self._gave_up, tries):
-                return
-            if await self._txn.settle(consumer, ends, firsts, self._call):
-                return
+        """Read the batches again from the committed offsets (:func:`rewind`); if unreadable,
+        settle them (``Transactions.settle``) or assign the partitions again (fetching lets
+        a consumer that lost its membership rejoin, asking on never did) to read from them."""
+        if await self._call(rewind, consumer, ends, firsts, self._gave_up, 3):
+            return
+        eos = self._eos and self._txn.replaced
+        if (eos and await self._txn.settle(consumer, ends, firsts, self._call)) or self._gave_up():
+            return
+        await self._call(assign_again, consumer)
 
     async def _delivered(self) -> bool:
         """Wait for the batch being delivered; False if it was not committed."""
