@@ -273,5 +273,11 @@ class Publisher:
             raise
         self._initialising = False
 
+    def abandon_init(self) -> None:
+        """Give up resuming an init_transactions that hangs: the next replace makes a new
+        producer (if the hung one ever completes, it fences that one, and the worker stops
+        as a zombie would: a supervisor restarts it, where a hung worker stays stuck)."""
+        self._initialising = False
+
     def poll(self) -> None:
         self._producer.poll(0)

@@ -122,7 +122,12 @@ class Transactions:
     async def _replace(self, begin: bool) -> bool:
         logger.warning("replacing the producer (same transactional id, next epoch)")
         try:
-            await self._call(self._publisher.replace, 10.0)
+            # On a thread of its own: a resumed init_transactions was seen blocking far past
+            # its timeout after a broker restart, which held the producer's thread for good.
+            if not await bounded(lambda: self._publisher.replace(10.0), 20.0):
+                logger.warning("replacing the producer hangs; a new one will take its place")
+                self._publisher.abandon_init()
+                return False
             self.replaced = True
             if begin:
                 await self._call(self._publisher.begin)
