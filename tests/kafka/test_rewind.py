@@ -145,7 +145,12 @@ def test_offsets_left_unreadable_after_a_replacement_are_settled_from_the_stable
     consumer.commit(offsets=[TopicPartition(topic, 0, 5)], asynchronous=False)
     batch = _take(consumer, 12)
     _, _, ends, firsts = records_of(batch)
-    other = Producer(rdkafka_config(settings, **{"transactional.id": f"{settings.app_id}-x"}))
+    other = Producer(
+        rdkafka_config(
+            settings,
+            **{"transactional.id": f"{settings.app_id}-x", "transaction.timeout.ms": 600_000},
+        )
+    )  # open for 10 min at most: the broker aborts it only after that, whatever the machine
     other.init_transactions(30)
     other.begin_transaction()
     other.send_offsets_to_transaction(
