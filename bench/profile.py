@@ -18,6 +18,7 @@ import asyncio
 import gc
 import importlib
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -54,11 +55,29 @@ def _gc_timer() -> list[dict[str, Any]]:
     return log
 
 
+def _thread_cpu() -> str:
+    """CPU seconds per thread of this process (Linux), busiest first: where the time
+    goes beside the main thread (librdkafka's threads are named ``rdk:...``)."""
+    rows: list[tuple[float, str]] = []
+    tick = os.sysconf("SC_CLK_TCK")
+    for task in Path("/proc/self/task").iterdir():
+        try:
+            comm = (task / "comm").read_text().strip()
+            fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        rows.append(((int(fields[11]) + int(fields[12])) / tick, f"{task.name} {comm}"))
+    rows.sort(reverse=True)
+    return "".join(f"{cpu:8.2f} s  {name}\n" for cpu, name in rows)
+
+
 def _as_worker(out: Path, interval: float) -> None:
     """Run ``hotswap worker`` in this process, profiled; write the reports on the way out."""
     collections = _gc_timer()
     profiler: Any = None
     try:
+        if interval <= 0:  # threads' CPU and collections only, at full speed
+            raise ImportError
         pyinstrument = importlib.import_module("pyinstrument")
         profiler = pyinstrument.Profiler(interval=interval, async_mode="disabled")
     except ImportError:
@@ -83,6 +102,7 @@ def _as_worker(out: Path, interval: float) -> None:
             str(g): {"count": len(v), "total_ms": sum(v), "max_ms": max(v)}
             for g, v in sorted(by_gen.items())
         }
+        (out / "profile-threads.txt").write_text(_thread_cpu())
         tracked = len(gc.get_objects())
         slowest = sorted(collections, key=lambda c: -c["ms"])[:20]
         report = {"summary": summary, "tracked_objects_at_exit": tracked, "slowest": slowest}
@@ -146,7 +166,9 @@ def _drive(records: int, interval: float) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.profile", description=__doc__)
     parser.add_argument("--records", type=int, default=200_000)
-    parser.add_argument("--interval", type=float, default=0.001, help="sampling interval, s")
+    parser.add_argument(
+        "--interval", type=float, default=0.001, help="sampling interval, s; 0: no sampling"
+    )
     parser.add_argument("--as-worker", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.as_worker is not None:

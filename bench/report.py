@@ -39,6 +39,7 @@ def _table(tp: dict[str, Any], lat: dict[str, Any]) -> list[str]:
         ("peak RSS MB", tp, "peak_rss_mb"),
         ("p50 e2e ms", lat, "p50_ms"),
         ("p99 e2e ms", lat, "p99_ms"),
+        ("p99 read ms", lat, "read_p99_ms"),
         ("longest pause ms", lat, "longest_pause_ms"),
     ]
     floor_name = _the_floor(tp, lat) or ""

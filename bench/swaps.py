@@ -6,14 +6,16 @@ conversion is not timed). Swap latency = the first scored record carrying the
 version (its Kafka timestamp, set by the worker when it built the record) minus
 the moment the broker acknowledged the model message. Stalls are read from the
 scored records' timestamps: records of one micro-batch are stamped within a
-millisecond, so a step of more than 1 ms is the gap between two batches; the
-normal gap is the median of those before the first publish.
+millisecond, so a step of more than 1 ms is the gap between two batches, and
+its stall is the time from the first record sent after the earlier batch to
+the later one (:func:`bench.kafkaio.stalls`: the sender's own hiccups are no
+stall of the worker); the normal gap is the median of those before the first
+publish.
 """
 
 from __future__ import annotations
 
 import asyncio
-import itertools
 import statistics
 import time
 from pathlib import Path
@@ -23,7 +25,7 @@ import httpx
 
 from bench.bigforest import train_big_forest
 from bench.env import Env
-from bench.kafkaio import Scored, Tail, percentile, send_at_rate, send_models
+from bench.kafkaio import Scored, Tail, percentile, send_at_rate, send_models, stalls
 from service.core.messages import encode_model_message
 from service.tools.publish import PublishRequest, build_message
 
@@ -32,13 +34,12 @@ __all__ = ["batch_gaps", "large_model", "swaps"]
 _SAME_BATCH_MS = 1
 
 
-def batch_gaps(records: list[Scored]) -> list[tuple[int, int]]:
-    """(timestamp of the batch after the gap, gap in ms), in time order."""
-    stamps = sorted(r.created_ms for r in records)
-    return [(b, b - a) for a, b in itertools.pairwise(stamps) if b - a > _SAME_BATCH_MS]
+def batch_gaps(records: list[Scored], sent: dict[str, float]) -> list[tuple[int, float]]:
+    """(timestamp of the batch after the gap, its stall in ms), in time order."""
+    return stalls(sent, records, apart=_SAME_BATCH_MS)
 
 
-def _largest(gaps: list[tuple[int, int]], start: float, end: float) -> int:
+def _largest(gaps: list[tuple[int, float]], start: float, end: float) -> float:
     """Largest gap that ends within [start, end]: it overlaps the window."""
     return max((gap for at, gap in gaps if start <= at <= end), default=0)
 
@@ -53,7 +54,7 @@ def _first_of(records: list[Scored]) -> dict[str, int]:
 
 async def _stream_and_publish(
     env: Env, topics: tuple[str, str, str], models: list[tuple[bytes, bytes]], pause: float
-) -> tuple[list[Scored], list[tuple[float, float]], int]:
+) -> tuple[list[Scored], list[tuple[float, float]], dict[str, float]]:
     """Stream at 1,000/s; after 3 s publish ``models`` ``pause`` s apart; 2 s more; drain."""
     data, scored, model_topic = topics
     tail = await Tail(env.broker, scored).start()
@@ -68,10 +69,10 @@ async def _stream_and_publish(
         sent = await stream
     await tail.until(lambda rs: len(rs) >= len(sent), timeout=15)
     await tail.stop()
-    return tail.records, times, len(sent)
+    return tail.records, times, sent
 
 
-def _gap_summary(gaps: list[tuple[int, int]], before_ms: float) -> dict[str, Any]:
+def _gap_summary(gaps: list[tuple[int, float]], before_ms: float) -> dict[str, Any]:
     steady = [gap for at, gap in gaps if at < before_ms]
     return {
         "normal_gap_ms": statistics.median(steady) if steady else None,
@@ -97,8 +98,8 @@ def swaps(env: Env, versions: int, pause: float = 0.3) -> dict[str, Any]:
     finally:
         worker.stop()
     first = _first_of(records)
-    gaps = batch_gaps(records)
-    out: dict[str, Any] = {"versions": versions, "sent": sent, "scored": len(records)}
+    gaps = batch_gaps(records, sent)
+    out: dict[str, Any] = {"versions": versions, "sent": len(sent), "scored": len(records)}
     out.update(_gap_summary(gaps, times[0][0]))
     delays, worst = [], []
     for i, (started, acked) in enumerate(times):
@@ -144,7 +145,7 @@ def large_model(env: Env, trees: int) -> dict[str, Any]:
         described = {"error": str(exc)}
     finally:
         worker.stop()
-    gaps = batch_gaps(records)
+    gaps = batch_gaps(records, sent)
     (started_ms, acked_ms), first_big = times[0], _first_of(records).get("big")
     out: dict[str, Any] = {
         "artifact_mb": round(size_mb, 1),
@@ -153,7 +154,7 @@ def large_model(env: Env, trees: int) -> dict[str, Any]:
         "serving_version": described.get("version"),
         "load_ms": _rounded(described.get("load_ms")),
         "publish_to_first_scored_ms": round(first_big - acked_ms, 1) if first_big else None,
-        "sent": sent,
+        "sent": len(sent),
         "scored": len(records),
     }
     out.update(_gap_summary(gaps, started_ms))

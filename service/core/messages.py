@@ -235,9 +235,10 @@ def decode_records(
     one ``orjson.loads``, and the numbers of the whole batch are type-checked in
     one pass. Anything else takes :func:`decode_record`'s path, which names the defect.
     """
-    loads, decode_error = orjson.loads, orjson.JSONDecodeError
+    loads, decode_error, make = orjson.loads, orjson.JSONDecodeError, DataRecord
     out: list[DataRecord | errors.RecordRejected] = []
     lists: list[list[Any]] = []
+    keep, collect = out.append, lists.append
     for value in values:
         if value and len(value) <= max_bytes:
             try:
@@ -245,13 +246,14 @@ def decode_records(
             except decode_error:
                 doc = None
             if type(doc) is dict:
-                model = doc.get("model") or default_model
-                raw = doc.get("features")
-                if type(model) is str and type(raw) is list and model:
-                    out.append(DataRecord(doc.get("id"), model, raw))
-                    lists.append(raw)
+                get = doc.get
+                model = get("model") or default_model
+                raw = get("features")
+                if type(raw) is list and type(model) is str and model:
+                    keep(make(get("id"), model, raw))
+                    collect(raw)
                     continue
-        out.append(_decode_or_refuse(value, max_bytes, default_model))
+        keep(_decode_or_refuse(value, max_bytes, default_model))
     if lists and not set(map(type, chain.from_iterable(lists))) <= _PLAIN:
         for i, record in enumerate(out):  # some record holds a non-number: find which
             if type(record) is not DataRecord or type(record.features) is not list:

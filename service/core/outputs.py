@@ -123,13 +123,22 @@ def scored_all(
     """The outputs of rows scored by one model; shared headers built once per partition."""
     cache: dict[tuple[str, int], Headers] = {}
     outputs: list[Scored] = []
-    append, name, version = outputs.append, model.name, model.version
+    append, name, version, offset_header = (
+        outputs.append,
+        model.name,
+        model.version,
+        HEADER_SOURCE_OFFSET,
+    )
+    topic, partition = "", -2
+    fixed: Headers = []
     for record, value in zip(records, docs):
-        where = (record.topic, record.partition)
-        fixed = cache.get(where)
-        if fixed is None:
-            fixed = cache[where] = fixed_headers(model, *where)
-        headers = [*fixed, (HEADER_SOURCE_OFFSET, b"%d" % record.offset)]
+        if record.partition != partition or record.topic != topic:  # a fetch comes in runs
+            topic, partition = record.topic, record.partition
+            known = cache.get((topic, partition))
+            if known is None:
+                known = cache[topic, partition] = fixed_headers(model, topic, partition)
+            fixed = known
+        headers = [*fixed, (offset_header, b"%d" % record.offset)]
         append(Scored(record.key, value, headers, name, version, record, shadow))
     return outputs
 
@@ -147,16 +156,24 @@ def render(model: ServingModel, outputs: dict[str, np.ndarray], ids: list[Any]) 
     classes = [str(c) for c in sig.classes] if sig.classes else None
     dumps = orjson.dumps
     if labels is not None and probas is not None and classes and not columns:  # a classifier
+        # The same bytes as dumping each document whole, at half the cost: the parts
+        # every row shares are encoded once, and each row's own values are dumped alone.
+        head = b'{"id":'
+        middle = b',"model":' + dumps(name) + b',"version":' + dumps(version) + b',"label":'
+        after_label = b',"probabilities":'
+        tail = b',"scored_at":' + dumps(scored_at) + b"}"
+        join = b"".join
         return [
-            dumps(
-                {
-                    "id": record_id,
-                    "model": name,
-                    "version": version,
-                    "label": label,
-                    "probabilities": dict(zip(classes, row)),
-                    "scored_at": scored_at,
-                }
+            join(
+                (
+                    head,
+                    dumps(record_id),
+                    middle,
+                    dumps(label),
+                    after_label,
+                    dumps(dict(zip(classes, row))),
+                    tail,
+                )
             )
             for record_id, label, row in zip(ids, labels, probas)
         ]

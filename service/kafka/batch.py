@@ -194,9 +194,12 @@ def records_of(
     """
     records: list[InputRecord] = []
     letters: list[Output] = []
-    ends: dict[tuple[str, int], int] = {}
-    firsts: dict[tuple[str, int], int] = {}
+    lows: dict[tuple[str, int], int] = {}
+    highs: dict[tuple[str, int], int] = {}
+    append, make = records.append, InputRecord
     step = max(1, len(messages) // _LATENCY_SAMPLES)
+    run: tuple[str, int] | None = None  # a fetch returns runs of one partition: their
+    low = high = 0  # lowest and highest offsets are kept here, merged once per run
     for n, m in enumerate(messages):
         topic, partition, offset = m.topic() or "", m.partition(), m.offset()
         if partition is None or offset is None or offset < 0:
@@ -205,25 +208,42 @@ def records_of(
         error = m.error()
         if error is None:
             stamp = m.timestamp()[1] / 1000 if n % step == 0 else None
-            records.append(InputRecord(m.key(), m.value(), topic, partition, offset, stamp))
+            append(make(m.key(), m.value(), topic, partition, offset, stamp))
         else:
             where = InputRecord(None, None, topic, partition, offset)
             letters.append(tombstone_letter(where, errors.UndecodableBatch(str(error)[:500])))
-        key = (topic, partition)
-        end = ends.get(key)
-        if end is None:
-            ends[key] = offset + 1
-            firsts[key] = offset
-        elif offset >= end:  # the highest and the lowest, whatever the order
-            ends[key] = offset + 1
-        elif offset < firsts[key]:
-            firsts[key] = offset
+        if run is not None and partition == run[1] and topic == run[0]:
+            if offset > high:
+                high = offset
+            elif offset < low:
+                low = offset
+            continue
+        if run is not None:
+            _merge(lows, highs, run, low, high)
+        run, low, high = (topic, partition), offset, offset
+    if run is not None:
+        _merge(lows, highs, run, low, high)
     return (
         records,
         letters,
-        [TopicPartition(t, p, o) for (t, p), o in ends.items()],
-        [TopicPartition(t, p, o) for (t, p), o in firsts.items()],
+        [TopicPartition(t, p, o + 1) for (t, p), o in highs.items()],
+        [TopicPartition(t, p, o) for (t, p), o in lows.items()],
     )
+
+
+def _merge(
+    lows: dict[tuple[str, int], int],
+    highs: dict[tuple[str, int], int],
+    run: tuple[str, int],
+    low: int,
+    high: int,
+) -> None:
+    """Fold one run's lowest and highest offsets into its partition's."""
+    known = lows.get(run)
+    if known is None:
+        lows[run], highs[run] = low, high
+    else:
+        lows[run], highs[run] = min(known, low), max(highs[run], high)
 
 
 def rewind(
