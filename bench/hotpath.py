@@ -108,11 +108,10 @@ def run(batches: int, batch: int, observe: bool) -> dict[str, float]:
         scorer.observer = Observer(sink=_join_sink(), drift=drift)
     publisher = _publisher(Settings())
     stages: dict[str, list[float]] = {"records_of": [], "score": [], "send": [], "account": []}
-    fetched = [_messages(batch, i * batch) for i in range(min(batches, 20))]
     tune_memory()  # as the worker does once scoring begins
     clock = time.thread_time
     for i in range(batches):
-        messages = fetched[i % len(fetched)]
+        messages = _messages(batch, i * batch)  # new records: the join sees new keys
         t0 = clock()
         records, _, _, _ = records_of(messages)
         t1 = clock()

@@ -30,6 +30,7 @@ from service.core.registry import ModelRegistry, ServingModel
 from service.core.rollout import Rollout, compare_outputs
 from service.core.runtime import Signature
 from service.core.runtime.base import Outputs
+from service.core.uniform import Uniform, uniform_batch
 
 __all__ = [
     "BatchResult",
@@ -97,11 +98,15 @@ class Scorer:
     def score(self, records: Sequence[InputRecord]) -> BatchResult:
         result = BatchResult()
         values = [record.value for record in records]
-        decoded = decode_records(
-            values, max_bytes=self._max_bytes, default_model=self._default_model
-        )
-        if self._score_uniform(records, decoded, result):
+        most, default = self._max_bytes, self._default_model
+        uniform = uniform_batch(values, max_bytes=most, default_model=default)
+        if uniform is not None and self._score_uniform(records, uniform, result):
             return result
+        decoded: Sequence[DataRecord | errors.RecordRejected] = (
+            uniform.records()
+            if uniform
+            else decode_records(values, max_bytes=most, default_model=default)
+        )
         slots: list[Scored | DeadLetter | None] = [None] * len(records)
         groups: dict[str, list[tuple[int, DataRecord]]] = {}
         for i, item in enumerate(decoded):
@@ -126,42 +131,35 @@ class Scorer:
         return result
 
     def _score_uniform(
-        self,
-        records: Sequence[InputRecord],
-        decoded: list[DataRecord | errors.RecordRejected],
-        result: BatchResult,
+        self, records: Sequence[InputRecord], batch: Uniform, result: BatchResult
     ) -> bool:
         """The usual batch in one pass: every record valid, one model, no rollout.
 
-        False when the batch is anything else: the general path then handles it,
-        group by group and record by record where it has to.
+        False when the batch is anything else (no such model, a rollout, rows of
+        another width): the general path then handles it, group by group and
+        record by record where it has to.
         """
-        if not decoded or not all(type(d) is DataRecord for d in decoded):
+        model = self._registry.get(batch.model)
+        if model is None:
             return False
-        good: list[DataRecord] = decoded  # type: ignore[assignment]
-        name = good[0].model
-        model = self._registry.get(name)
-        if model is None or any(d.model != name for d in good):
-            return False
-        rollout = self._registry.rollout(name)
+        rollout = self._registry.rollout(batch.model)
         if rollout is not None and rollout.active():
             return False
-        width = model.runtime.signature.width
-        rows = [d.features for d in good]
-        if not all(type(row) is list and len(row) == width for row in rows):
+        if set(map(len, batch.rows)) != {model.runtime.signature.width}:
             return False
-        batch = np.asarray(rows, dtype=np.float32)
-        outputs = self._predict(model, batch, result)
+        rows = np.asarray(batch.rows, dtype=np.float32)
+        outputs = self._predict(model, rows, result)
         if outputs is None:  # isolate the rows that make the model fail
             slots: list[Scored | DeadLetter | None] = [None] * len(records)
-            members = list(enumerate(good))
-            self._score_rows(model, batch, list(range(len(good))), members, records, slots, result)
+            members = list(enumerate(batch.records()))
+            self._score_rows(
+                model, rows, list(range(len(members))), members, records, slots, result
+            )
             result.outputs = [s for s in slots if s is not None]
             return True
-        ids = [d.id for d in good]
         if self.observer is not None:
-            self.observer.scored(model, batch, outputs, records, ids)
-        result.outputs = list(scored_all(model, records, render(model, outputs, ids)))
+            self.observer.scored(model, rows, outputs, records, batch.ids)
+        result.outputs = list(scored_all(model, records, render(model, outputs, batch.ids)))
         return True
 
     def _score_group(
