@@ -11,7 +11,7 @@ import asyncio
 import bisect
 import itertools
 import math
-import threading
+import multiprocessing
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,8 +19,6 @@ from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from confluent_kafka import Consumer, Producer
-from confluent_kafka import TopicPartition as KafkaPartition
 
 from service.tools.produce import wine_rows
 
@@ -86,59 +84,43 @@ class Scored:
 
 @dataclass
 class Tail:
-    """A group-less consumer of every partition of ``topic``, from its end, on a thread.
-
-    confluent-kafka on a thread of its own, not aiokafka on this event loop: a
-    Python client sharing the loop with the sender stalled both for 30-170 ms
-    now and then (its own fetch parsing and garbage collections), and those
-    stalls were measured as the contender's.
-    """
+    """A group-less consumer of every partition of ``topic``, from its end, in the background."""
 
     broker: str
     topic: str
     read_committed: bool = False  # how a consumer of an exactly-once producer reads
     records: list[Scored] = field(default_factory=list)
-    _consumer: Consumer | None = None
-    _thread: threading.Thread | None = None
-    _stop: threading.Event = field(default_factory=threading.Event)
+    _consumer: AIOKafkaConsumer | None = None
+    _task: asyncio.Task[None] | None = None
 
     async def start(self) -> Tail:
-        consumer = Consumer(
-            {
-                "bootstrap.servers": self.broker,
-                "group.id": "bench-tail",  # never joined: partitions are assigned
-                "enable.auto.commit": False,
-                "fetch.wait.max.ms": 10,
-                "isolation.level": "read_committed" if self.read_committed else "read_uncommitted",
-            }
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.broker,
+            enable_auto_commit=False,
+            fetch_max_wait_ms=100,
+            isolation_level="read_committed" if self.read_committed else "read_uncommitted",
         )
-        metadata = await asyncio.to_thread(consumer.list_topics, self.topic, 30)
-        partitions = sorted(metadata.topics[self.topic].partitions)
-        ends = []
-        for p in partitions:
-            _, high = await asyncio.to_thread(
-                consumer.get_watermark_offsets, KafkaPartition(self.topic, p), 30
-            )
-            ends.append(KafkaPartition(self.topic, p, high))
-        consumer.assign(ends)
-        self._consumer = consumer
-        self._thread = threading.Thread(target=self._run, name="bench-tail", daemon=True)
-        self._thread.start()
+        await self._consumer.start()
+        tps = await topic_partitions(self._consumer, self.topic)
+        self._consumer.assign(tps)
+        await self._consumer.seek_to_end(*tps)
+        for tp in tps:  # resolve the end positions now, not at the first fetch
+            await self._consumer.position(tp)
+        self._task = asyncio.create_task(self._run())
         return self
 
-    def _run(self) -> None:
+    async def _run(self) -> None:
         consumer = self._consumer
         assert consumer is not None
-        while not self._stop.is_set():
-            messages = consumer.consume(1000, 0.05)
+        while True:
+            batch = await consumer.getmany(timeout_ms=100)
             now = time.time() * 1000
-            for m in messages:
-                if m.error() is not None:
-                    continue
-                version = dict(m.headers() or ()).get("hotswap-version")
-                rid = str(orjson.loads(m.value() or b"{}")["id"])
-                decoded = version.decode() if isinstance(version, bytes) else version
-                self.records.append(Scored(rid, m.timestamp()[1], now, decoded))
+            for messages in batch.values():
+                for m in messages:
+                    version = dict(m.headers).get("hotswap-version")
+                    rid = str(orjson.loads(m.value)["id"])
+                    decoded = version.decode() if version is not None else None
+                    self.records.append(Scored(rid, m.timestamp, now, decoded))
 
     async def until(self, done: Callable[[list[Scored]], bool], timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -146,11 +128,11 @@ class Tail:
             await asyncio.sleep(0.05)
 
     async def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            await asyncio.to_thread(self._thread.join)
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
         if self._consumer is not None:
-            self._consumer.close()
+            await self._consumer.stop()
 
 
 async def send_at_rate(
@@ -163,34 +145,63 @@ async def send_at_rate(
 ) -> dict[str, float]:
     """Send records at ``rate``/s for ``seconds`` (or until ``stop``); return id -> send time.
 
-    The send time (ms) is also the record's Kafka timestamp, the one a consumer
-    of the contender's output compares its record's timestamp with. A
-    confluent-kafka producer on a thread of its own, paced by the clock, so no
-    stall of this process's event loop delays a record after it was stamped.
-    ``linger.ms`` 1, not 0: with 0 this librdkafka delivered records 1.5-2 s late
-    at 2,000/s (measured: p50 1,511 ms against 3.4 ms with 1).
+    The send time (ms) is also the record's Kafka timestamp, the one the
+    contender's scored record is compared with. The sender runs in a process of
+    its own: sharing this one's event loop (and its garbage collections) with
+    the tailing consumer, it stalled for 30-170 ms now and then, and every
+    record stamped before such a stall reached the broker late, which was
+    measured as the contender's latency.
     """
-    return await asyncio.to_thread(_send_at_rate, broker, topic, rate, seconds, prefix, stop)
+    context = multiprocessing.get_context("spawn")
+    halt = context.Event()
+    receive, give = context.Pipe(duplex=False)
+    args = (broker, topic, rate, seconds, prefix, halt, give)
+    process = context.Process(target=_send_in_process, args=args, daemon=True)
+    process.start()
+    give.close()
+    try:
+        while not await asyncio.to_thread(receive.poll, 0.05):
+            if stop is not None and stop.is_set():
+                halt.set()
+            if not process.is_alive() and not receive.poll():
+                raise RuntimeError(f"the sender process exited with {process.exitcode}")
+        sent: dict[str, float] = receive.recv()
+    finally:
+        halt.set()
+        await asyncio.to_thread(process.join, 30)
+    return sent
 
 
-def _send_at_rate(
-    broker: str, topic: str, rate: float, seconds: float, prefix: str, stop: asyncio.Event | None
+def _send_in_process(
+    broker: str, topic: str, rate: float, seconds: float, prefix: str, halt: Any, give: Any
+) -> None:
+    give.send(asyncio.run(_send(broker, topic, rate, seconds, prefix, halt)))
+    give.close()
+
+
+async def _send(
+    broker: str, topic: str, rate: float, seconds: float, prefix: str, halt: Any
 ) -> dict[str, float]:
-    producer = Producer({"bootstrap.servers": broker, "linger.ms": 1, "acks": 1})
+    """``linger_ms=0`` so a record leaves at once: its latency is the contender's, not ours."""
+    producer = AIOKafkaProducer(bootstrap_servers=broker, linger_ms=0, acks=1)
+    await producer.start()
+    record(0, prefix)  # load the rows before the clock starts
     sent: dict[str, float] = {}
     started = time.monotonic()
-    i = 0
-    while time.monotonic() - started < seconds and not (stop is not None and stop.is_set()):
-        key, value = record(i, prefix)
-        now_ms = int(time.time() * 1000)
-        producer.produce(topic, value, key, timestamp=now_ms)
-        sent[key.decode()] = float(now_ms)
-        i += 1
-        producer.poll(0)
-        ahead = i / rate - (time.monotonic() - started)
-        if ahead > 0.0005:
-            time.sleep(ahead)
-    producer.flush(30)
+    try:
+        i = 0
+        while time.monotonic() - started < seconds and not halt.is_set():
+            key, value = record(i, prefix)
+            now_ms = time.time() * 1000
+            await producer.send(topic, value, key=key, timestamp_ms=int(now_ms))
+            sent[key.decode()] = float(int(now_ms))
+            i += 1
+            ahead = i / rate - (time.monotonic() - started)
+            if ahead > 0:
+                await asyncio.sleep(ahead)
+        await producer.flush()
+    finally:
+        await producer.stop()
     return sent
 
 

@@ -55,13 +55,13 @@ def _first_of(records: list[Scored]) -> dict[str, int]:
 async def _stream_and_publish(
     env: Env, topics: tuple[str, str, str], models: list[tuple[bytes, bytes]], pause: float
 ) -> tuple[list[Scored], list[tuple[float, float]], dict[str, float]]:
-    """Stream at 1,000/s; after 3 s publish ``models`` ``pause`` s apart; 2 s more; drain."""
+    """Stream at 1,000/s; after 3 s of output publish ``models`` ``pause`` s apart; 2 s more."""
     data, scored, model_topic = topics
     tail = await Tail(env.broker, scored).start()
     stop = asyncio.Event()
     stream = asyncio.create_task(send_at_rate(env.broker, data, 1000, 600, "swap", stop))
     try:
-        await asyncio.sleep(3)
+        await tail.until(lambda rs: len(rs) >= 3000, timeout=120)  # 3 s of steady stream
         times = await send_models(env.broker, model_topic, models, pause)
         await asyncio.sleep(2)
     finally:
