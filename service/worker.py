@@ -57,7 +57,6 @@ from service.kafka.labels_feed import LabelsFeed
 from service.kafka.model_feed import ModelFeed, ModelUpdate
 from service.kafka.publisher import Publisher
 from service.kafka.routing import Routing
-from service.kafka.schemas import SchemaCodec, registry_client
 
 __all__ = ["WorkerParts", "build_worker", "create_app", "run_worker"]
 
@@ -102,7 +101,11 @@ def build_worker(settings: Settings) -> WorkerParts:
     routes = load_routes(settings.routes) if settings.routes else None  # refused: no start
     if routes is None and settings.schema_registry_url:  # framed records on the data topic
         routes = implicit_routes(settings.data_topic, settings.scored_topic)
-    routing = Routing(routes, SchemaCodec(registry_client(settings))) if routes else None
+    routing = None
+    if routes is not None:  # the Schema Registry client is imported only by workers with routes
+        from service.kafka.schemas import SchemaCodec, registry_client
+
+        routing = Routing(routes, SchemaCodec(registry_client(settings)))
     score = scorer.score
     if routes is not None:
         publisher.outputs = tuple(routes.outputs)

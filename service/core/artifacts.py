@@ -34,13 +34,15 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlparse
-
-import httpx
 
 from service.core import errors
 from service.core.artifacts_s3 import presigned_url, s3_error_code
 from service.core.messages import ModelMessage
+
+if TYPE_CHECKING:  # imported by the first http(s)/s3 fetch: most workers never make one
+    import httpx
 
 __all__ = ["FetchPolicy", "fetch_artifact", "sha256_hex"]
 
@@ -144,6 +146,8 @@ def _read_file(url: str, policy: FetchPolicy, deadline: float, cancel: threading
 def _redirect_target(
     response: httpx.Response, current: httpx.URL, shown: str | None = None
 ) -> httpx.URL:
+    import httpx
+
     try:
         target = current.join(response.headers["location"])
     except (KeyError, httpx.InvalidURL) as exc:
@@ -160,6 +164,8 @@ def _redirect_target(
 async def _http_attempt(
     client: httpx.AsyncClient, url: str, policy: FetchPolicy, shown: str | None = None
 ) -> _Sink:
+    import httpx
+
     current = httpx.URL(url)
     for _ in range(policy.max_redirects + 1):
         where = shown or str(current)  # a presigned URL is a credential: never shown
@@ -203,9 +209,10 @@ def _is_certificate_error(exc: BaseException) -> bool:
 async def _http_with_retries(
     url: str, policy: FetchPolicy, deadline: float, shown: str | None
 ) -> _Sink:
-    idle, where = policy.idle_timeout, shown or url
+    import httpx
+
+    idle, where, delay = policy.idle_timeout, shown or url, policy.backoff
     failures: list[str] = []
-    delay = policy.backoff
     headers = {"Accept-Encoding": "identity"}
     async with httpx.AsyncClient(timeout=httpx.Timeout(idle), headers=headers) as client:
         for attempt in range(1, policy.attempts + 1):

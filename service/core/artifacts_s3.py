@@ -22,11 +22,12 @@ import logging
 import math
 import os
 import re
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from service.core import errors
+
+if TYPE_CHECKING:
+    import httpx
 
 __all__ = ["presigned_url", "s3_error_code", "split_s3"]
 
@@ -95,6 +96,8 @@ async def s3_error_code(response: httpx.Response, shown: str | None) -> str:
     """
     if shown is None or not shown.startswith("s3://"):
         return ""
+    import httpx
+
     head = b""
     try:
         async for chunk in response.aiter_raw(2048):

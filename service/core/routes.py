@@ -13,7 +13,6 @@ import re
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from service.core import errors
@@ -107,6 +106,8 @@ def load_routes(path: str | Path) -> Routes:
         text = Path(path).read_text()
     except OSError as exc:
         raise errors.RoutesInvalid(f"{where}: cannot read it ({exc.strerror})") from None
+    import yaml  # here: only a worker with routes reads YAML
+
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:

@@ -23,15 +23,18 @@ import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
-
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from typing import TYPE_CHECKING
 
 from service.core import errors
 from service.core.messages import ModelMessage
 from service.core.rollout_messages import ControlMessage
 from service.core.status_messages import WorkerStatus
+
+if TYPE_CHECKING:  # cryptography loads with the first key: unsigned setups never need it
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+        Ed25519PrivateKey,
+        Ed25519PublicKey,
+    )
 
 __all__ = [
     "CONTROL_DOMAIN",
@@ -85,6 +88,9 @@ def signed_payload(message: ModelMessage) -> bytes:
 
 def generate_keypair(private_path: Path) -> Path:
     """Write a new private key (PEM, mode 600) and its public key beside it (``.pub``)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
     key = Ed25519PrivateKey.generate()
     private_pem = key.private_bytes(
         serialization.Encoding.PEM,
@@ -103,6 +109,9 @@ def generate_keypair(private_path: Path) -> Path:
 
 
 def load_private_key(path: Path) -> Ed25519PrivateKey:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
     key = serialization.load_pem_private_key(path.read_bytes(), password=None)
     if not isinstance(key, Ed25519PrivateKey):
         raise ValueError(f"{path} is not an Ed25519 private key")
@@ -111,6 +120,9 @@ def load_private_key(path: Path) -> Ed25519PrivateKey:
 
 def load_public_key(text_or_path: str) -> Ed25519PublicKey:
     """A public key from PEM text or from the path of a PEM file."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
     pem = text_or_path.encode() if "BEGIN" in text_or_path else Path(text_or_path).read_bytes()
     key = serialization.load_pem_public_key(pem)
     if not isinstance(key, Ed25519PublicKey):
@@ -173,6 +185,8 @@ def sign_control(control: ControlMessage, key: Ed25519PrivateKey) -> ControlMess
 def _matches(key: Ed25519PublicKey, signature: str, payload: Callable[[], bytes]) -> bool:
     """Whether base64 ``signature`` is ``key``'s over ``payload()``; a malformed signature,
     or a message with no canonical form (a NaN where JSON has none), does not match."""
+    from cryptography.exceptions import InvalidSignature
+
     try:
         key.verify(base64.b64decode(signature, validate=True), payload())
     except (InvalidSignature, binascii.Error, ValueError):

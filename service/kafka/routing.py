@@ -15,14 +15,16 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from service.core.outputs import InputRecord, Scored
 from service.core.routes import Routes
 from service.kafka.delivery import Output
-from service.kafka.derived import EnrichWriter
-from service.kafka.schemas import SchemaCodec
+
+if TYPE_CHECKING:  # the registry client and codecs load with the first worker that has routes
+    from service.kafka.schemas import SchemaCodec
 
 __all__ = ["HOLD_SECONDS", "Routing", "lead_topic", "subscriptions"]
 
@@ -36,6 +38,8 @@ class Routing:
     """Decoding, enriched outputs and held routes, for a worker with routes."""
 
     def __init__(self, routes: Routes, codec: SchemaCodec) -> None:
+        from service.kafka.derived import EnrichWriter
+
         self.routes = routes
         self.codec = codec
         self.writer = EnrichWriter(codec)

@@ -13,7 +13,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import httpx
 from aiokafka.errors import KafkaConnectionError, KafkaError
 
 from service.core.settings import Settings
@@ -86,6 +85,8 @@ def _is_rdkafka_transport(exc: Exception) -> bool:
 @contextmanager
 def worker_errors(url: str) -> Iterator[None]:
     """Turn "the worker does not answer" into a :class:`ToolError`."""
+    import httpx  # here: `hotswap worker` itself never asks a worker over HTTP
+
     hint = "start one with `hotswap worker`, or pass --url of a running worker"
     try:
         yield

@@ -34,7 +34,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from prometheus_client.parser import text_string_to_metric_families
 
-from scripts.harness import consume, send_raw, settings_env, wait_for
+from scripts.harness import consume, http_client, send_raw, settings_env, wait_for
 from service.core.settings import Settings
 from tests.deploy.test_deploy_files import (
     REPO,
@@ -146,7 +146,7 @@ class HostService:
         return self
 
     def get(self, path: str) -> httpx.Response:
-        return httpx.get(f"http://127.0.0.1:{self.settings.http_port}{path}", timeout=5)
+        return http_client().get(f"http://127.0.0.1:{self.settings.http_port}{path}", timeout=5)
 
     def history(self, model: str = "wine") -> list[dict[str, Any]]:
         response = self.get(f"/models/{model}/history")

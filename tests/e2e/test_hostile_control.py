@@ -18,7 +18,16 @@ import orjson
 import pytest
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
-from scripts.harness import ConsumedRecord, WorkerProcess, consume, run_cli, send_raw, wait_for
+from scripts.harness import (
+    ConsumedRecord,
+    RolloutStart,
+    WorkerProcess,
+    consume,
+    publish_file,
+    run_cli,
+    send_raw,
+    wait_for,
+)
 from scripts.localkafka import free_port
 from service.core.rollout import canary_share
 from service.core.settings import Settings
@@ -99,15 +108,13 @@ def test_junk_changes_nothing_restarts_agree_and_the_decider_still_decides(
     key = tmp_path / "keys" / "publisher.key"
     public = generate_keypair(key)
     settings = make_settings(verify_key=str(public), signing_key=str(key))
-    signed = ("--signing-key", str(key))
-    run_cli(settings, "publish", str(trained["wine-logreg"]), "--name", "wine", "--version", "1",
-            *signed)  # fmt: skip
+    publish_file(settings, trained["wine-logreg"], "wine", "1", signing_key=key)
     first = workers(settings)
     second = workers(settings.model_copy(update={"http_port": free_port()}))
     first.wait_ready()
     second.wait_ready()
-    run_cli(settings, "publish", str(trained["wine-forest"]), "--name", "wine", "--version", "2",
-            "--canary", "0.3", "--promote-after", "500", *signed)  # fmt: skip
+    canary = RolloutStart(canary=0.3, promote_after=500)  # `--canary 0.3 --promote-after 500`
+    publish_file(settings, trained["wine-forest"], "wine", "2", signing_key=key, rollout=canary)
     for worker in (first, second):
         wait_for(functools.partial(_stage, worker, "canary"), 30, "canary")
     [start] = [
@@ -174,7 +181,7 @@ def test_a_worker_whose_heartbeats_are_refused_says_so_and_stays_ready(
     tiny = NewTopic(settings.status_topic, 1, 1, config={"max.message.bytes": "200"})
     for future in admin.create_topics([tiny]).values():
         future.result(30)
-    run_cli(settings, "publish", str(trained["wine-logreg"]), "--name", "wine", "--version", "1")
+    publish_file(settings, trained["wine-logreg"], "wine", "1")
     worker = workers(settings)
     worker.wait_ready()
 

@@ -30,7 +30,7 @@ def test_rollback_after_restart_and_by_reference_publish(
 ) -> None:
     store = tmp_path / "artifacts"
     settings = make_settings(model_roots=str(store))  # by-reference artifacts live there
-    run_cli(settings, "publish", str(trained["wine-logreg"]), "--name", "wine", "--version", "1")
+    publish_file(settings, trained["wine-logreg"], "wine", "1")
     out = run_cli(
         settings, "publish", str(trained["wine-forest"]), "--name", "wine", "--version", "2",
         "--by-reference", str(store),
@@ -67,16 +67,16 @@ def test_signed_models_only_when_a_verify_key_is_set(
     key = tmp_path / "publisher.key"
     run_cli(make_settings(), "keygen", str(key))
     settings = make_settings(verify_key=str(key) + ".pub")
-    publish_args = ["publish", str(trained["wine-logreg"]), "--name", "wine"]
-    run_cli(settings, *publish_args, "--version", "1", "--signing-key", str(key))
+    model = trained["wine-logreg"]  # published as `hotswap publish` would, in this process
+    publish_file(settings, model, "wine", "1", signing_key=key)
     worker = workers(settings)
     worker.wait_ready()
     assert worker.model_version("wine") == "1"
 
-    run_cli(settings, *publish_args, "--version", "2")  # unsigned
+    publish_file(settings, model, "wine", "2")  # unsigned
     other = tmp_path / "intruder.key"
     run_cli(settings, "keygen", str(other))
-    run_cli(settings, *publish_args, "--version", "3", "--signing-key", str(other))
+    publish_file(settings, model, "wine", "3", signing_key=other)
 
     def rejected() -> list[str] | None:
         history = worker.get("/models/wine/history").json()

@@ -16,7 +16,16 @@ from typing import Any
 import orjson
 import pytest
 
-from scripts.harness import ConsumedRecord, WorkerProcess, consume, run_cli, send_raw, wait_for
+from scripts.harness import (
+    ConsumedRecord,
+    RolloutStart,
+    WorkerProcess,
+    consume,
+    publish_file,
+    run_cli,
+    send_raw,
+    wait_for,
+)
 from service.core.settings import Settings
 from service.tools.produce import produce_records
 from tests.brokers import WineWorker
@@ -157,9 +166,8 @@ def test_the_truth_aborts_a_worse_shadow_and_promotes_a_better_one(
     wine_worker: WineWorker, trained: dict[str, Path], tmp_path: Path
 ) -> None:
     settings, worker = wine_worker()
-    policy = ["--min-labels", "150", "--max-quality-loss", "0.05"]
-    run_cli(settings, "publish", str(_stump(tmp_path)), "--name", "wine", "--version", "2",
-            "--shadow", *policy)  # fmt: skip
+    shadow = RolloutStart(min_labels=150, max_quality_loss=0.05)  # `--shadow --min-labels ...`
+    publish_file(settings, _stump(tmp_path), "wine", "2", rollout=shadow)
     wait_for(lambda: worker.get("/models/wine/rollout").json().get("candidate") == "2", 30, "v2")
     asyncio.run(produce_records(settings, count=200, id_prefix="w"))
     docs = scored(settings, "w", 200)
@@ -178,8 +186,7 @@ def test_the_truth_aborts_a_worse_shadow_and_promotes_a_better_one(
     assert "accuracy" in aborted[0]["why"]
     assert worker.model_version("wine") == "1"
 
-    run_cli(settings, "publish", str(trained["wine-forest"]), "--name", "wine", "--version", "3",
-            "--shadow", *policy)  # fmt: skip
+    publish_file(settings, trained["wine-forest"], "wine", "3", rollout=shadow)
     wait_for(lambda: worker.get("/models/wine/rollout").json().get("candidate") == "3", 30, "v3")
     asyncio.run(produce_records(settings, count=200, id_prefix="b"))
     scored(settings, "b", 200)
@@ -202,8 +209,7 @@ def test_a_shifted_feature_drifts_on_the_stream(
     header = ",".join(wine.feature_names)
     reference.write_text(header + "\n" + "\n".join(",".join(map(str, r)) for r in wine.data))
     settings = make_settings(drift_window=1000)
-    run_cli(settings, "publish", str(trained["wine-logreg"]), "--name", "wine", "--version", "1",
-            "--reference", str(reference))  # fmt: skip
+    publish_file(settings, trained["wine-logreg"], "wine", "1", reference=reference)
     worker = workers(settings)
     worker.wait_ready()
     std = float(wine.data[:, 0].std())

@@ -15,7 +15,16 @@ from typing import Any
 import orjson
 import pytest
 
-from scripts.harness import ConsumedRecord, WorkerProcess, consume, run_cli, send_raw, wait_for
+from scripts.harness import (
+    ConsumedRecord,
+    RolloutStart,
+    WorkerProcess,
+    consume,
+    publish_file,
+    run_cli,
+    send_raw,
+    wait_for,
+)
 from service.core.messages import HEADER_VERSION
 from service.core.rollout import canary_share
 from service.core.settings import Settings
@@ -65,6 +74,12 @@ def _on_each(
 def _publish(settings: Settings, model: Path, version: str, *flags: str) -> str:
     args = ["publish", str(model), "--name", "wine", "--version", version, *flags]
     return run_cli(settings, *args).stdout
+
+
+def _roll_out(settings: Settings, model: Path, version: str, rollout: RolloutStart) -> None:
+    """As ``_publish`` with ``--shadow``/``--canary``, in this process: for the tests whose
+    subject is the rollout, not the command that starts it (the first test runs that)."""
+    publish_file(settings, model, "wine", version, rollout=rollout)
 
 
 @pytest.fixture
@@ -128,7 +143,7 @@ def test_canary_routes_each_key_to_one_version_close_to_the_fraction(
     wine_worker: WineWorker, trained: dict[str, Path]
 ) -> None:
     settings, worker = wine_worker()
-    _publish(settings, trained["wine-forest"], "2", "--canary", "0.3")
+    _roll_out(settings, trained["wine-forest"], "2", RolloutStart(canary=0.3))
     _wait_stage(worker, "canary")
     rows = wine_rows()
     keys = [f"customer-{i}".encode() for i in range(1000)]
@@ -170,7 +185,7 @@ def test_promote_reaches_two_workers_within_seconds_and_survives_a_restart(
     _on_each(pair, lambda w: fleet_lists_both(w, "1"), 15, "/fleet listing both")
     table = run_cli(settings, "status", "--fleet", "--url", first.url).stdout
     assert "2 live worker(s)" in table
-    _publish(settings, trained["wine-forest"], "2", "--shadow")
+    _roll_out(settings, trained["wine-forest"], "2", RolloutStart())  # --shadow
     for worker in pair:
         _wait_stage(worker, "shadow")
 
@@ -213,8 +228,8 @@ def test_two_workers_and_a_policy_make_exactly_one_automatic_decision(
     two_workers: tuple[Settings, list[WorkerProcess]], trained: dict[str, Path]
 ) -> None:
     settings, pair = two_workers
-    policy = ["--promote-after", "600", "--min-agreement", "0.5", "--max-p99-ms", "1000"]
-    _publish(settings, trained["wine-forest"], "2", "--shadow", *policy)
+    policy = RolloutStart(promote_after=600, min_agreement=0.5, max_p99_ms=1000)  # --shadow
+    _roll_out(settings, trained["wine-forest"], "2", policy)
     for worker in pair:
         _wait_stage(worker, "shadow")
     asyncio.run(produce_records(settings, count=1500, rate=1000, id_prefix="a"))

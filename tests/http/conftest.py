@@ -18,6 +18,7 @@ import httpx
 import numpy as np
 import pytest
 
+from scripts.harness import http_client
 from service.core.messages import ModelMessage
 from tests.models import WINE_SAMPLE_INDEX, BuiltModel, sha256_of
 
@@ -125,7 +126,8 @@ def serve(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerFactory]:
         while time.monotonic() < deadline:
             assert process.poll() is None, "the server exited during start-up"
             try:
-                if httpx.get(f"{server.url}/v2/health/live", timeout=1).status_code == 200:
+                live = http_client().get(f"{server.url}/v2/health/live", timeout=1)
+                if live.status_code == 200:
                     return server
             except httpx.TransportError:
                 time.sleep(0.1)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from scripts.harness import WorkerProcess, run_cli, wait_for
+from scripts.harness import WorkerProcess, publish_file, run_cli, wait_for
 from service.core.settings import Settings
 from service.tools.rollback import choose_previous
 
@@ -35,7 +35,7 @@ def test_rollback_without_to_after_a_worker_restart(
 ) -> None:
     settings = make_settings()
     for version, kind in (("1", "wine-logreg"), ("2", "wine-tree")):
-        run_cli(settings, "publish", str(trained[kind]), "--name", "wine", "--version", version)
+        publish_file(settings, trained[kind], "wine", version)  # as `hotswap publish` does
     first = workers(settings)
     first.wait_ready()
     assert first.model_version("wine") == "2"
@@ -66,7 +66,7 @@ def test_rollback_without_to_and_no_earlier_version(
     none = run_cli(settings, "rollback", "wine", check=False)
     assert none.returncode == 1
     assert none.stderr == "error: wine has no archived version: publish one first\n"
-    run_cli(settings, "publish", str(trained["wine-logreg"]), "--name", "wine", "--version", "1")
+    publish_file(settings, trained["wine-logreg"], "wine", "1")
     only = run_cli(settings, "rollback", "wine", check=False)
     assert only.returncode == 1
     assert only.stderr.splitlines() == [
