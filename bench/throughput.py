@@ -22,6 +22,7 @@ such stretches exceed 50 ms; at 2,000 records/s a record is due every 0.5 ms.
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -237,11 +238,14 @@ async def _latency_run(
     finally:
         await consumer.stop()
     tail = await Tail(broker, scored, read_committed=committed).start()
+    gc.collect()  # no collections while the reader collects records: with what this process
+    gc.disable()  # held from earlier sections, they paused it for 100-200 ms ("read" latency)
     try:
         sent = await send_at_rate(broker, data, rate, seconds, prefix="lat")
         await tail.until(lambda rs: len(rs) >= len(sent), timeout=15)
     finally:
         await tail.stop()
+        gc.enable()
     read = [r.received_ms - sent[r.id] for r in tail.records if r.id in sent]
     e2e = [r.created_ms - sent[r.id] for r in tail.records if r.id in sent]
     if not e2e:

@@ -21,6 +21,7 @@ charged consistently, so the bound holds within a small factor.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Sequence
@@ -36,16 +37,32 @@ __all__ = ["Entry", "PartitionJoin", "PredictionBlock", "join_key"]
 logger = logging.getLogger(__name__)
 
 _ENTRY_BYTES = 200  # an entry's own objects, before its key, id and predictions
-_CODE_BYTES = 150  # a record entered as an int (its key tuple, the dict's slot)
+_CODE_BYTES = 150  # a record entered as an int (its key, the dict's slot)
 _PREDICTION_BYTES = 120
 _MARKER_BYTES = 100  # an expired record remembered to tell late labels from unmatched ones
 
-Key = tuple[bytes, str]
+Key = bytes
 
 
 def join_key(key: bytes | None, record_id: Any) -> Key:
-    """The record key first, then its id (as text, so ``1`` and ``"1"`` join)."""
-    return (key or b"", "" if record_id is None else str(record_id))
+    """The record key first, then its id (as text, so ``1`` and ``"1"`` join).
+
+    One bytes value, the key's length first so no key and id can pass for another
+    pair. Not a tuple: the state holds a key per prediction for the whole window,
+    and a tuple is tracked by the cycle collector until a collection has looked at
+    it (and moved it on to an older generation when one of its items was young);
+    bytes are never tracked.
+    """
+    k = key or b""
+    text = "" if record_id is None else str(record_id)
+    return b"%d:%b%b" % (len(k), k, text.encode("utf-8", "surrogatepass"))
+
+
+@functools.lru_cache(maxsize=256)
+def _class_index(classes: tuple[str, ...]) -> dict[str, int]:
+    """Shared by every block of these classes (read only): one object less per block
+    for the collector to walk while the join holds the block."""
+    return {c: i for i, c in enumerate(classes)}
 
 
 @dataclass(slots=True)
@@ -55,19 +72,19 @@ class PredictionBlock:
     model: str
     version: str
     at: float
-    keys: list[bytes | None]
-    ids: list[Any]
-    labels: list[Any] | None = None
+    keys: Sequence[bytes | None]
+    ids: Sequence[Any]
+    labels: Sequence[Any] | None = None
     probs: np.ndarray | None = None  # (rows, classes), for classifiers
     values: np.ndarray | None = None  # (rows,), for regressors
-    classes: list[str] | None = None
+    classes: Sequence[str] | None = None
     class_index: dict[str, int] | None = None
 
     def __post_init__(self) -> None:
         if self.classes is None and self.probs is not None:
             self.classes = [str(i) for i in range(self.probs.shape[1])]
         if self.classes is not None and self.class_index is None:
-            self.class_index = {c: i for i, c in enumerate(self.classes)}
+            self.class_index = _class_index(tuple(self.classes))
 
     def row_bytes(self) -> int:
         width = self.probs.shape[1] if self.probs is not None else 1
@@ -120,7 +137,10 @@ class PartitionJoin:
         self.window = window
         self.max_bytes = max_bytes
         self.entries: OrderedDict[Key, Entry | int] = OrderedDict()  # oldest first
-        self.blocks: dict[int, list[Any]] = {}  # number -> [block, bytes a row, rows, created]
+        # number -> block, and (bytes a row, rows still entered by number, created): two
+        # maps, so a block adds no list the collector would walk for the whole window
+        self.blocks: dict[int, PredictionBlock] = {}
+        self.block_info: dict[int, tuple[int, int, float]] = {}
         self._seq = 0
         self.expired: OrderedDict[Key, None] = OrderedDict()
         self.bytes = 0
@@ -138,21 +158,19 @@ class PartitionJoin:
         is entered as an int, its block's number and its row, and becomes an
         :class:`Entry` only when its label or another version's prediction comes.
         """
-        keys = [
-            (key or b"", rid if type(rid) is str else join_key(None, rid)[1])
-            for key, rid in zip(block.keys, block.ids)
-        ]
+        keys = list(map(join_key, block.keys, block.ids))
         if not keys:
             return
         entries = self.entries
-        size = _CODE_BYTES + len(keys[0][0]) + len(keys[0][1]) + block.row_bytes()  # estimated
+        size = _CODE_BYTES + len(keys[0]) + block.row_bytes()  # estimated
         if entries.keys().isdisjoint(keys):
             seq = self._seq
             self._seq += 1
             before = len(entries)
             entries.update(zip(keys, range(seq << 32, (seq << 32) + len(keys))))
             live = len(entries) - before  # a key twice in one block is entered once
-            self.blocks[seq] = [block, size, live, now]
+            self.blocks[seq] = block
+            self.block_info[seq] = (size, live, now)
             self.bytes += live * size
             self._bound()
             return
@@ -178,17 +196,18 @@ class PartitionJoin:
     def _entry(self, k: Key, code: int) -> Entry:
         """The record entered as ``code`` (block number, row), made an :class:`Entry`."""
         seq, row = code >> 32, code & 0xFFFFFFFF
-        block, size, _, created = self.blocks[seq]
+        block, (size, _, created) = self.blocks[seq], self.block_info[seq]
         entry = Entry(created, {(block.model, block.version): (block, row)}, size)
         self.entries[k] = entry  # keeps its place in the order
         self._release(seq)
         return entry
 
     def _release(self, seq: int) -> None:
-        info = self.blocks[seq]
-        info[2] -= 1
-        if info[2] <= 0:
-            del self.blocks[seq]
+        size, live, created = self.block_info[seq]
+        if live <= 1:
+            del self.blocks[seq], self.block_info[seq]
+        else:
+            self.block_info[seq] = (size, live - 1, created)
 
     def labelled(self, key: bytes | None, record_id: Any, label: Any, now: float) -> None:
         """Join a true label to its record's predictions, or keep it waiting for them."""
@@ -203,7 +222,7 @@ class PartitionJoin:
                 self.counts["late"] += 1
                 return
             entry = self.entries[k] = Entry(now, label=label, labelled=True)
-            entry.size += len(k[0]) + len(k[1]) + 50
+            entry.size += len(k) + 50
             self.bytes += entry.size
             self._bound()
             return
@@ -247,7 +266,7 @@ class PartitionJoin:
         entries = self.entries
         while entries:
             k, entry = next(iter(entries.items()))
-            created = self.blocks[entry >> 32][3] if isinstance(entry, int) else entry.created
+            created = self.block_info[entry >> 32][2] if isinstance(entry, int) else entry.created
             if created >= oldest:
                 break
             self._expire_entry(k, entry)
@@ -255,7 +274,7 @@ class PartitionJoin:
     def _expire_entry(self, k: Key, entry: Entry | int) -> None:
         del self.entries[k]
         if isinstance(entry, int):
-            self.bytes -= self.blocks[entry >> 32][1]
+            self.bytes -= self.block_info[entry >> 32][0]
             self.counts["unlabelled"] += 1
             self._release(entry >> 32)
         elif not entry.preds:
@@ -276,7 +295,7 @@ class PartitionJoin:
         while self.bytes > self.max_bytes and self.entries:
             _, entry = self.entries.popitem(last=False)
             if isinstance(entry, int):
-                self.bytes -= self.blocks[entry >> 32][1]
+                self.bytes -= self.block_info[entry >> 32][0]
                 self._release(entry >> 32)
                 self.counts["evicted_prediction"] += 1
                 continue

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from service.core.join_log import apply_event, labels_event, predictions_event, snapshot_event
-from service.core.labels import PartitionJoin, PredictionBlock
+from service.core.labels import PartitionJoin, PredictionBlock, join_key
 from service.core.metrics import Metrics
 from service.core.quality import QualityBook, Sums, score_row
 from service.core.quality_view import quality_report, update_quality_gauges
@@ -112,8 +112,8 @@ def test_state_is_bounded_oldest_first() -> None:
         j.predicted(block([f"r{n}"], [0]), float(n))
     assert j.bytes <= 20_000
     assert j.counts["evicted_prediction"] > 0
-    assert b"r199" in {k[0] for k in j.entries}, "the newest are kept"
-    assert b"r0" not in {k[0] for k in j.entries}, "the oldest go first"
+    assert join_key(b"r199", "r199") in j.entries, "the newest are kept"
+    assert join_key(b"r0", "r0") not in j.entries, "the oldest go first"
 
 
 def test_sliding_window_forgets_old_buckets_but_not_the_total() -> None:
@@ -173,3 +173,12 @@ def test_quality_gauges_are_bounded_to_labelled_versions() -> None:
     text = metrics.render().decode()
     assert 'hotswap_model_quality{metric="accuracy",model="m",version="2"} 1.0' in text
     assert 'version="1"' not in text, "a version without its own label has no series"
+
+
+def test_keys_and_ids_never_pass_for_another_pair() -> None:
+    """The join key is one bytes value: the key's length keeps the pairs apart."""
+    pairs = [(b"a:1", "2"), (b"a", ":12"), (b"a:", "12"), (None, "a:12"), (b"", "a:12"), (b"x", 1)]
+    keys = [join_key(k, i) for k, i in pairs]
+    assert len(set(keys[:4])) == 4
+    assert keys[3] == keys[4], "no key and an empty key are the same record key"
+    assert join_key(b"x", 1) == join_key(b"x", "1"), "an id joins as text"
