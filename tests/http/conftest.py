@@ -131,7 +131,7 @@ def serve(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerFactory]:
                     return server
             except httpx.TransportError:
                 time.sleep(0.1)
-        raise TimeoutError("the server did not answer within 60 s")
+        raise TimeoutError("the server did not answer within 180 s")
 
     yield start
     for server in started:
