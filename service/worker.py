@@ -178,6 +178,7 @@ def build_worker(settings: Settings) -> WorkerParts:
         on_fenced=lambda: os.kill(os.getpid(), signal.SIGTERM),
         routing=routing,
     )
+    data.broker_answers = lambda: models.broker_reachable  # its consumer may be the one stuck
 
     async def finish_in_flight_batch(sender: Any, *args: Any, **kwargs: Any) -> None:
         swapper.close()  # a model fetch in progress ends now; nothing waits for it

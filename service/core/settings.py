@@ -134,6 +134,11 @@ class Settings(BaseSettings):
     )
     data_dir: str = Field(".hotswap", description="Scratch directory of the worker.")
     log_level: str = Field("INFO", description="Logging level.")
+    kafka_debug: str = Field(
+        "",
+        description="librdkafka debug contexts of the worker's Kafka clients (e.g. `cgrp,eos`), "
+        "logged by the `librdkafka` logger whatever `LOG_LEVEL` is; empty: off.",
+    )
 
     verify_key: str = Field(
         "", description="Ed25519 public key (PEM text or file path); unsigned models are refused."

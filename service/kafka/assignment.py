@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
+from collections.abc import Callable
 
 from confluent_kafka import Consumer, TopicPartition
 
@@ -22,6 +24,10 @@ __all__ = ["Assignment"]
 
 logger = logging.getLogger(__name__)
 
+#: Least seconds a data consumer may stay outside its group before it is replaced (a rejoin
+#: takes a round trip or two once a coordinator answers; three session timeouts if longer).
+OUTSIDE_FLOOR = 30.0
+
 
 class Assignment:
     """Mixin of :class:`~service.kafka.data_feed.DataFeed`: subscription and partitions."""
@@ -31,7 +37,11 @@ class Assignment:
     _assigned: set[tuple[str, int]]
     _idle: threading.Event
     _offsets: DeliveredOffsets
+    _consumer: Consumer | None
     lag: Lag
+    #: Whether the broker answers this worker's other clients (the model feed's probe).
+    broker_answers: Callable[[], bool] = staticmethod(lambda: True)
+    _outside_since: float | None = None
 
     def assigned_partitions(self) -> int:
         return len(self._assigned)
@@ -77,3 +87,23 @@ class Assignment:
         self._offsets.revoke(consumer, revoked)
         self._assigned -= revoked
         logger.info("data partitions revoked: %s", sorted(tp.partition for tp in partitions))
+
+    def _rejoin_if_outside(self, consumer: Consumer) -> None:
+        """On the consumer's thread, after an empty fetch: a consumer outside its group (no
+        member id, no partition) for long, while the broker answers the other clients, is
+        replaced by a new one. Seen after a broker restart: librdkafka had dropped the
+        broker it knew and never asked for a coordinator again, so the partitions it lost
+        with its session were never assigned back, and the worker read nothing."""
+        if self._assigned or consumer.memberid():
+            self._outside_since = None
+            return
+        now = time.monotonic()
+        limit = max(OUTSIDE_FLOOR, 3 * self._settings.session_timeout)
+        if self._outside_since is None:
+            self._outside_since = now
+        elif now - self._outside_since > limit and self.broker_answers():
+            logger.warning("the data consumer stayed outside its group %.0f s: a new one", limit)
+            self._outside_since = None
+            self._consumer = self._make_consumer()
+            # It may wait for a coordinator it will never find: closed on a thread of its own.
+            threading.Thread(target=consumer.close, daemon=True, name="kafka-close").start()

@@ -1,9 +1,8 @@
 """Kafka clients built from :class:`Settings`: one security builder, two renderings.
 
-The worker's data path and model feed run on confluent-kafka (librdkafka:
-every codec, KIP-447 transactions), configured by :func:`rdkafka_config`; the
-command-line tools and tests use aiokafka through :func:`client_options`. Both
-read the same :class:`Security`, so one environment reaches one cluster.
+The worker's data path and model feed run on confluent-kafka (librdkafka: every codec,
+KIP-447 transactions), configured by :func:`rdkafka_config`; the command-line tools and tests
+use aiokafka (:func:`client_options`). Both read one :class:`Security`: one cluster.
 """
 
 from __future__ import annotations
@@ -59,6 +58,9 @@ class _OncePerMinute(logging.Filter):
         self._seen: dict[str, float] = {}
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.INFO:  # asked for (HOTSWAP_KAFKA_DEBUG): every line, at
+            record.levelno, record.levelname = logging.INFO, "INFO"  # INFO (handlers drop DEBUG)
+            return True
         text = record.getMessage()
         key = text.split("]: ", 1)[-1][:120]
         now = time.monotonic()
@@ -127,7 +129,13 @@ def rdkafka_config(settings: Settings, **extra: Any) -> dict[str, Any]:
         "security.protocol": sec.protocol.lower(),
         "client.id": f"hotswap-{settings.worker_id}",
         "logger": _RDKAFKA_LOG,  # librdkafka's own log lines join the worker's log
+        # After a broker restart a client may know no broker any more (librdkafka #5511,
+        # #5600): it starts again from bootstrap.servers after 10 s, not 5 minutes.
+        "metadata.recovery.rebootstrap.trigger.ms": 10_000,
     }
+    if settings.kafka_debug:
+        config["debug"] = settings.kafka_debug
+        _RDKAFKA_LOG.setLevel(logging.DEBUG)
     if sec.tls and sec.cafile:
         config["ssl.ca.location"] = sec.cafile
     if sec.sasl:
@@ -268,10 +276,9 @@ _COORDINATOR_GONE = {KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_NOT_AVAI
 def unstarted(messages: list[Message]) -> bool:
     """Whether the client reports that the group's committed offsets could not be read.
 
-    librdkafka then never starts fetching the partitions it was reading them for
-    (issue #5586: a request-level ``NOT_COORDINATOR`` on OffsetFetch is not retried),
-    and the consumer sits idle with a growing lag. Assigning the partitions again
-    reads the committed offsets anew.
+    librdkafka then never starts fetching the partitions it was reading them for (issue
+    #5586: a request-level ``NOT_COORDINATOR`` on OffsetFetch is not retried), and the
+    consumer sits idle with a growing lag. Assigning them again reads the offsets anew.
     """
     return any(
         (error := m.error()) is not None

@@ -1,12 +1,12 @@
 """The data path: fetch a batch, have the scoring agent score it, deliver, commit.
 
-One confluent-kafka consumer in the ``HOTSWAP_APP_ID`` group reads a batch at a time; the
-Faust scoring agent scores each batch as one event; this feed sends the outputs and waits for
-the broker's answer for every one before committing: in ``at_least_once`` the offsets, once
-every output is acknowledged (a crash in between re-scores the batch: duplicates, never a
-loss); in ``exactly_once`` one transaction per batch holding outputs and offsets, with the
-group generation the batch was read in (KIP-447), so a zombie is fenced; any failure aborts
-it and the batch is read and sent again.
+One confluent-kafka consumer in the ``HOTSWAP_APP_ID`` group reads a batch at a time; the Faust
+scoring agent scores each batch as one event; this feed sends the outputs and waits for the
+broker's answer for each before committing: in ``at_least_once`` the offsets, once every output
+is acknowledged (a crash in between re-scores the batch: duplicates, never a loss); in
+``exactly_once`` one transaction per batch holding outputs and offsets, with the group
+generation the batch was read in (KIP-447), so a zombie is fenced; a failure aborts it and
+the batch is read and sent again.
 
 The wait for batch N's acknowledgements (or its commit) overlaps the fetching and scoring of
 batch N+1. A rebalance (its callbacks run inside ``consume``) waits for the batch being
@@ -102,9 +102,8 @@ class DataFeed(Assignment, Service):
         return await asyncio.get_running_loop().run_in_executor(self._sender, fn, *args)
 
     def _fetch(self, consumer: Consumer, most: int, wait: float) -> tuple[list[Message], Any]:
-        """A batch and, in exactly_once, the group generation it was read in, which its
-        commit carries (KIP-447): if a rebalance moved its partitions on meanwhile, the
-        broker refuses the commit and the batch is read again. On the consumer's thread."""
+        """A batch and, in exactly_once, the group generation it was read in, which its commit
+        carries (KIP-447): if a rebalance moved its partitions on, the commit is refused."""
         self._offsets.commit_pending(consumer)  # at_least_once: batches delivered meanwhile
         self.lag.refresh(consumer, self._assigned)
         if self._routing is not None:
@@ -114,6 +113,8 @@ class DataFeed(Assignment, Service):
             self._idle.wait(self._settings.stop_timeout + self._settings.transaction_timeout)
             assign_again(consumer)
             return [], None
+        if not messages:  # a consumer left outside its group for long: a new one
+            self._rejoin_if_outside(consumer)
         return messages, consumer.consumer_group_metadata() if self._eos and messages else None
 
     # --- lifecycle -----------------------------------------------------------------
@@ -175,9 +176,9 @@ class DataFeed(Assignment, Service):
         self._sender.shutdown(wait=False, cancel_futures=True)
 
     def _close(self) -> None:
-        if self._consumer is not None:
-            consumer, self._consumer = self._consumer, None
-            consumer.close()  # leaves the group at once: the partitions move now
+        consumer, self._consumer = self._consumer, None
+        if consumer is not None:  # leaves the group at once: the partitions move now
+            consumer.close()
         self._publisher.close(0.5)
 
     # --- one batch ---------------------------------------------------------------------
@@ -234,8 +235,7 @@ class DataFeed(Assignment, Service):
 
     async def _rewind(self, consumer: Consumer, ends: Offsets, firsts: Offsets) -> None:
         """Read the batches again from the committed offsets (:func:`rewind`); if unreadable,
-        settle them (``Transactions.settle``) or assign the partitions again (fetching lets
-        a consumer that lost its membership rejoin, asking on never did) to read from them."""
+        settle them (``Transactions.settle``) or assign the partitions again to read from them."""
         if await self._call(rewind, consumer, ends, firsts, self._gave_up, 3):
             return
         eos = self._eos and self._txn.replaced

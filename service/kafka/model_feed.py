@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -37,6 +38,9 @@ from service.kafka.clients import ensure_topics, fetch
 from service.kafka.readtoend import assign_all, drain, reader_group, standalone_consumer
 
 __all__ = ["ModelFeed", "ModelUpdate"]
+
+#: Seconds the probe may fail in a row before the feed's consumer is replaced by a new one.
+_REPLACE_AFTER = 10.0
 
 logger = logging.getLogger(__name__)
 
@@ -87,6 +91,7 @@ class ModelFeed(Service):
         self._positions: dict[int, int] = {}
         self.replayed = asyncio.Event()
         self.broker_reachable = False
+        self._unanswered_since: float | None = None  # the probe's first failure in a row
 
     async def _call(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._thread, fn, *args)
@@ -126,14 +131,17 @@ class ModelFeed(Service):
 
     @Service.timer(2.0)
     async def _probe(self) -> None:
-        """Keep ``broker_reachable`` current for ``/ready``."""
+        """Keep ``broker_reachable`` current for ``/ready``, and note since when it is not."""
         if self._consumer is None:
             return
         try:
             await self._call(self._list_topics)
             self.broker_reachable = True
+            self._unanswered_since = None
         except KafkaException:
             self.broker_reachable = False
+            if self._unanswered_since is None:
+                self._unanswered_since = time.monotonic()
 
     def _list_topics(self) -> None:
         if self._consumer is not None:
@@ -186,6 +194,12 @@ class ModelFeed(Service):
         while not self.should_stop and self._consumer is not None:
             consumer = self._consumer
             messages = await self._call(fetch, consumer, 100, 0.5, True)
+            since = self._unanswered_since
+            if since is not None and time.monotonic() - since > _REPLACE_AFTER:
+                # Seen after a broker restart: the broker answered everyone else, and this
+                # client kept failing (librdkafka had dropped the broker it knew). A new one.
+                self._unanswered_since = None
+                raise TimeoutError(f"no metadata for {_REPLACE_AFTER:.0f} s; a new consumer")
             for message in messages:
                 error = message.error()
                 if error is not None:
