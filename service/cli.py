@@ -29,7 +29,9 @@ logger = logging.getLogger(__name__)
 
 # Libraries that log their own work (httpx logs every request at INFO): quiet unless --verbose.
 # asyncio reports clients left unclosed by a failed start: the error line says it all.
-_CHATTY = ("httpx", "httpcore", "aiokafka", "kafka", "confluent_kafka", "skl2onnx", "asyncio")
+_CHATTY = (
+    "httpx", "httpcore", "aiokafka", "kafka", "confluent_kafka", "librdkafka", "skl2onnx", "asyncio"
+)  # fmt: skip
 
 
 def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:

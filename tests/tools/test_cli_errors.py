@@ -171,3 +171,25 @@ def test_unsafe_version_labels_and_unsigned_rollout_steps(
         line = one_error_line(hotswap(command, "wine", more=verifying))
         assert "HOTSWAP_VERIFY_KEY is set" in line
         assert "--signing-key" in line
+
+
+@pytest.mark.parametrize("verbose", [False, True])
+def test_client_library_logs_show_only_with_verbose(verbose: bool) -> None:
+    """A command's clients log what they retry (librdkafka: a connection dropped during SASL
+    authentication, seen in a refused `promote`): on stderr with --verbose only, so a
+    failing command still says one line."""
+    code = (
+        "import logging\n"
+        "from service.cli import _quiet_logging\n"
+        f"_quiet_logging({verbose})\n"
+        "for name in ('librdkafka', 'aiokafka', 'confluent_kafka'):\n"
+        "    logging.getLogger(name).error('FAIL %s: transport failure', name)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HOTSWAP_")}
+    env["PYTHONPATH"] = str(REPO)
+    result = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=90
+    )
+    assert result.returncode == 0, result.stderr
+    shown = [line for line in result.stderr.splitlines() if "transport failure" in line]
+    assert len(shown) == (3 if verbose else 0), result.stderr
