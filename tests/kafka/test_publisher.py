@@ -12,15 +12,16 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
 from scripts.harness import ConsumedRecord, consume, send_raw
+from scripts.localkafka import free_port
 from service.core.messages import HEADER_SOURCE_OFFSET
 from service.core.outputs import DeadLetter, InputRecord, Scored
 from service.core.settings import Settings
 from service.kafka.clients import ensure_topics, rdkafka_config
 from service.kafka.delivery import Output
-from service.kafka.publisher import Publisher
+from service.kafka.publisher import Publisher, flush_promptly
 
 pytestmark = pytest.mark.integration
 
@@ -96,6 +97,33 @@ class _AnsweredLate:
     def send_offsets_to_transaction(self, *args: Any) -> None:
         self._real.send_offsets_to_transaction(*args)
         self._moved_on()
+
+
+def test_a_prompt_flush_returns_once_every_record_is_answered_and_never_before(
+    make_settings: Callable[..., Settings],
+) -> None:
+    """``flush_promptly`` polls in short steps (``delivery.report.only.error`` posts no
+    event to wake a flush): it must still wait for every answer, including records
+    produced with a linger far longer than its steps, and count what is left."""
+    settings = make_settings()
+    asyncio.run(ensure_topics(settings))
+    options = {"acks": "all", "delivery.report.only.error": True, "linger.ms": 10_000}
+    producer = Producer(rdkafka_config(settings, **options))
+    for i in range(500):
+        producer.produce(settings.scored_topic, b"%d" % i, b"k%d" % (i % 7))
+    assert flush_promptly(producer, 120.0) == 0
+    assert len(producer) == 0
+    got = consume(settings, settings.scored_topic, until=lambda rs: len(rs) >= 500)
+    assert sorted(int(r.value or b"") for r in got) == list(range(500))
+
+    nobody = Producer({"bootstrap.servers": f"127.0.0.1:{free_port()}", "log_level": 0,
+                       "delivery.report.only.error": True})  # fmt: skip
+    for i in range(5):
+        nobody.produce("t", b"%d" % i)
+    started = time.monotonic()
+    assert flush_promptly(nobody, 1.5) == 5  # unanswered: counted, not dropped
+    assert time.monotonic() - started >= 1.5  # and not given up before its time
+    nobody.purge()
 
 
 def test_a_commit_that_answers_late_never_commits_the_next_attempt(
