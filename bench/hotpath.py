@@ -33,9 +33,10 @@ from bench.kafkaio import record
 from models.train import train_model
 from service.core.drift import DriftMonitor
 from service.core.join_log import predictions_event
-from service.core.labels import PartitionJoin, PredictionBlock
+from service.core.labels import PartitionJoin
 from service.core.metrics import Metrics
 from service.core.observe import Observer
+from service.core.predictions import PredictionBlock
 from service.core.registry import ModelRegistry
 from service.core.scoring import Scorer
 from service.core.settings import Settings

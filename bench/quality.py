@@ -32,8 +32,9 @@ import orjson
 
 from service.core.drift import DriftMonitor, build_profile
 from service.core.join_log import predictions_event
-from service.core.labels import PartitionJoin, PredictionBlock
+from service.core.labels import PartitionJoin
 from service.core.observe import Observer
+from service.core.predictions import PredictionBlock
 from service.core.registry import ModelRegistry
 from service.core.scoring import InputRecord, Scorer
 from service.kafka.memory import tune_memory

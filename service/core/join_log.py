@@ -25,7 +25,8 @@ from typing import Any
 import numpy as np
 import orjson
 
-from service.core.labels import PartitionJoin, PredictionBlock
+from service.core.labels import PartitionJoin
+from service.core.predictions import PredictionBlock
 
 __all__ = ["apply_event", "labels_event", "predictions_event", "snapshot_event"]
 

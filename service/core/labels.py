@@ -21,24 +21,20 @@ charged consistently, so the bound holds within a small factor.
 
 from __future__ import annotations
 
-import functools
 import logging
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
+from service.core.predictions import Held, PredictionBlock
+from service.core.quality import QualityBook, Sums
 
-from service.core.quality import QualityBook, Sums, score_row
-
-__all__ = ["Entry", "PartitionJoin", "PredictionBlock", "join_key"]
+__all__ = ["Entry", "PartitionJoin", "join_key"]
 
 logger = logging.getLogger(__name__)
 
 _ENTRY_BYTES = 200  # an entry's own objects, before its key, id and predictions
 _CODE_BYTES = 150  # a record entered as an int (its key, the dict's slot)
-_PREDICTION_BYTES = 120
 _MARKER_BYTES = 100  # an expired record remembered to tell late labels from unmatched ones
 
 Key = bytes
@@ -56,45 +52,6 @@ def join_key(key: bytes | None, record_id: Any) -> Key:
     k = key or b""
     text = "" if record_id is None else str(record_id)
     return b"%d:%b%b" % (len(k), k, text.encode("utf-8", "surrogatepass"))
-
-
-@functools.lru_cache(maxsize=256)
-def _class_index(classes: tuple[str, ...]) -> dict[str, int]:
-    """Shared by every block of these classes (read only): one object less per block
-    for the collector to walk while the join holds the block."""
-    return {c: i for i, c in enumerate(classes)}
-
-
-@dataclass(slots=True)
-class PredictionBlock:
-    """Predictions of one model version for some records of one partition (one batch)."""
-
-    model: str
-    version: str
-    at: float
-    keys: Sequence[bytes | None]
-    ids: Sequence[Any]
-    labels: Sequence[Any] | None = None
-    probs: np.ndarray | None = None  # (rows, classes), for classifiers
-    values: np.ndarray | None = None  # (rows,), for regressors
-    classes: Sequence[str] | None = None
-    class_index: dict[str, int] | None = None
-
-    def __post_init__(self) -> None:
-        if self.classes is None and self.probs is not None:
-            self.classes = [str(i) for i in range(self.probs.shape[1])]
-        if self.classes is not None and self.class_index is None:
-            self.class_index = _class_index(tuple(self.classes))
-
-    def row_bytes(self) -> int:
-        width = self.probs.shape[1] if self.probs is not None else 1
-        return _PREDICTION_BYTES + 8 * width
-
-    def score(self, row: int, truth: Any, into: Sums) -> bool:
-        label = self.labels[row] if self.labels is not None else None
-        probs = self.probs[row] if self.probs is not None else None
-        value = float(self.values[row]) if self.values is not None else None
-        return score_row(into, truth, label, probs, self.class_index, value)
 
 
 class Entry:
@@ -139,7 +96,7 @@ class PartitionJoin:
         self.entries: OrderedDict[Key, Entry | int] = OrderedDict()  # oldest first
         # number -> block, and (bytes a row, rows still entered by number, created): two
         # maps, so a block adds no list the collector would walk for the whole window
-        self.blocks: dict[int, PredictionBlock] = {}
+        self.blocks: dict[int, Held] = {}
         self.block_info: dict[int, tuple[int, int, float]] = {}
         self._seq = 0
         self.expired: OrderedDict[Key, None] = OrderedDict()
@@ -169,7 +126,7 @@ class PartitionJoin:
             before = len(entries)
             entries.update(zip(keys, range(seq << 32, (seq << 32) + len(keys))))
             live = len(entries) - before  # a key twice in one block is entered once
-            self.blocks[seq] = block
+            self.blocks[seq] = block.held()
             self.block_info[seq] = (size, live, now)
             self.bytes += live * size
             self._bound()
@@ -196,7 +153,8 @@ class PartitionJoin:
     def _entry(self, k: Key, code: int) -> Entry:
         """The record entered as ``code`` (block number, row), made an :class:`Entry`."""
         seq, row = code >> 32, code & 0xFFFFFFFF
-        block, (size, _, created) = self.blocks[seq], self.block_info[seq]
+        (size, _, created) = self.block_info[seq]
+        block = PredictionBlock.of_held(self.blocks[seq], created)
         entry = Entry(created, {(block.model, block.version): (block, row)}, size)
         self.entries[k] = entry  # keeps its place in the order
         self._release(seq)

@@ -18,8 +18,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from service.core.labels import PredictionBlock
 from service.core.outputs import InputRecord
+from service.core.predictions import PredictionBlock
 from service.core.registry import ServingModel
 
 __all__ = ["BatchWatcher", "Observer", "blocks_of"]
@@ -60,7 +60,7 @@ def blocks_of(
                 break
         if values is None:
             return []
-    classes = [str(c) for c in sig.classes] if sig.classes else None
+    classes = tuple(str(c) for c in sig.classes) if sig.classes else None
     if probs is not None and classes is not None and len(classes) != probs.shape[1]:
         classes = None
     where = [s.partition for s in sources]

@@ -31,8 +31,9 @@ from confluent_kafka import TopicPartition as TP
 from mode import Service
 
 from service.core.join_log import labels_event, predictions_event, snapshot_event
-from service.core.labels import PartitionJoin, PredictionBlock
+from service.core.labels import PartitionJoin
 from service.core.metrics import Metrics
+from service.core.predictions import PredictionBlock
 from service.core.quality import Sums
 from service.core.quality_view import quality_report, update_quality_gauges
 from service.core.settings import Settings
