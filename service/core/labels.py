@@ -26,7 +26,7 @@ from collections import Counter, OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from service.core.predictions import Held, PredictionBlock
+from service.core.predictions import Held, PredictionBlock, score_held
 from service.core.quality import QualityBook, Sums
 
 __all__ = ["Entry", "PartitionJoin", "join_key"]
@@ -66,7 +66,7 @@ class Entry:
     def __init__(
         self,
         created: float,
-        preds: dict[tuple[str, str], tuple[PredictionBlock, int]] | None = None,
+        preds: dict[tuple[str, str], tuple[Held, int]] | None = None,
         size: int = _ENTRY_BYTES,
         label: Any = None,
         labelled: bool = False,
@@ -131,17 +131,17 @@ class PartitionJoin:
             self.bytes += live * size
             self._bound()
             return
-        version = (block.model, block.version)
+        version, held = (block.model, block.version), block.held()
         for row, k in enumerate(keys):
             value = entries.get(k)
             if value is None:
-                entries[k] = Entry(now, {version: (block, row)}, size)
+                entries[k] = Entry(now, {version: (held, row)}, size)
                 self.bytes += size
                 continue
             entry = self._entry(k, value) if isinstance(value, int) else value
             if version in entry.preds:  # the same batch scored again (a rewind): once
                 continue
-            entry.preds[version] = (block, row)
+            entry.preds[version] = (held, row)
             entry.size += size
             self.bytes += size
             if entry.labelled:  # the label came first
@@ -154,8 +154,8 @@ class PartitionJoin:
         """The record entered as ``code`` (block number, row), made an :class:`Entry`."""
         seq, row = code >> 32, code & 0xFFFFFFFF
         (size, _, created) = self.block_info[seq]
-        block = PredictionBlock.of_held(self.blocks[seq], created)
-        entry = Entry(created, {(block.model, block.version): (block, row)}, size)
+        held = self.blocks[seq]
+        entry = Entry(created, {(held[0], held[1]): (held, row)}, size)
         self.entries[k] = entry  # keeps its place in the order
         self._release(seq)
         return entry
@@ -192,14 +192,12 @@ class PartitionJoin:
             self.counts["matched"] += 1
         self._join(entry, entry.preds, now)
 
-    def _join(
-        self, entry: Entry, new: dict[tuple[str, str], tuple[PredictionBlock, int]], now: float
-    ) -> None:
+    def _join(self, entry: Entry, new: dict[tuple[str, str], tuple[Held, int]], now: float) -> None:
         """Add the ``new`` predictions' figures; a rollout's pair when two versions are in."""
         models: set[str] = set()
-        for (model, version), (block, row) in new.items():
+        for (model, version), (held, row) in new.items():
             sums = Sums()
-            if not block.score(row, entry.label, sums):
+            if not score_held(held, row, entry.label, sums):
                 self.counts["invalid"] += 1
                 continue
             self.book.add(model, version, sums, now)
@@ -211,9 +209,9 @@ class PartitionJoin:
             if len(versions) < 2:
                 continue
             pair: dict[str, Sums] = {}
-            for version, (block, row) in versions.items():
+            for version, (held, row) in versions.items():
                 sums = pair[version] = Sums()
-                block.score(row, entry.label, sums)
+                score_held(held, row, entry.label, sums)
             self.on_pair(model, pair)
 
     # --- time and space ---------------------------------------------------------------

@@ -17,7 +17,7 @@ import numpy as np
 
 from service.core.quality import Sums, score_row
 
-__all__ = ["Held", "PredictionBlock"]
+__all__ = ["Held", "PredictionBlock", "score_held"]
 
 _PREDICTION_BYTES = 120
 
@@ -76,7 +76,7 @@ class PredictionBlock:
         are an array, not a tuple of their own (a collection sees a tuple held only by
         this one after it, and this one stays tracked), so are the classes (one array
         per set of classes), and the class index (a dict, which always counts as
-        tracked) is looked up again when the block is rebuilt. A block object and its
+        tracked) is looked up again by :func:`score_held`. A block object and its
         lists stayed tracked: ~4 objects a block, millions at a full window, and every
         collection of the older generations walked them all (~0.2 s per 500,000).
         """
@@ -84,18 +84,15 @@ class PredictionBlock:
         classes = None if self.classes is None else _class_array(tuple(self.classes))
         return self.model, self.version, labels, self.probs, self.values, classes
 
-    @classmethod
-    def of_held(cls, held: Held, at: float) -> PredictionBlock:
-        model, version, labels, probs, values, classes = held
-        names = None if classes is None else tuple(classes.tolist())
-        return cls(model, version, at, (), (), labels, probs, values, names)
-
     def row_bytes(self) -> int:
         width = self.probs.shape[1] if self.probs is not None else 1
         return _PREDICTION_BYTES + 8 * width
 
-    def score(self, row: int, truth: Any, into: Sums) -> bool:
-        label = self.labels[row] if self.labels is not None else None
-        probs = self.probs[row] if self.probs is not None else None
-        value = float(self.values[row]) if self.values is not None else None
-        return score_row(into, truth, label, probs, self.class_index, value)
+
+def score_held(held: Held, row: int, truth: Any, into: Sums) -> bool:
+    """:meth:`PredictionBlock.score` of a held block (see ``score_row``)."""
+    _, _, labels, probs, values, classes = held
+    label = labels[row] if labels is not None else None
+    index = _class_index(tuple(classes.tolist())) if classes is not None else None
+    value = float(values[row]) if values is not None else None
+    return score_row(into, truth, label, probs[row] if probs is not None else None, index, value)
