@@ -54,28 +54,21 @@ def join_key(key: bytes | None, record_id: Any) -> Key:
     return b"%d:%b%b" % (len(k), k, text.encode("utf-8", "surrogatepass"))
 
 
-class Entry:
-    """One record's predictions (per model and version) and its label, if any yet.
+# A record's entry, once its label or a second prediction came: one plain tuple, flat
+# (created, size, labelled, label, then model, version, held block, row per prediction),
+# which a collection stops tracking as it does held blocks (PredictionBlock.held): an
+# object per record, or a tuple inside, stayed tracked for the whole window.
+Entry = tuple[Any, ...]
+_PRED = 4  # slots per prediction
+Pred = tuple[str, str, Held, int]
 
-    A plain class with slots: one is made per record scored, so its construction is
-    on the scoring path.
-    """
 
-    __slots__ = ("created", "label", "labelled", "preds", "size")
+def _preds(entry: Entry) -> list[Pred]:
+    return [entry[i : i + _PRED] for i in range(4, len(entry), _PRED)]  # type: ignore[misc]
 
-    def __init__(
-        self,
-        created: float,
-        preds: dict[tuple[str, str], tuple[Held, int]] | None = None,
-        size: int = _ENTRY_BYTES,
-        label: Any = None,
-        labelled: bool = False,
-    ) -> None:
-        self.created = created
-        self.preds = {} if preds is None else preds
-        self.size = size
-        self.label = label
-        self.labelled = labelled
+
+def _has(entry: Entry, model: str, version: str) -> bool:
+    return any(entry[i] == model and entry[i + 1] == version for i in range(4, len(entry), _PRED))
 
 
 class PartitionJoin:
@@ -131,23 +124,24 @@ class PartitionJoin:
             self.bytes += live * size
             self._bound()
             return
-        version, held = (block.model, block.version), block.held()
+        model, version, held = block.model, block.version, block.held()
         for row, k in enumerate(keys):
             value = entries.get(k)
             if value is None:
-                entries[k] = Entry(now, {version: (held, row)}, size)
+                entries[k] = (now, size, False, None, model, version, held, row)
                 self.bytes += size
                 continue
             entry = self._entry(k, value) if isinstance(value, int) else value
-            if version in entry.preds:  # the same batch scored again (a rewind): once
+            if _has(entry, model, version):  # the same batch scored again (a rewind): once
                 continue
-            entry.preds[version] = (held, row)
-            entry.size += size
+            created, had, labelled, label, *preds = entry
+            entry = entries[k] = (created, had + size, labelled, label, *preds,
+                                  model, version, held, row)  # fmt: skip
             self.bytes += size
-            if entry.labelled:  # the label came first
-                if len(entry.preds) == 1:
+            if labelled:  # the label came first
+                if not preds:
                     self.counts["matched"] += 1
-                self._join(entry, {version: entry.preds[version]}, now)
+                self._join(entry, [(model, version, held, row)], now)
         self._bound()
 
     def _entry(self, k: Key, code: int) -> Entry:
@@ -155,8 +149,7 @@ class PartitionJoin:
         seq, row = code >> 32, code & 0xFFFFFFFF
         (size, _, created) = self.block_info[seq]
         held = self.blocks[seq]
-        entry = Entry(created, {(held[0], held[1]): (held, row)}, size)
-        self.entries[k] = entry  # keeps its place in the order
+        entry = self.entries[k] = (created, size, False, None, held[0], held[1], held, row)
         self._release(seq)
         return entry
 
@@ -172,32 +165,33 @@ class PartitionJoin:
         k = join_key(key, record_id)
         value = self.entries.get(k)
         entry = self._entry(k, value) if isinstance(value, int) else value
-        if entry is not None and entry.created < now - self.window:
+        if entry is not None and entry[0] < now - self.window:
             self._expire_entry(k, entry)
             entry = None
         if entry is None:
             if k in self.expired:
                 self.counts["late"] += 1
                 return
-            entry = self.entries[k] = Entry(now, label=label, labelled=True)
-            entry.size += len(k) + 50
-            self.bytes += entry.size
+            size = _ENTRY_BYTES + len(k) + 50
+            self.entries[k] = (now, size, True, label)
+            self.bytes += size
             self._bound()
             return
-        if entry.labelled:
+        if entry[2]:
             self.counts["duplicate"] += 1
             return
-        entry.label, entry.labelled = label, True
-        if entry.preds:
+        entry = self.entries[k] = (entry[0], entry[1], True, label, *entry[4:])
+        if len(entry) > 4:
             self.counts["matched"] += 1
-        self._join(entry, entry.preds, now)
+        self._join(entry, _preds(entry), now)
 
-    def _join(self, entry: Entry, new: dict[tuple[str, str], tuple[Held, int]], now: float) -> None:
+    def _join(self, entry: Entry, new: list[Pred], now: float) -> None:
         """Add the ``new`` predictions' figures; a rollout's pair when two versions are in."""
         models: set[str] = set()
-        for (model, version), (held, row) in new.items():
+        label = entry[3]
+        for model, version, held, row in new:
             sums = Sums()
-            if not score_held(held, row, entry.label, sums):
+            if not score_held(held, row, label, sums):
                 self.counts["invalid"] += 1
                 continue
             self.book.add(model, version, sums, now)
@@ -205,13 +199,13 @@ class PartitionJoin:
         if self.on_pair is None:
             return
         for model in models:
-            versions = {v: p for (m, v), p in entry.preds.items() if m == model}
+            versions = {v: (held, row) for m, v, held, row in _preds(entry) if m == model}
             if len(versions) < 2:
                 continue
             pair: dict[str, Sums] = {}
             for version, (held, row) in versions.items():
                 sums = pair[version] = Sums()
-                score_held(held, row, entry.label, sums)
+                score_held(held, row, label, sums)
             self.on_pair(model, pair)
 
     # --- time and space ---------------------------------------------------------------
@@ -222,7 +216,7 @@ class PartitionJoin:
         entries = self.entries
         while entries:
             k, entry = next(iter(entries.items()))
-            created = self.block_info[entry >> 32][2] if isinstance(entry, int) else entry.created
+            created = self.block_info[entry >> 32][2] if isinstance(entry, int) else entry[0]
             if created >= oldest:
                 break
             self._expire_entry(k, entry)
@@ -233,12 +227,12 @@ class PartitionJoin:
             self.bytes -= self.block_info[entry >> 32][0]
             self.counts["unlabelled"] += 1
             self._release(entry >> 32)
-        elif not entry.preds:
+        elif len(entry) == 4:
             self.counts["unmatched"] += 1
-        elif not entry.labelled:
-            self.counts["unlabelled"] += len(entry.preds)
-        if isinstance(entry, Entry):
-            self.bytes -= entry.size
+        elif not entry[2]:
+            self.counts["unlabelled"] += (len(entry) - 4) // _PRED
+        if not isinstance(entry, int):
+            self.bytes -= entry[1]
         self.expired[k] = None
         self.bytes += _MARKER_BYTES
         self._bound()
@@ -255,8 +249,8 @@ class PartitionJoin:
                 self._release(entry >> 32)
                 self.counts["evicted_prediction"] += 1
                 continue
-            self.bytes -= entry.size
-            kind = "label" if not entry.preds else "prediction" if not entry.labelled else "joined"
+            self.bytes -= entry[1]
+            kind = "label" if len(entry) == 4 else "prediction" if not entry[2] else "joined"
             self.counts[f"evicted_{kind}"] += 1
 
     def drain_counts(self) -> Counter[str]:

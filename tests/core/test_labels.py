@@ -70,6 +70,21 @@ def test_predictions_waiting_for_labels_cost_the_collector_nothing() -> None:
     assert figures(j)["labelled"] == 1
     assert figures(j)["accuracy"] == 1.0
     assert j.counts["matched"] == 2
+    # Records that became entries: labelled, labelled first, scored by a second version.
+    j.labelled(b"early", "early", 2, 2.0)
+    j.predicted(block(["r8-0", "r8-1"], [0, 0], version="2"), 2.0)
+    j.labelled(b"r8-0", "r8-0", 0, 3.0)
+    gc.collect()
+    entries = [e for e in j.entries.values() if not isinstance(e, int)]
+    assert len(entries) == 5
+    assert not [e for e in entries if len(e) <= 8 and gc.is_tracked(e)]  # one version
+    # Two versions: the second's block is held by the entries alone, and a collection
+    # looks at it after them (its walk moves what only young objects hold to its end),
+    # so they go at the next collection of their generation, never older.
+    gc.collect()
+    assert not [e for e in entries if gc.is_tracked(e)]
+    assert figures(j, "2")["labelled"] == 1
+    assert j.counts["matched"] == 3
 
 
 def test_labels_first_wait_for_their_predictions() -> None:
