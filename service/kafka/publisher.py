@@ -34,22 +34,22 @@ __all__ = ["Publisher", "flush_promptly"]
 logger = logging.getLogger(__name__)
 
 _OVERHEAD = 512  # record and batch framing, generously
-_SLICE = 0.001  # seconds: how late flush_promptly may notice the last acknowledgement
-_SLICES = 30  # short waits before waiting in librdkafka's own 10-ms steps
+_SLICE = 0.001  # seconds: flush_promptly's step
+_SLICES = 30  # its short steps before it waits in one call
 
 
 def flush_promptly(producer: Producer, timeout: float) -> int:
-    """``producer.flush(timeout)`` that returns within ~1 ms of the last acknowledgement.
+    """``producer.flush(timeout)``, in 1-ms steps for the first ~30 ms.
 
-    With ``delivery.report.only.error`` a successful delivery posts no event, and
-    librdkafka's flush then re-checks its count of unanswered records only every
-    10 ms (it waits on the event queue in 10-ms steps): measured on a local broker,
-    five records took 5.4 ms to flush at p50 and 9.6 ms at p90, against 2.5 and 4.3 ms
-    in 1-ms steps. Every record of the next batch waits for this one's answer, so
-    the step is latency. Each flush call also tells the broker threads to send at
-    once rather than after ``linger.ms``. After ``_SLICES`` short steps (a slow
-    answer: a broker under load, or away) the wait goes on in librdkafka's steps.
-    Returns the number of records still unanswered.
+    The data feed waits for each batch's acknowledgements on its producer thread while
+    the next batch is scored, and sends that batch only once they are in. Waiting in
+    short steps (each one also tells librdkafka's broker threads to send at once, not
+    after ``linger.ms``) drained a backlog faster: in eight throughput runs of the
+    benchmark, alternately with and without the short steps, at_least_once reached
+    0.70-0.81x the floor (mean 0.75) with them and 0.60-0.73x (mean 0.66) without. At
+    2,000 records/s on a warm broker a batch of 5 was answered as fast either way
+    (p50 ~1.3 ms). After ``_SLICES`` steps (a slow answer: a broker under load, or
+    away) the wait goes on in one call. Returns the number of records unanswered.
     """
     end = time.monotonic() + timeout
     left = int(producer.flush(0))

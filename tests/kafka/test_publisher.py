@@ -102,9 +102,9 @@ class _AnsweredLate:
 def test_a_prompt_flush_returns_once_every_record_is_answered_and_never_before(
     make_settings: Callable[..., Settings],
 ) -> None:
-    """``flush_promptly`` polls in short steps (``delivery.report.only.error`` posts no
-    event to wake a flush): it must still wait for every answer, including records
-    produced with a linger far longer than its steps, and count what is left."""
+    """``flush_promptly`` waits in short steps: it must still wait for every answer,
+    including records produced with a linger far longer than its steps, and count what
+    is left when nothing answers, only once its time is up."""
     settings = make_settings()
     asyncio.run(ensure_topics(settings))
     options = {"acks": "all", "delivery.report.only.error": True, "linger.ms": 10_000}
