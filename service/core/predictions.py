@@ -45,6 +45,21 @@ def _class_index(classes: tuple[str, ...]) -> dict[str, int]:
     return {c: i for i, c in enumerate(classes)}
 
 
+def _column(values: Sequence[Any] | np.ndarray) -> np.ndarray:
+    """``values`` as a one-dimensional array of as many items, whatever they are (a ragged
+    or nested list, from a changelog written by someone else, becomes an object array)."""
+    try:
+        array = np.asarray(values)
+    except ValueError:  # ragged: numpy refuses to guess a shape
+        array = np.empty(0)
+    if array.ndim == 1 and len(array) == len(values):
+        return array
+    column = np.empty(len(values), dtype=object)
+    for i, value in enumerate(values):
+        column[i] = value
+    return column
+
+
 @dataclass(slots=True)
 class PredictionBlock:
     """Predictions of one model version for some records of one partition (one batch)."""
@@ -80,7 +95,7 @@ class PredictionBlock:
         lists stayed tracked: ~4 objects a block, millions at a full window, and every
         collection of the older generations walked them all (~0.2 s per 500,000).
         """
-        labels = None if self.labels is None else np.asarray(self.labels)
+        labels = None if self.labels is None else _column(self.labels)
         classes = None if self.classes is None else _class_array(tuple(self.classes))
         return self.model, self.version, labels, self.probs, self.values, classes
 

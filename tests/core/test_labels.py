@@ -87,6 +87,23 @@ def test_predictions_waiting_for_labels_cost_the_collector_nothing() -> None:
     assert j.counts["matched"] == 3
 
 
+@pytest.mark.parametrize(
+    "labels",
+    [[[1, 2], [3]], [[1, 2], [3, 4]], [{"a": 1}, None], [1.5, "x"], [True, False]],
+)
+def test_any_labels_a_block_carries_are_held_one_per_row(labels: list[object]) -> None:
+    """Labels come from a model's output or from the changelog (JSON anyone can write):
+    whatever they are, the held block keeps one per row and scoring compares them as text."""
+    j = join()
+    probs = np.full((2, 3), 0.2)
+    j.predicted(PredictionBlock("m", "1", 1.0, [b"a", b"b"], ["a", "b"], labels, probs), 1.0)
+    j.labelled(b"b", "b", str(labels[1]), 2.0)  # the true class, as text
+    j.labelled(b"a", "a", "never", 2.0)
+    got = figures(j)
+    assert got["labelled"] == 2
+    assert got["accuracy"] == 0.5
+
+
 def test_labels_first_wait_for_their_predictions() -> None:
     j = join()
     j.labelled(b"a", "a", 1, 1.0)
