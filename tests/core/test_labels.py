@@ -89,16 +89,29 @@ def test_predictions_waiting_for_labels_cost_the_collector_nothing() -> None:
 
 @pytest.mark.parametrize(
     "labels",
-    [[[1, 2], [3]], [[1, 2], [3, 4]], [{"a": 1}, None], [1.5, "x"], [True, False]],
+    [
+        [[1, 2], [3]],
+        [[1, 2], [3, 4]],
+        [{"a": 1}, None],
+        [1, 2.5],
+        [True, 2],
+        ["a\x00", "b"],
+        [2**63, -1],
+        ["x" * 20_000, "y"],
+    ],
 )
-def test_any_labels_a_block_carries_are_held_one_per_row(labels: list[object]) -> None:
+def test_any_labels_a_block_carries_are_held_as_they_are(labels: list[object]) -> None:
     """Labels come from a model's output or from the changelog (JSON anyone can write):
-    whatever they are, the held block keeps one per row and scoring compares them as text."""
+    whatever they are, the held block keeps the same values, one per row, in no more
+    room than the list took, and scoring compares them as text."""
     j = join()
     probs = np.full((2, 3), 0.2)
     j.predicted(PredictionBlock("m", "1", 1.0, [b"a", b"b"], ["a", "b"], labels, probs), 1.0)
-    j.labelled(b"b", "b", str(labels[1]), 2.0)  # the true class, as text
-    j.labelled(b"a", "a", "never", 2.0)
+    (held,) = j.blocks.values()
+    assert held[2] is not None
+    assert held[2].nbytes == 8 * len(labels)  # references, not a fixed-width copy
+    j.labelled(b"a", "a", str(labels[0]), 2.0)  # the true class, as text
+    j.labelled(b"b", "b", "never", 2.0)
     got = figures(j)
     assert got["labelled"] == 2
     assert got["accuracy"] == 0.5
