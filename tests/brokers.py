@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 
 import pytest
@@ -57,9 +57,24 @@ def make_settings(kafka: LocalKafka, tmp_path: Path) -> Callable[..., Settings]:
     return make
 
 
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """Keep each phase's report on the test, so fixtures can tell a failed test."""
+    report = yield
+    setattr(item, f"report_{report.when}", report)
+    return report
+
+
 @pytest.fixture
-def workers(tmp_path: Path) -> Iterator[Callable[[Settings], WorkerProcess]]:
-    """Start worker processes; every one is stopped (or killed) when the test ends."""
+def workers(
+    tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[Callable[[Settings], WorkerProcess]]:
+    """Start worker processes; every one is stopped (or killed) when the test ends.
+
+    A failed test prints the end of each worker's log (shown with the failure, as the
+    teardown's output), so a failure in CI says what the worker was doing."""
     started: list[WorkerProcess] = []
 
     def start(settings: Settings) -> WorkerProcess:
@@ -68,9 +83,12 @@ def workers(tmp_path: Path) -> Iterator[Callable[[Settings], WorkerProcess]]:
         return worker
 
     yield start
+    report = getattr(request.node, "report_call", None)
+    failed = report is not None and report.failed
     for worker in started:
         worker.stop(timeout=20)
-        if os.environ.get("HOTSWAP_TEST_SHOW_LOGS"):
+        if failed or os.environ.get("HOTSWAP_TEST_SHOW_LOGS"):
+            print(f"--- the last lines of {worker.log_path.name} ---")
             print(worker.tail(200))
 
 
