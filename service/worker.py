@@ -54,7 +54,7 @@ from service.kafka.decider import Decider
 from service.kafka.fleet import Fleet
 from service.kafka.handover import HandOverChannel, create_app, in_order
 from service.kafka.labels_feed import LabelsFeed
-from service.kafka.model_feed import ModelFeed, ModelUpdate
+from service.kafka.model_feed import ModelFeed, ModelUpdate, TopicsOnce
 from service.kafka.publisher import Publisher
 from service.kafka.routing import Routing
 
@@ -160,7 +160,8 @@ def build_worker(settings: Settings) -> WorkerParts:
         await batch_channel.put(batch)
 
     denials = Denials(principal_of(settings))  # rights refused right now, named in /ready
-    models = ModelFeed(settings, hand_over_model, denials=denials)
+    topics = TopicsOnce(settings)  # created if absent by the first feed, once
+    models = ModelFeed(settings, hand_over_model, denials=denials, topics=topics)
     control = ModelFeed(
         settings,
         hand_over_control,
@@ -168,6 +169,7 @@ def build_worker(settings: Settings) -> WorkerParts:
         label="control",
         after=models.replayed,
         denials=denials,
+        topics=topics,
     )
     data = DataFeed(
         settings,
@@ -235,6 +237,7 @@ def build_worker(settings: Settings) -> WorkerParts:
         topics=data.partitions_by_topic,
         lag_by_topic=lambda: data.lag.by_topic,
         denials=denials,
+        created=topics,
     )
     decider = Decider(settings, registry, fleet, metrics, partitions=data.partitions)
     plane = DataPlane(registry, metrics, ready, threads=2, max_pending=8)  # HTTP and gRPC

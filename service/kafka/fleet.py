@@ -40,7 +40,7 @@ from service.core.signing import StatusVerifier, load_private_key, load_public_k
 from service.core.status_messages import MAX_LISTED, WorkerStatus, parse_worker_status
 from service.kafka.authz import Denials
 from service.kafka.clients import rdkafka_config
-from service.kafka.model_feed import ModelFeed, ModelUpdate
+from service.kafka.model_feed import ModelFeed, ModelUpdate, TopicsOnce
 from service.kafka.threads import bounded
 
 __all__ = ["HEARTBEAT", "LIVE_WINDOW", "Fleet"]
@@ -74,6 +74,7 @@ class Fleet(Service):
         topics: Callable[[], dict[str, list[int]]] = dict,
         lag_by_topic: Callable[[], dict[str, int]] = dict,
         denials: Denials | None = None,
+        created: TopicsOnce | None = None,  # the worker's topics, made once (its feeds share it)
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -96,7 +97,12 @@ class Fleet(Service):
         self.heartbeat_problem = ""  # why the last heartbeat was not sent ("" once one is)
         self._producer: Producer | None = None
         self._feed = ModelFeed(
-            settings, self._received, topic=settings.status_topic, label="status", denials=denials
+            settings,
+            self._received,
+            topic=settings.status_topic,
+            label="status",
+            denials=denials,
+            topics=created,
         )
 
     def on_init_dependencies(self) -> list[Service]:

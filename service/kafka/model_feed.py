@@ -37,7 +37,7 @@ from service.kafka.authz import Denials, NotAuthorized, denied_as
 from service.kafka.clients import ensure_topics, fetch
 from service.kafka.readtoend import assign_all, drain, reader_group, standalone_consumer
 
-__all__ = ["ModelFeed", "ModelUpdate"]
+__all__ = ["ModelFeed", "ModelUpdate", "TopicsOnce"]
 
 #: Seconds the probe may fail in a row before the feed's consumer is replaced by a new one.
 _REPLACE_AFTER = 10.0
@@ -64,6 +64,30 @@ class ModelUpdate:
 HandOver = Callable[[ModelUpdate], Awaitable[None]]
 
 
+class TopicsOnce:
+    """The worker's topics created if absent, once: by the first of its feeds to reach
+    the broker, the others waiting for that one.
+
+    Not again on a reconnect (a broker restart, a replaced client): a topic deleted while
+    the worker runs is not created again behind its operator's back, and a batch that
+    cannot be written stalls, which ``/ready`` reports. One object per worker, shared by
+    its feeds, so ``/ready`` (the model and control topics replayed) comes after it.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._done = False
+        self._lock = asyncio.Lock()
+
+    async def ensure(self, timeout: float) -> None:
+        if self._done:
+            return
+        async with self._lock:
+            if not self._done:
+                await asyncio.wait_for(ensure_topics(self._settings, timeout=timeout), timeout + 1)
+                self._done = True
+
+
 class ModelFeed(Service):
     """Replays then tails a topic (the model topic unless told), handing each message over."""
 
@@ -76,10 +100,12 @@ class ModelFeed(Service):
         label: str = "model",
         after: asyncio.Event | None = None,
         denials: Denials | None = None,
+        topics: TopicsOnce | None = None,  # the worker's, shared by its feeds
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self._settings = settings
+        self._topics = topics or TopicsOnce(settings)
         self._hand_over = hand_over
         self._topic = topic or settings.model_topic
         self._label = label
@@ -104,7 +130,7 @@ class ModelFeed(Service):
         while not self.should_stop:
             try:
                 with denied_as("READ", self._topic, **self._group):
-                    await asyncio.wait_for(ensure_topics(self._settings, timeout=5.0), 6.0)
+                    await self._topics.ensure(timeout=5.0)
                     ends = await self._call(self._connect)
                     self.broker_reachable = True
                     backoff = 0.5

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import AdminClient  # type: ignore[attr-defined]
 
 from scripts.harness import publish_file
 from service.core.settings import Settings
@@ -71,3 +72,45 @@ def test_a_feed_whose_probe_keeps_failing_reads_on_with_a_new_consumer(
 
     asyncio.run(scenario())
     assert [(u.key, u.replay) for u in got] == [(b"wine", False)]
+
+
+def test_a_feed_that_reconnects_creates_no_topic_again(
+    make_settings: Callable[..., Settings],
+) -> None:
+    """A worker creates its topics once, when it starts. A topic deleted while it runs is
+    not created again behind its operator's back when a feed reconnects (a batch that
+    cannot be written then stalls, and /ready says so)."""
+    settings = make_settings()
+    admin = AdminClient({"bootstrap.servers": settings.bootstrap_servers[0]})
+
+    def exists(topic: str) -> bool:
+        return topic in admin.list_topics(timeout=30).topics
+
+    async def hand_over(update: ModelUpdate) -> None:
+        update.done.set_result(None)
+
+    async def scenario() -> None:
+        feed = ModelFeed(settings, hand_over)
+        await feed.start()
+        try:
+            await _until("the model topic replayed", feed.replayed.is_set)
+            assert await asyncio.to_thread(exists, settings.scored_topic)  # made at start
+            for future in admin.delete_topics([settings.scored_topic]).values():
+                await asyncio.to_thread(future.result, 30)
+            await _until("the deletion", lambda: not exists(settings.scored_topic))
+            first = feed._consumer
+            answering = feed._list_topics
+
+            def unanswered() -> None:
+                if feed._consumer is first:
+                    raise KafkaException(KafkaError(KafkaError._TRANSPORT, "no broker"))
+                answering()
+
+            feed._list_topics = unanswered  # type: ignore[method-assign]
+            await _until("a new consumer", lambda: feed._consumer not in (first, None))
+            await _until("the probe to answer again", lambda: feed.broker_reachable)
+        finally:
+            await feed.stop()
+
+    asyncio.run(scenario())
+    assert not exists(settings.scored_topic)
