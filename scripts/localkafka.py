@@ -27,6 +27,7 @@ import atexit
 import base64
 import contextlib
 import os
+import random
 import re
 import shutil
 import signal
@@ -130,8 +131,41 @@ def fetch(home: Path | None = None) -> Path:
     return libs
 
 
+_PICK = random.SystemRandom()  # not the global generator, which tests may seed alike
+_GIVEN: set[int] = set()  # handed out by this process: never twice (two servers, one port)
+
+
+def _ephemeral_range() -> tuple[int, int]:
+    """The ports the kernel gives outgoing connections (Linux; its default elsewhere)."""
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(low), int(high)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nobody listens on right now (the OS picks it)."""
+    """A TCP port on 127.0.0.1 that nobody listens on right now, for a server to bind.
+
+    Picked at random below the kernel's ephemeral range, not by binding port 0: the OS
+    picks that one from the ephemeral range, which every outgoing connection (a Kafka
+    client's, a test's) draws from too, so between this call and the server's bind a
+    client could take it (seen: a worker's HTTP bind failed with "address already in
+    use" in a full test run). Falls back to the OS's pick if no port below is free.
+    """
+    low, _ = _ephemeral_range()
+    if low > 11_000:
+        for _ in range(200):
+            port = _PICK.randrange(10_000, low)
+            if port in _GIVEN:
+                continue
+            with socket.socket() as s:
+                try:
+                    s.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+                _GIVEN.add(port)
+                return port
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
