@@ -9,9 +9,11 @@ request fails by hand (the one thing such a client shows), against a real broker
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from confluent_kafka import KafkaError, KafkaException
@@ -34,6 +36,35 @@ async def _until(what: str, done: Callable[[], bool]) -> None:
         await asyncio.sleep(0.05)
 
 
+@contextlib.asynccontextmanager
+async def _replayed_feed(
+    settings: Settings, hand_over: Callable[[ModelUpdate], Awaitable[None]]
+) -> AsyncIterator[ModelFeed]:
+    """A model feed, started and replayed; stopped on the way out."""
+    feed = ModelFeed(settings, hand_over)
+    await feed.start()
+    try:
+        await _until("the model topic replayed", feed.replayed.is_set)
+        yield feed
+    finally:
+        await feed.stop()
+
+
+def _silence_the_first_consumer(feed: ModelFeed) -> Any:
+    """From now on the probe of the feed's current consumer fails (the one thing such a
+    wedged client shows); a new consumer's probe answers. Returns the silenced one."""
+    first = feed._consumer
+    answering = feed._list_topics
+
+    def unanswered() -> None:
+        if feed._consumer is first:  # the old client only: a new one answers
+            raise KafkaException(KafkaError(KafkaError._TRANSPORT, "no broker"))
+        answering()
+
+    feed._list_topics = unanswered  # type: ignore[method-assign]
+    return first
+
+
 def test_a_feed_whose_probe_keeps_failing_reads_on_with_a_new_consumer(
     make_settings: Callable[..., Settings], trained: dict[str, Path]
 ) -> None:
@@ -47,28 +78,15 @@ def test_a_feed_whose_probe_keeps_failing_reads_on_with_a_new_consumer(
         update.done.set_result(None)
 
     async def scenario() -> None:
-        feed = ModelFeed(settings, hand_over)
-        await feed.start()
-        try:
-            await _until("the model topic replayed", feed.replayed.is_set)
+        async with _replayed_feed(settings, hand_over) as feed:
             await _until("the probe to reach the broker", lambda: feed.broker_reachable)
-            first = feed._consumer
-            answering = feed._list_topics
-
-            def unanswered() -> None:
-                if feed._consumer is first:  # the old client only: a new one answers
-                    raise KafkaException(KafkaError(KafkaError._TRANSPORT, "no broker"))
-                answering()
-
-            feed._list_topics = unanswered  # type: ignore[method-assign]
+            first = _silence_the_first_consumer(feed)
             await _until("the probe to fail", lambda: not feed.broker_reachable)
             await _until("a new consumer", lambda: feed._consumer not in (first, None))
             await _until("the probe to answer again", lambda: feed.broker_reachable)
             # The new consumer reads on from where the old one was: a model published now.
             await asyncio.to_thread(publish_file, settings, trained["wine-logreg"], "wine", "2")
             await _until("the new model message", lambda: len(got) == 1)
-        finally:
-            await feed.stop()
 
     asyncio.run(scenario())
     assert [(u.key, u.replay) for u in got] == [(b"wine", False)]
@@ -90,27 +108,14 @@ def test_a_feed_that_reconnects_creates_no_topic_again(
         update.done.set_result(None)
 
     async def scenario() -> None:
-        feed = ModelFeed(settings, hand_over)
-        await feed.start()
-        try:
-            await _until("the model topic replayed", feed.replayed.is_set)
+        async with _replayed_feed(settings, hand_over) as feed:
             assert await asyncio.to_thread(exists, settings.scored_topic)  # made at start
             for future in admin.delete_topics([settings.scored_topic]).values():
                 await asyncio.to_thread(future.result, 30)
             await _until("the deletion", lambda: not exists(settings.scored_topic))
-            first = feed._consumer
-            answering = feed._list_topics
-
-            def unanswered() -> None:
-                if feed._consumer is first:
-                    raise KafkaException(KafkaError(KafkaError._TRANSPORT, "no broker"))
-                answering()
-
-            feed._list_topics = unanswered  # type: ignore[method-assign]
+            first = _silence_the_first_consumer(feed)
             await _until("a new consumer", lambda: feed._consumer not in (first, None))
             await _until("the probe to answer again", lambda: feed.broker_reachable)
-        finally:
-            await feed.stop()
 
     asyncio.run(scenario())
     assert not exists(settings.scored_topic)
