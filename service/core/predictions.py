@@ -36,7 +36,7 @@ def _class_set(classes: tuple[str, ...]) -> tuple[np.ndarray, dict[str, int]]:
     array = _column(classes)
     array.flags.writeable = False
     index = {c: i for i, c in enumerate(classes)}
-    _INDEXES[id(array)] = (array, index)
+    _remember(array, index)
     return array, index
 
 
@@ -61,11 +61,17 @@ def _index_of(classes: np.ndarray) -> dict[Any, int]:
     hit = _INDEXES.get(id(classes))
     if hit is not None and hit[0] is classes:  # the entry keeps its array alive: no id reuse
         return hit[1]
+    index = {c: i for i, c in enumerate(classes.tolist())}
+    _remember(classes, index)
+    return index
+
+
+def _remember(classes: np.ndarray, index: dict[Any, int]) -> None:
+    """At most 256 sets (a changelog may name any number): the oldest is dropped, and
+    found again from its array if a held block still asks for it."""
     if len(_INDEXES) >= 256:
         del _INDEXES[next(iter(_INDEXES))]
-    index = {c: i for i, c in enumerate(classes.tolist())}
     _INDEXES[id(classes)] = (classes, index)
-    return index
 
 
 @dataclass(slots=True)

@@ -54,11 +54,10 @@ def flush_promptly(producer: Producer, timeout: float) -> int:
     end = time.monotonic() + timeout
     left = int(producer.flush(0))
     steps = 0
-    while left and steps < _SLICES and time.monotonic() < end:
-        left = int(producer.flush(_SLICE))
+    # Until the end itself: librdkafka counts whole milliseconds and may return just before.
+    while left and (remaining := end - time.monotonic()) > 0:
+        left = int(producer.flush(min(remaining, _SLICE) if steps < _SLICES else remaining))
         steps += 1
-    if left:
-        left = int(producer.flush(max(0.0, end - time.monotonic())))
     return left
 
 
