@@ -182,6 +182,29 @@ class WorkerProcess:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(sig)
 
+    def stacks(self, timeout: float = 10.0) -> str:
+        """Every thread's stack and every asyncio task of the running worker (its SIGUSR1:
+        the stack dump of Faust's runtime, written to the log), or "" if it is not running.
+
+        For a failed test: where a worker that went silent is waiting."""
+        if self.proc is None or self.proc.poll() is not None:
+            return ""
+        start = self.log_path.stat().st_size if self.log_path.exists() else 0
+        self.signal(signal.SIGUSR1)
+
+        deadline = time.monotonic() + timeout  # no WAIT_FLOOR: a blocked loop never answers
+        while time.monotonic() < deadline:
+            time.sleep(0.2)
+            with self.log_path.open("rb") as log:
+                log.seek(start)
+                text = log.read().decode(errors="replace")
+            if "TASKS" in text:
+                time.sleep(0.5)  # the tasks' stacks follow that heading
+                with self.log_path.open("rb") as log:
+                    log.seek(start)
+                    return log.read().decode(errors="replace")
+        return "(no stack dump: the event loop did not answer SIGUSR1)"
+
     def stop(self, timeout: float = 30) -> int | None:
         if self.proc is None:
             return None

@@ -73,8 +73,9 @@ def workers(
 ) -> Iterator[Callable[[Settings], WorkerProcess]]:
     """Start worker processes; every one is stopped (or killed) when the test ends.
 
-    A failed test prints the end of each worker's log (shown with the failure, as the
-    teardown's output), so a failure in CI says what the worker was doing."""
+    A failed test prints the end of each worker's log and, for a worker still running,
+    the stacks of its threads and asyncio tasks (shown with the failure, as the
+    teardown's output), so a failure in CI says what the worker was doing or waiting on."""
     started: list[WorkerProcess] = []
 
     def start(settings: Settings) -> WorkerProcess:
@@ -86,10 +87,14 @@ def workers(
     report = getattr(request.node, "report_call", None)
     failed = report is not None and report.failed
     for worker in started:
+        stacks = worker.stacks() if failed else ""  # where a silent worker waits
         worker.stop(timeout=20)
         if failed or os.environ.get("HOTSWAP_TEST_SHOW_LOGS"):
             print(f"--- the last lines of {worker.log_path.name} ---")
             print(worker.tail(200))
+        if stacks:
+            print(f"--- {worker.log_path.name}: its threads' and tasks' stacks at the failure ---")
+            print(stacks)
 
 
 WineWorker = Callable[..., tuple[Settings, WorkerProcess]]

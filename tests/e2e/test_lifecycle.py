@@ -133,6 +133,12 @@ def test_official_triton_clients_score_with_the_serving_model(
     assert client.infer("wine", [tensor], outputs=outputs).get_response()["model_version"] == "2"
     assert rpc.infer("wine", [raw]).get_response().model_version == "2"
     rpc.close()
+    # SIGUSR1 writes where every thread and task is to the log (how a failed test shows
+    # what a silent worker waits on), and the worker serves on.
+    stacks = worker.stacks()
+    assert "TASKS" in stacks, stacks[-2000:]
+    assert "data_feed.py" in stacks, stacks[-2000:]
+    assert client.infer("wine", [tensor], outputs=outputs).get_response()["model_version"] == "2"
     assert worker.stop() == 0  # the gRPC server stops with the worker, cleanly
 
 
