@@ -8,6 +8,7 @@ daemon thread of their own, and the caller stops waiting when its time is up
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 from collections.abc import Awaitable, Callable
 
@@ -20,12 +21,14 @@ async def bounded(fn: Callable[[], None], timeout: float) -> bool:
     done: asyncio.Future[None] = loop.create_future()
 
     def run() -> None:
+        error: BaseException | None = None
         try:
             fn()
         except BaseException as exc:  # handed to the waiting coroutine
-            loop.call_soon_threadsafe(_settle, done, exc)
-        else:
-            loop.call_soon_threadsafe(_settle, done, None)
+            error = exc
+        # A call that hung past the end of its event loop: nobody waits for it any more.
+        with contextlib.suppress(RuntimeError):  # "Event loop is closed"
+            loop.call_soon_threadsafe(_settle, done, error)
 
     threading.Thread(target=run, daemon=True, name="kafka-bounded").start()
     try:

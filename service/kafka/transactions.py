@@ -39,6 +39,13 @@ logger = logging.getLogger(__name__)
 Call = Callable[..., Awaitable[Any]]
 Offsets = list[TopicPartition]
 
+#: Seconds each transactional call is given (librdkafka's own timeout) and then waited for
+#: on a thread of its own before it counts as hung (after a broker restart, librdkafka's
+#: calls were seen blocking far past their timeouts). A hung call never holds the
+#: producer's thread: the producer is replaced and the batch read again.
+TIMEOUT = 10.0
+HUNG_AFTER = TIMEOUT + 5.0
+
 
 class Transactions:
     """The transaction steps of the data feed, run on the producer's thread (``call``)."""
@@ -67,11 +74,11 @@ class Transactions:
         try:
 
             def commit() -> None:
-                self._publisher.commit(offsets, generation, 10.0)
+                self._publisher.commit(offsets, generation, TIMEOUT)
 
             # On a thread of its own: after a broker restart, librdkafka's
             # send_offsets_to_transaction was seen blocking far past its timeout.
-            if await bounded(commit, 15.0):
+            if await bounded(commit, HUNG_AFTER):
                 self._metrics.transactions.labels("committed").inc()
                 self.replaced = False
                 return True
@@ -100,7 +107,12 @@ class Transactions:
                 return True
             if not fresh:
                 try:
-                    await self._call(self._publisher.abort, 5.0)
+                    # On a thread of its own, as the commit: a hung abort must not hold the
+                    # producer's thread (every later call queues behind it, silently).
+                    if not await bounded(lambda: self._publisher.abort(TIMEOUT / 2), HUNG_AFTER):
+                        logger.warning("the abort hangs; replacing the producer")
+                        fresh = True
+                        continue
                     if begin:
                         await self._call(self._publisher.begin)
                     return True
@@ -124,10 +136,11 @@ class Transactions:
         try:
             # On a thread of its own: a resumed init_transactions was seen blocking far past
             # its timeout after a broker restart, which held the producer's thread for good.
-            if not await bounded(lambda: self._publisher.replace(10.0), 20.0):
+            if not await bounded(lambda: self._publisher.replace(TIMEOUT), 2 * TIMEOUT):
                 logger.warning("replacing the producer hangs; a new one will take its place")
                 self._publisher.abandon_init()
                 return False
+            logger.warning("producer replaced")
             self.replaced = True
             if begin:
                 await self._call(self._publisher.begin)
@@ -156,7 +169,15 @@ class Transactions:
         points = resume_points(stable, firsts)
         try:
             generation = consumer.consumer_group_metadata()
-            await self._call(self._publisher.settle, points, generation, 10.0)
+
+            def settle() -> None:
+                self._publisher.settle(points, generation, TIMEOUT)
+
+            # A transaction's commit, so bounded as one (see :meth:`commit`).
+            if not await bounded(settle, HUNG_AFTER):
+                logger.warning("settling the committed offsets hangs")
+                await self.restart(begin=False, fresh=True)
+                return False
         except KafkaException as exc:
             if exc.args and fenced(exc.args[0]):
                 self._on_fenced()
