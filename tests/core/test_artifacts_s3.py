@@ -89,7 +89,9 @@ def test_a_dripping_store_is_cut_at_the_deadline(
     monkeypatch.setenv("AWS_ENDPOINT_URL", s3_drip.endpoint)
     error, took = _rejected(location, FetchPolicy(max_bytes=1_000_000, timeout=1.5, attempts=2))
     assert (error.reason, error.transient) == ("fetch_timeout", True)
-    assert 1.5 <= took < 2.5, took
+    # one byte every 0.1 s: uncut, the answer would take minutes (the rest is slack for a
+    # loaded machine, not a speed asserted)
+    assert 1.5 <= took < 10, took
 
 
 def test_a_store_that_is_down_is_transient_and_retried(

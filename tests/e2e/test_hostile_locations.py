@@ -190,5 +190,5 @@ def test_hostile_locations_are_rejected_in_time_and_memory_and_a_later_version_s
     wait_for(lambda: worker.model_version("wine") == "good", DEADLINE + 10, "the later version")
     later = time.monotonic() - started
     print(f"later good version serving {later:.1f}s after publish (behind a dripping one)")
-    assert later < DEADLINE + 5
+    assert later < DEADLINE + SLACK  # the drip alone would hold the feed for ever
     assert _rejection(worker, "drip-again") is not None

@@ -111,5 +111,7 @@ def test_a_model_published_to_s3_serves_and_bad_objects_are_rejected(
         took = time.monotonic() - started
         assert (entry["reason"], part in entry["detail"]) == (reason, True), entry
         assert "Signature" not in entry["detail"], entry  # never the presigned URL
-        assert took < DEADLINE + 5, f"{version} rejected after {took:.1f}s"
+        # The drip alone would hold a fetch for ever; the slack is the topic round trip
+        # on a loaded machine, not a speed asserted.
+        assert took < DEADLINE + 20, f"{version} rejected after {took:.1f}s"
         assert worker.model_version("wine") == "2", f"v2 stopped serving after {version}"
