@@ -11,6 +11,9 @@ __all__ = ["Lag"]
 
 logger = logging.getLogger(__name__)
 
+#: Seconds a feed may fetch nothing while records are unread before its log says so.
+STILL_FOR = 30.0
+
 
 class Lag:
     """Records of the assigned partitions the worker has not read yet (None: not known).
@@ -30,6 +33,10 @@ class Lag:
         self.by_topic: dict[str, int] = {}  # the same, per topic read (with routes, per route)
         self._at = 0.0
         self._starts: dict[tuple[str, int], int] = {}  # committed, for partitions not read yet
+        self._where: dict[tuple[str, int], int] = {}  # positions at the last refresh
+        self._still_since = 0.0  # since when they have not moved with records unread
+        self._said = False
+        self._at_before = 0.0
 
     def forget(self, partitions: list[TopicPartition]) -> None:
         """Newly assigned: where they start is asked again (another worker may have moved it)."""
@@ -69,6 +76,31 @@ class Lag:
             by_topic[key[0]] = by_topic.get(key[0], 0) + behind
         self.value = total if known or not assigned else None
         self.by_topic = by_topic
+        self._watch(positions)
+
+    def _watch(self, positions: list[TopicPartition]) -> None:
+        """Warn once when records stay unread and no position moves for ``STILL_FOR``: a
+        consumer that fetches nothing while there is something to read (its partitions
+        waiting on something inside the client) says so, not only its lag. The count is
+        by the high watermark: an upstream transaction still open can also hold records
+        back from a read_committed consumer until it ends."""
+        now = time.monotonic()
+        where = {(tp.topic, tp.partition): tp.offset for tp in positions}
+        gap = now - self._at_before  # refreshes come with fetches: a long gap is no fetch
+        self._at_before = now
+        if not self.value or where != self._where or gap > 5.0:
+            self._where, self._still_since, self._said = where, now, False
+            return
+        if not self._said and now - self._still_since > STILL_FOR:
+            self._said = True
+            shown = ", ".join(f"{t}[{p}]@{o}" for (t, p), o in sorted(where.items()))
+            logger.warning(
+                "no record fetched for %.0f s while %d are unread (positions: %s); if this "
+                "lasts, SIGUSR1 writes the worker's stacks to its log",
+                now - self._still_since,
+                self.value,
+                shown,
+            )
 
     @staticmethod
     def _committed(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable
 
@@ -11,6 +12,7 @@ from confluent_kafka import Consumer, TopicPartition
 
 from scripts.harness import send_raw
 from service.core.settings import Settings
+from service.kafka import lag as lag_module
 from service.kafka.clients import ensure_topics
 from service.kafka.lag import Lag, _behind
 
@@ -137,5 +139,61 @@ def test_lag_is_also_kept_per_topic(make_settings: Callable[..., Settings]) -> N
             lag = Lag()
             lag.refresh(consumer, assigned)
         assert lag.value == 25
+    finally:
+        consumer.close()
+
+
+def test_a_consumer_that_fetches_nothing_while_records_are_unread_is_named_once(
+    make_settings: Callable[..., Settings],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A worker's partitions can sit unfetched inside librdkafka (waiting on a committed
+    offset, a coordinator): the lag is then the only sign. Its log says so once, with the
+    positions; reading on clears it. Here the partition is paused after 10 of 100 records."""
+    monkeypatch.setattr(lag_module, "STILL_FOR", 0.5)
+    settings = make_settings()
+    asyncio.run(ensure_topics(settings))
+    topic = settings.data_topic
+    send_raw(settings, topic, [(b"k", b"v%d" % i) for i in range(100)], partition=0)
+    consumer = _consumer(settings)
+    tp = TopicPartition(topic, 0)
+    lag = Lag()
+
+    def refresh() -> int | None:
+        lag._at = 0.0  # the once-a-second bound is not under test
+        lag.refresh(consumer, {(topic, 0)})
+        return lag.value
+
+    try:
+        consumer.assign([TopicPartition(topic, 0, 0)])
+        taken = 0
+        while taken < 10:
+            taken += len(consumer.consume(10 - taken, 5.0))
+        consumer.pause([tp])
+        deadline = time.monotonic() + 120  # a bound for the broker's answers, not a budget
+        with caplog.at_level(logging.WARNING, logger="service.kafka.lag"):
+            while "no record fetched" not in caplog.text:
+                assert time.monotonic() < deadline, (refresh(), caplog.text)
+                refresh()
+                time.sleep(0.1)
+            for _ in range(10):  # once, not at every refresh
+                refresh()
+                time.sleep(0.1)
+            assert caplog.text.count("no record fetched") == 1
+            assert "90 are unread" in caplog.text
+            assert f"{topic}[0]@10" in caplog.text
+
+            consumer.resume([tp])
+            while taken < 100:
+                taken += len(consumer.consume(100 - taken, 5.0))
+            while refresh() != 0:  # read to the end
+                assert time.monotonic() < deadline, lag.value
+                time.sleep(0.1)
+            caplog.clear()
+            for _ in range(10):  # nothing unread: nothing said, however still
+                refresh()
+                time.sleep(0.1)
+            assert "no record fetched" not in caplog.text
     finally:
         consumer.close()
