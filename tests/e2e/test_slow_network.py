@@ -6,7 +6,8 @@ the test reach it only through the proxy: bootstrap, metadata, produce, fetch,
 group and transaction coordinator requests alike. The worker starts, a model
 arrives, 1,000 records are scored and a second version swaps in while they
 stream; under exactly_once every record is scored exactly once, under
-at_least_once at least once, and nothing is dead-lettered.
+at_least_once at least once, and nothing is dead-lettered. Then the link is cut
+for longer than the group's session and the transaction timeout, mid-stream.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
@@ -48,6 +50,7 @@ class _DelayProxy:
     def __init__(self, listen: int, upstream: int, delay: float) -> None:
         self.listen, self.upstream, self.delay = listen, upstream, delay
         self._loop = asyncio.new_event_loop()
+        self._flowing = asyncio.Event()
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True, name="delay-proxy")
 
@@ -61,8 +64,15 @@ class _DelayProxy:
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
 
+    def silence(self, seconds: float) -> None:
+        """Deliver nothing for ``seconds`` (connections stay open, bytes wait): a partition."""
+        self._loop.call_soon_threadsafe(self._flowing.clear)
+        time.sleep(seconds)
+        self._loop.call_soon_threadsafe(self._flowing.set)
+
     def _run(self) -> None:
         asyncio.set_event_loop(self._loop)
+        self._flowing.set()
         server = self._loop.run_until_complete(
             asyncio.start_server(self._serve, "127.0.0.1", self.listen)
         )
@@ -92,6 +102,7 @@ class _DelayProxy:
                 if not chunk:
                     break
                 await asyncio.sleep(max(0.0, due - time.monotonic()))
+                await self._flowing.wait()
                 writer.write(chunk)
                 await writer.drain()
 
@@ -105,9 +116,16 @@ class _DelayProxy:
             writer.close()
 
 
+@dataclass(frozen=True)
+class Far:
+    bootstrap: str  # through the delay proxy
+    direct: str  # the broker's own listener, for the test's producers while the link is cut
+    proxy: _DelayProxy
+
+
 @pytest.fixture(scope="module")
-def far_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """``host:port`` of a broker reached only through the delay proxy."""
+def far_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Far]:
+    """A broker reached through the delay proxy (and, for the test alone, directly)."""
     port, slow, proxied = free_port(), free_port(), free_port()
     broker = LocalKafka(port, tmp_path_factory.mktemp("far-kafka"))
     cport = broker.controller_port
@@ -123,15 +141,20 @@ def far_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             ),
         }
     )
-    with broker, _DelayProxy(proxied, slow, DELAY):
-        yield f"127.0.0.1:{proxied}"
+    with broker, _DelayProxy(proxied, slow, DELAY) as proxy:
+        yield Far(f"127.0.0.1:{proxied}", broker.bootstrap, proxy)
 
 
 @pytest.fixture
-def far_settings(far_kafka: str, tmp_path: Path) -> Callable[..., Settings]:
+def far_settings(far_kafka: Far, tmp_path: Path) -> Callable[..., Settings]:
     def make(**overrides: object) -> Settings:
         return isolated_settings(
-            far_kafka, tmp_path, "far", tag=uuid.uuid4().hex[:8], log_level="INFO", **overrides
+            far_kafka.bootstrap,
+            tmp_path,
+            "far",
+            tag=uuid.uuid4().hex[:8],
+            log_level="INFO",
+            **overrides,
         )
 
     return make
@@ -179,4 +202,47 @@ def test_a_far_broker_scores_every_record_and_swaps(
     assert {r.json()["version"] for r in scored} <= {"1", "2"}
     letters = consume(settings, settings.dead_letter_topic, until=lambda rs: False, timeout=2)
     assert letters == []
+    assert worker.stop() == 0
+
+
+@pytest.mark.parametrize("guarantee", ["at_least_once", "exactly_once"])
+def test_a_partition_longer_than_every_timeout_loses_nothing(
+    far_kafka: Far,
+    far_settings: Callable[..., Settings],
+    workers: Callable[[Settings], WorkerProcess],
+    trained: dict[str, Path],
+    guarantee: str,
+) -> None:
+    """The link goes silent for 25 s mid-stream (connections open, nothing delivered):
+    past the session timeout (10 s) and the transaction timeout (10 s), so the group
+    moves on and an open transaction is aborted by the broker. Records keep arriving
+    (written directly). Once the link is back the worker scores every one of them,
+    none twice under exactly_once, and stays up."""
+    settings = far_settings(processing_guarantee=guarantee)
+    direct = settings.model_copy(update={"broker": f"kafka://{far_kafka.direct}"})
+    publish_file(settings, trained["wine-logreg"], "wine", "1")
+    worker = workers(settings)
+    worker.wait_ready()
+    ids = [f"p{i}" for i in range(RECORDS)]
+    records = [(i.encode(), orjson.dumps({"id": i, "features": ROW, "model": "wine"})) for i in ids]
+    third = RECORDS // 3
+    send_raw(direct, settings.data_topic, records[:third])
+    wait_for(lambda: worker.metric("hotswap_records_scored_total") >= 1, 60, "scoring under way")
+    cut = threading.Thread(target=far_kafka.proxy.silence, args=(25.0,))
+    cut.start()
+    send_raw(direct, settings.data_topic, records[third : 2 * third])
+    cut.join()
+    send_raw(direct, settings.data_topic, records[2 * third :])
+
+    def every_id(rs: list[ConsumedRecord]) -> bool:
+        return len({r.json()["id"] for r in rs}) >= RECORDS
+
+    scored = consume(direct, settings.scored_topic, until=every_id)
+    counts = Counter(r.json()["id"] for r in scored)
+    assert set(counts) == set(ids), f"{len(set(ids) - set(counts))} records not scored"
+    if guarantee == "exactly_once":
+        assert max(counts.values()) == 1, counts.most_common(3)
+    assert worker.proc is not None
+    assert worker.proc.poll() is None, "the worker stopped"
+    wait_for(lambda: worker.get("/ready").status_code == 200, 60, "ready again")
     assert worker.stop() == 0
