@@ -205,20 +205,19 @@ def test_a_far_broker_scores_every_record_and_swaps(
     assert worker.stop() == 0
 
 
-@pytest.mark.parametrize("guarantee", ["at_least_once", "exactly_once"])
 def test_a_partition_longer_than_every_timeout_loses_nothing(
     far_kafka: Far,
     far_settings: Callable[..., Settings],
     workers: Callable[[Settings], WorkerProcess],
     trained: dict[str, Path],
-    guarantee: str,
 ) -> None:
     """The link goes silent for 25 s mid-stream (connections open, nothing delivered):
     past the session timeout (10 s) and the transaction timeout (10 s), so the group
     moves on and an open transaction is aborted by the broker. Records keep arriving
     (written directly). Once the link is back the worker scores every one of them,
-    none twice under exactly_once, and stays up."""
-    settings = far_settings(processing_guarantee=guarantee)
+    none twice, and stays up. exactly_once only, the stricter promise and the longer
+    path (at_least_once passed it too, by hand; its broker faults are in test_faults)."""
+    settings = far_settings(processing_guarantee="exactly_once")
     direct = settings.model_copy(update={"broker": f"kafka://{far_kafka.direct}"})
     publish_file(settings, trained["wine-logreg"], "wine", "1")
     worker = workers(settings)
@@ -240,8 +239,7 @@ def test_a_partition_longer_than_every_timeout_loses_nothing(
     scored = consume(direct, settings.scored_topic, until=every_id)
     counts = Counter(r.json()["id"] for r in scored)
     assert set(counts) == set(ids), f"{len(set(ids) - set(counts))} records not scored"
-    if guarantee == "exactly_once":
-        assert max(counts.values()) == 1, counts.most_common(3)
+    assert max(counts.values()) == 1, counts.most_common(3)
     assert worker.proc is not None
     assert worker.proc.poll() is None, "the worker stopped"
     wait_for(lambda: worker.get("/ready").status_code == 200, 60, "ready again")
