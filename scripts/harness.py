@@ -193,16 +193,17 @@ class WorkerProcess:
         self.signal(signal.SIGUSR1)
 
         deadline = time.monotonic() + timeout  # no WAIT_FLOOR: a blocked loop never answers
+        text, size = "", -1
         while time.monotonic() < deadline:
-            time.sleep(0.2)
+            time.sleep(0.5)
             with self.log_path.open("rb") as log:
                 log.seek(start)
-                text = log.read().decode(errors="replace")
-            if "TASKS" in text:
-                time.sleep(0.5)  # the tasks' stacks follow that heading
-                with self.log_path.open("rb") as log:
-                    log.seek(start)
-                    return log.read().decode(errors="replace")
+                now = log.read().decode(errors="replace")
+            if "TASKS" in text and len(now) == size:  # the dump has stopped growing
+                return text
+            text, size = now, len(now)
+        if "TASKS" in text:
+            return text
         return "(no stack dump: the event loop did not answer SIGUSR1)"
 
     def stop(self, timeout: float = 30) -> int | None:

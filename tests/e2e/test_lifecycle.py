@@ -135,7 +135,7 @@ def test_official_triton_clients_score_with_the_serving_model(
     rpc.close()
     # SIGUSR1 writes where every thread and task is to the log (how a failed test shows
     # what a silent worker waits on), and the worker serves on.
-    stacks = worker.stacks()
+    stacks = worker.stacks(timeout=60)  # a bound for a loaded machine, not a budget
     assert "TASKS" in stacks, stacks[-2000:]
     assert "data_feed.py" in stacks, stacks[-2000:]
     assert client.infer("wine", [tensor], outputs=outputs).get_response()["model_version"] == "2"

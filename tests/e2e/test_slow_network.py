@@ -219,7 +219,7 @@ def test_a_far_broker_scores_every_record_and_swaps(
     counts = _scored(settings, settings.scored_topic, ids)
     if guarantee == "exactly_once":
         assert max(counts.values()) == 1, counts.most_common(3)
-    letters = consume(settings, settings.dead_letter_topic, until=lambda rs: False, timeout=2)
+    letters = consume(settings, settings.dead_letter_topic, until=lambda rs: False, timeout=10)
     assert letters == []
     assert worker.stop() == 0
 

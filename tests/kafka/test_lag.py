@@ -167,11 +167,12 @@ def test_a_consumer_that_fetches_nothing_while_records_are_unread_is_named_once(
 
     try:
         consumer.assign([TopicPartition(topic, 0, 0)])
+        deadline = time.monotonic() + 120  # a bound for the broker's answers, not a budget
         taken = 0
         while taken < 10:
+            assert time.monotonic() < deadline, taken
             taken += len(consumer.consume(10 - taken, 5.0))
         consumer.pause([tp])
-        deadline = time.monotonic() + 120  # a bound for the broker's answers, not a budget
         with caplog.at_level(logging.WARNING, logger="service.kafka.lag"):
             while "no record fetched" not in caplog.text:
                 assert time.monotonic() < deadline, (refresh(), caplog.text)
@@ -186,6 +187,7 @@ def test_a_consumer_that_fetches_nothing_while_records_are_unread_is_named_once(
 
             consumer.resume([tp])
             while taken < 100:
+                assert time.monotonic() < deadline, taken
                 taken += len(consumer.consume(100 - taken, 5.0))
             while refresh() != 0:  # read to the end
                 assert time.monotonic() < deadline, lag.value
