@@ -40,7 +40,8 @@ from service.core.predictions import PredictionBlock
 from service.core.registry import ModelRegistry
 from service.core.scoring import Scorer
 from service.core.settings import Settings
-from service.kafka.batch import account, records_of
+from service.kafka.batch import account
+from service.kafka.fetched import records_of
 from service.kafka.memory import tune_memory
 from service.kafka.publisher import Publisher
 from service.tools.publish import PublishRequest, build_message

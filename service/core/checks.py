@@ -13,6 +13,7 @@ import numpy as np
 from service.core import errors
 from service.core.messages import ModelMessage
 from service.core.runtime import ModelRuntime, Signature
+from service.core.runtime.base import Outputs
 
 __all__ = ["check_compatible", "warm_up"]
 
@@ -36,15 +37,16 @@ def check_compatible(
         )
 
 
-def warm_up(message: ModelMessage, runtime: ModelRuntime, rows: int) -> None:
-    """Run the model once on its samples (checking expected labels) or on ``rows`` zeros."""
+def warm_up(message: ModelMessage, runtime: ModelRuntime, rows: int) -> Outputs:
+    """Run the model once on its samples (checking expected labels) or on ``rows`` zeros;
+    its outputs, for the caller to check that they render as scored records."""
     samples = message.metadata.get("samples")
-    width = runtime.signature.width
+    width, dtype = runtime.signature.width, runtime.signature.dtype
     try:
         if isinstance(samples, dict) and isinstance(samples.get("inputs"), list):
-            batch = np.asarray(samples["inputs"], dtype=np.float32).reshape(-1, width)
+            batch = np.asarray(samples["inputs"], dtype=dtype).reshape(-1, width)
         else:
-            batch = np.zeros((rows, width), dtype=np.float32)
+            batch = np.zeros((rows, width), dtype=dtype)
         outputs = runtime.predict(batch)
     except errors.ModelRejected:
         raise
@@ -61,3 +63,4 @@ def warm_up(message: ModelMessage, runtime: ModelRuntime, rows: int) -> None:
             raise errors.WarmupFailed(
                 f"sample predictions {got[:5]} differ from published labels {expected[:5]}"
             )
+    return outputs

@@ -107,6 +107,9 @@ class SchemaDecode(RecordRejected):
 
 
 class ScoringFailed(RecordRejected):
+    """The model failed on this row alone, or the record could not be scored for a reason no
+    other check names (its detail holds the exception)."""
+
     reason = "scoring_failed"
 
 

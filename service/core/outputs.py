@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import orjson
@@ -28,7 +28,9 @@ from service.core.messages import (
     HEADER_VERSION,
     utc_now_iso,
 )
-from service.core.registry import ServingModel
+
+if TYPE_CHECKING:
+    from service.core.registry import ServingModel
 
 __all__ = [
     "DeadLetter",
@@ -188,5 +190,5 @@ def render(model: ServingModel, outputs: dict[str, np.ndarray], ids: list[Any]) 
         if columns:
             doc["outputs"] = {column: values[j] for column, values in columns.items()}
         doc["scored_at"] = scored_at
-        docs.append(dumps(doc))
+        docs.append(dumps(doc, option=orjson.OPT_NON_STR_KEYS))  # a ZipMap's int classes
     return docs

@@ -23,6 +23,7 @@ from service.core import errors
 from service.core.artifacts import FetchPolicy, fetch_artifact
 from service.core.checks import check_compatible, warm_up
 from service.core.messages import ModelMessage
+from service.core.outputs import render
 from service.core.runtime import ModelRuntime, load_runtime
 from service.core.settings import Settings
 from service.core.stats import LatencyStats
@@ -161,12 +162,18 @@ class ModelRegistry:
             current = self._current.get(message.name)
             old = current.runtime.signature if current is not None else None
             check_compatible(message, runtime.signature, old, current.version if current else "?")
-            warm_up(message, runtime, self._limits.warmup_rows)
+            outputs = warm_up(message, runtime, self._limits.warmup_rows)
+            load_ms = (_now() - started).total_seconds() * 1000
+            model = ServingModel(message=message, runtime=runtime, load_ms=load_ms)
+            try:  # a scored record of each warm-up row, as scoring would write it
+                render(model, outputs, list(range(len(next(iter(outputs.values()), [])))))
+            except Exception as exc:
+                detail = f"its outputs cannot be written as scored records: {exc}"
+                raise errors.WarmupFailed(detail[:500]) from None
         except BaseException:
             runtime.close()
             raise
-        load_ms = (_now() - started).total_seconds() * 1000
-        return ServingModel(message=message, runtime=runtime, load_ms=load_ms)
+        return model
 
     def cancel_builds(self) -> None:
         """Make fetches in progress (and later ones) fail fast with ``fetch_cancelled``: on stop."""

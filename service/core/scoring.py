@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from service.core import errors
+from service.core.candidate import score_candidate
 from service.core.messages import DataRecord, decode_records
 from service.core.outputs import (
     DeadLetter,
@@ -27,8 +28,7 @@ from service.core.outputs import (
     scored_all,
 )
 from service.core.registry import ModelRegistry, ServingModel
-from service.core.rollout import Rollout, compare_outputs
-from service.core.runtime import Signature
+from service.core.rows import as_rows, row_of, too_large
 from service.core.runtime.base import Outputs
 from service.core.uniform import Uniform, uniform_batch
 
@@ -65,25 +65,6 @@ class BatchResult:
     calls: list[ModelCall] = field(default_factory=list)
 
 
-def _row(features: list[float] | dict[str, float], signature: Signature) -> list[float]:
-    if isinstance(features, list):
-        if len(features) != signature.width:
-            raise errors.WrongFeatureCount(
-                f"record has {len(features)} features, model takes {signature.width}"
-            )
-        return features
-    names = signature.feature_names
-    if not names:
-        raise errors.UnknownFeature("record names its features but the model has no names")
-    missing = [n for n in names if n not in features]
-    if missing:
-        raise errors.MissingFeature(f"missing features: {', '.join(missing[:10])}")
-    if len(features) != len(names):
-        extra = sorted(set(features) - set(names))
-        raise errors.UnknownFeature(f"unknown features: {', '.join(extra[:10])}")
-    return [features[n] for n in names]
-
-
 class Scorer:
     """Scores batches against the registry's current models."""
 
@@ -94,8 +75,49 @@ class Scorer:
         self._max_bytes = max_record_bytes
         self._default_model = default_model
         self.observer: Any = None  # quality and drift (service.core.observe.Observer), if any
+        self._said: set[str] = set()  # failures logged with their traceback
 
     def score(self, records: Sequence[InputRecord]) -> BatchResult:
+        """Every record's output or dead letter, in input order; never raises for a record.
+
+        A defect no check names (an id orjson cannot write back, a model output
+        that cannot be rendered, a bug) would otherwise fail the whole batch, and
+        the feed would read it again forever: the batch is then scored record by
+        record, and the records that still fail are dead-lettered ``scoring_failed``.
+        """
+        try:
+            return self._score_batch(records)
+        except Exception as exc:
+            self._say_once(exc, len(records))
+        return self._score_each(records)
+
+    def _score_each(self, records: Sequence[InputRecord]) -> BatchResult:
+        result = BatchResult()
+        for record in records:
+            try:
+                one = self._score_batch([record])
+            except Exception as exc:
+                failed = errors.ScoringFailed(f"{type(exc).__name__}: {exc}"[:500])
+                result.outputs.append(dead_letter(record, failed))
+                continue
+            result.outputs += one.outputs
+            result.calls += one.calls
+        return result
+
+    def _say_once(self, exc: Exception, records: int) -> None:
+        """A warning per failing batch; the traceback once per kind of failure."""
+        kind = f"{type(exc).__name__}: {str(exc)[:200]}"
+        first = kind not in self._said
+        if first and len(self._said) < 100:
+            self._said.add(kind)
+        logger.warning(
+            "scoring a batch of %d records failed (%s); scoring them one by one",
+            records,
+            kind,
+            exc_info=first,
+        )
+
+    def _score_batch(self, records: Sequence[InputRecord]) -> BatchResult:
         result = BatchResult()
         values = [record.value for record in records]
         most, default = self._max_bytes, self._default_model
@@ -145,9 +167,12 @@ class Scorer:
         rollout = self._registry.rollout(batch.model)
         if rollout is not None and rollout.active():
             return False
-        if set(map(len, batch.rows)) != {model.runtime.signature.width}:
+        signature = model.runtime.signature
+        if set(map(len, batch.rows)) != {signature.width}:
             return False
-        rows = np.asarray(batch.rows, dtype=np.float32)
+        rows, out_of_range = as_rows(batch.rows, signature.dtype)
+        if out_of_range:  # the general path names their records
+            return False
         outputs = self._predict(model, rows, result)
         if outputs is None:  # isolate the rows that make the model fail
             slots: list[Scored | DeadLetter | None] = [None] * len(records)
@@ -157,9 +182,10 @@ class Scorer:
             )
             result.outputs = [s for s in slots if s is not None]
             return True
+        docs = render(model, outputs, batch.ids)  # before the observer: this can fail
         if self.observer is not None:
             self.observer.scored(model, rows, outputs, records, batch.ids)
-        result.outputs = list(scored_all(model, records, render(model, outputs, batch.ids)))
+        result.outputs = list(scored_all(model, records, docs))
         return True
 
     def _score_group(
@@ -182,7 +208,7 @@ class Scorer:
             rows, positions, ids = [], [], []
             for i, decoded in members:
                 try:
-                    rows.append(_row(decoded.features, signature))
+                    rows.append(row_of(decoded.features, signature))
                 except errors.RecordRejected as exc:
                     slots[i] = dead_letter(records[i], exc)
                     continue
@@ -190,7 +216,18 @@ class Scorer:
                 ids.append(decoded.id)
         if not rows:
             return
-        batch = np.asarray(rows, dtype=np.float32)
+        batch, out_of_range = as_rows(rows, signature.dtype)
+        if out_of_range:
+            for j in out_of_range:
+                slots[positions[j]] = dead_letter(records[positions[j]], too_large(batch.dtype))
+            kept = sorted(set(range(len(positions))) - set(out_of_range))
+            batch, positions, ids = (
+                batch[kept],
+                [positions[j] for j in kept],
+                [ids[j] for j in kept],
+            )
+            if not positions:
+                return
         outputs = self._predict(model, batch, result)
         if outputs is None:
             self._score_rows(model, batch, positions, members, records, slots, result, render)
@@ -201,61 +238,25 @@ class Scorer:
         if rollout is None or not rollout.active():
             self._place(model, outputs, ids, positions, records, slots, render)
             return
-        taken = self._roll_out(
-            rollout, model, batch, outputs, ids, positions, records, slots, shadows, render
+        taken = score_candidate(
+            rollout,
+            model,
+            batch,
+            outputs,
+            ids,
+            positions,
+            records,
+            slots,
+            shadows,
+            predict=lambda candidate, rows: self._predict(candidate, rows, None),
+            render=render,
+            observer=self.observer,
         )
         kept = [j for j in range(len(positions)) if j not in taken]
         if len(kept) < len(positions):
             outputs = {k: v[kept] for k, v in outputs.items()}
         kept_ids, kept_positions = [ids[j] for j in kept], [positions[j] for j in kept]
         self._place(model, outputs, kept_ids, kept_positions, records, slots, render)
-
-    def _roll_out(
-        self,
-        rollout: Rollout,
-        model: ServingModel,
-        batch: np.ndarray,
-        outputs: dict[str, np.ndarray],
-        ids: list[Any],
-        positions: list[int],
-        records: Sequence[InputRecord],
-        slots: list[Scored | DeadLetter | None],
-        shadows: list[Scored],
-        render: Render,
-    ) -> set[int]:
-        """Shadow: the candidate scores every row too, to the shadow topic. Canary: the rows
-        whose key falls below the fraction are the candidate's. Returns the rows it took."""
-        candidate = rollout.candidate
-        assert candidate is not None
-        shadow = rollout.stage == "shadow"
-        if shadow:
-            picked = list(range(len(positions)))
-        else:
-            picked = [
-                j for j, i in enumerate(positions) if rollout.to_candidate(records[i].key, ids[j])
-            ]
-            if not picked:
-                return set()
-        rows = batch if shadow else batch[picked]
-        figures = rollout.comparison
-        got = self._predict(candidate, rows, None)
-        if got is None:  # the serving version's outputs stand for these rows
-            figures.candidate_errors += len(picked)
-            return set()
-        figures.candidate_rows += len(picked)
-        mine = outputs if shadow else {k: v[picked] for k, v in outputs.items()}
-        sig = candidate.runtime.signature
-        compare_outputs(model.runtime.signature, mine, sig, got, len(picked), figures)
-        docs = render(candidate, got, [ids[j] for j in picked])
-        sources = [records[positions[j]] for j in picked]
-        if self.observer is not None:
-            self.observer.scored(candidate, rows, got, sources, [ids[j] for j in picked], True)
-        if shadow:
-            shadows.extend(scored_all(candidate, sources, docs, shadow=True))
-            return set()
-        for j, output in zip(picked, scored_all(candidate, sources, docs)):
-            slots[positions[j]] = output
-        return set(picked)
 
     @staticmethod
     def _predict(

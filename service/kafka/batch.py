@@ -17,22 +17,19 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
-from service.core import errors
 from service.core.metrics import Metrics
 from service.core.scoring import InputRecord, Scored
 from service.core.settings import Settings
 from service.kafka.authz import NotAuthorized, is_denial, named, principal_of
 from service.kafka.delivery import Failure, Output
-from service.kafka.refused import tombstone_letter
 
-_LATENCY_SAMPLES = 32
+LATENCY_SAMPLES = 32  # inputs per batch that keep their timestamp: a sample, see account()
 
 __all__ = [
     "Batch",
     "BatchState",
     "account",
     "assign_again",
-    "records_of",
     "resume_points",
     "rewind",
     "seek_back",
@@ -178,72 +175,9 @@ def account(metrics: Metrics, outputs: Sequence[Output]) -> None:
         metrics.records_dead_lettered.labels(reason).inc(n)
     for model, values in latencies.items():
         histogram = metrics.end_to_end_latency.labels(metrics.model_label(model))
-        step = max(1, len(values) // _LATENCY_SAMPLES)
+        step = max(1, len(values) // LATENCY_SAMPLES)
         for value in values[::step]:  # a sample per batch: observing each record costs ~1 µs
             histogram.observe(max(0.0, value))
-
-
-def records_of(
-    messages: list[Message],
-) -> tuple[list[InputRecord], list[Output], list[TopicPartition], list[TopicPartition]]:
-    """Input records, dead letters for what the client could not read, and per partition
-    the offset to commit (after the highest read) and the first offset read.
-
-    Only every few records keep their Kafka timestamp: the end-to-end latency
-    histogram observes a sample of each batch anyway (see :func:`account`).
-    """
-    records: list[InputRecord] = []
-    letters: list[Output] = []
-    lows: dict[tuple[str, int], int] = {}
-    highs: dict[tuple[str, int], int] = {}
-    append, make = records.append, InputRecord
-    step = max(1, len(messages) // _LATENCY_SAMPLES)
-    run: tuple[str, int] | None = None  # a fetch returns runs of one partition: their
-    low = high = 0  # lowest and highest offsets are kept here, merged once per run
-    for n, m in enumerate(messages):
-        topic, partition, offset = m.topic() or "", m.partition(), m.offset()
-        if partition is None or offset is None or offset < 0:
-            logger.warning("data consumer: %s", m.error())
-            continue
-        error = m.error()
-        if error is None:
-            stamp = m.timestamp()[1] / 1000 if n % step == 0 else None
-            append(make(m.key(), m.value(), topic, partition, offset, stamp))
-        else:
-            where = InputRecord(None, None, topic, partition, offset)
-            letters.append(tombstone_letter(where, errors.UndecodableBatch(str(error)[:500])))
-        if run is not None and partition == run[1] and topic == run[0]:
-            if offset > high:
-                high = offset
-            elif offset < low:
-                low = offset
-            continue
-        if run is not None:
-            _merge(lows, highs, run, low, high)
-        run, low, high = (topic, partition), offset, offset
-    if run is not None:
-        _merge(lows, highs, run, low, high)
-    return (
-        records,
-        letters,
-        [TopicPartition(t, p, o + 1) for (t, p), o in highs.items()],
-        [TopicPartition(t, p, o) for (t, p), o in lows.items()],
-    )
-
-
-def _merge(
-    lows: dict[tuple[str, int], int],
-    highs: dict[tuple[str, int], int],
-    run: tuple[str, int],
-    low: int,
-    high: int,
-) -> None:
-    """Fold one run's lowest and highest offsets into its partition's."""
-    known = lows.get(run)
-    if known is None:
-        lows[run], highs[run] = low, high
-    else:
-        lows[run], highs[run] = min(known, low), max(highs[run], high)
 
 
 def rewind(

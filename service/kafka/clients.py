@@ -18,7 +18,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAuthorizationFailedError
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message
+from confluent_kafka import KafkaException
 from confluent_kafka.admin import (  # type: ignore[attr-defined]
     AdminClient,
     ConfigResource,
@@ -35,13 +35,11 @@ __all__ = [
     "client_options",
     "consumer",
     "ensure_topics",
-    "fetch",
     "group_consumer_config",
     "partitions_of",
     "producer",
     "rdkafka_config",
     "topic_limits",
-    "unstarted",
 ]
 
 logger = logging.getLogger(__name__)
@@ -182,7 +180,10 @@ def producer(settings: Settings, **overrides: Any) -> AIOKafkaProducer:
 
 
 def consumer(settings: Settings, *topics: str, **overrides: Any) -> AIOKafkaConsumer:
+    """A tool's reader. read_committed (librdkafka's default, not aiokafka's): a dead letter
+    or model message of an aborted transaction was never written, so no tool acts on one."""
     options: dict[str, Any] = {
+        "isolation_level": "read_committed",
         "enable_auto_commit": False,
         "auto_offset_reset": "earliest",
         "fetch_max_bytes": 64 * 1024 * 1024,
@@ -243,6 +244,13 @@ async def ensure_topics(
         missing = [t for t in wanted if t.name not in existing]
         if not missing:
             return
+        if settings.data_topic in existing:  # the labels co-partitioned with the data as it is
+            cluster = await admin._client.fetch_all_metadata()
+            count = len(cluster.partitions_for_topic(settings.data_topic) or ())
+            missing = [
+                NewTopic(t.name, count, rf) if t.name == settings.labels_topic and count else t
+                for t in missing
+            ]
         response = await admin.create_topics(missing)
         for topic, code, *rest in response.topic_errors:
             if code == _TOPIC_AUTHORIZATION_FAILED:
@@ -253,39 +261,6 @@ async def ensure_topics(
                 logger.info("created topic %s", topic)
     finally:
         await admin.close()
-
-
-def fetch(consumer: Consumer, most: int, timeout: float, eager: bool) -> list[Message]:
-    """Up to ``most`` records. ``eager``: what has arrived, waiting up to ``timeout`` only
-    for the first record (a quiet stream is scored at once); otherwise records gathered
-    for up to ``timeout`` (an exactly_once transaction of a useful size)."""
-    if not eager:
-        return consumer.consume(most, timeout)
-    messages = consumer.consume(most, 0)
-    if messages:
-        return messages
-    first = consumer.poll(timeout)
-    if first is None:
-        return []
-    return [first, *consumer.consume(most - 1, 0)] if most > 1 else [first]
-
-
-_COORDINATOR_GONE = {KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_NOT_AVAILABLE}
-
-
-def unstarted(messages: list[Message]) -> bool:
-    """Whether the client reports that the group's committed offsets could not be read.
-
-    librdkafka then never starts fetching the partitions it was reading them for (issue
-    #5586: a request-level ``NOT_COORDINATOR`` on OffsetFetch is not retried), and the
-    consumer sits idle with a growing lag. Assigning them again reads the offsets anew.
-    """
-    return any(
-        (error := m.error()) is not None
-        and m.offset() is None
-        and (error.code() in _COORDINATOR_GONE or "committed offsets" in error.str())
-        for m in messages
-    )
 
 
 _ADMIN_KEYS = {

@@ -8,10 +8,9 @@ is acknowledged (a crash in between re-scores the batch: duplicates, never a los
 generation the batch was read in (KIP-447), so a zombie is fenced; a failure aborts it and
 the batch is read and sent again.
 
-The wait for batch N's acknowledgements (or its commit) overlaps the fetching and scoring of
-batch N+1. A rebalance (its callbacks run inside ``consume``) waits for the batch being
-delivered. Blocking calls run on a consumer thread and a producer thread with bounded
-timeouts, so a stop finishes the batch (or gives it up after ``HOTSWAP_STOP_TIMEOUT``).
+The wait for batch N's acknowledgements (or commit) overlaps fetching and scoring batch N+1; a
+rebalance (callbacks run inside ``consume``) waits for the batch being delivered. Blocking calls
+run on two threads, bounded: a stop finishes the batch or gives it up (``HOTSWAP_STOP_TIMEOUT``).
 """
 
 from __future__ import annotations
@@ -32,10 +31,11 @@ from service.core.metrics import Metrics
 from service.core.scoring import InputRecord
 from service.core.settings import Settings
 from service.kafka.assignment import Assignment
-from service.kafka.batch import Batch, BatchState, account, assign_again, records_of, rewind
-from service.kafka.clients import fetch, group_consumer_config, unstarted
+from service.kafka.batch import Batch, BatchState, account, assign_again, rewind
+from service.kafka.clients import group_consumer_config
 from service.kafka.commits import DeliveredOffsets
 from service.kafka.delivery import Output, permanent
+from service.kafka.fetched import fetch, records_of, unstarted
 from service.kafka.lag import Lag
 from service.kafka.memory import tune_memory
 from service.kafka.publisher import Publisher
@@ -212,9 +212,9 @@ class DataFeed(Assignment, Service):
                 )
         except errors.RegistryUnavailable as exc:  # not the records' fault: read them again
             failed = self.progress.waiting(offsets, exc)
-        except Exception as exc:  # the agent could not score: read the batch again
-            logger.exception("scoring %d records failed; reading them again", len(records))
-            failed = exc
+        except Exception as exc:  # not a record's fault (the scorer names those): read again
+            logger.exception("scoring %d records failed", len(records))
+            failed = self.progress.waiting(offsets, exc)  # stalled, for /ready, if it lasts
         delivered = await self._delivered()
         if not delivered or failed is not None:
             # The previous transaction aborted (read it again, and this batch after it),

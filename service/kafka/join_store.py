@@ -41,12 +41,13 @@ def create_join_topics(settings: Settings, timeout: float = 10.0) -> int:
     admin = AdminClient(rdkafka_config(s))
     meta = admin.list_topics(timeout=timeout)
     data = meta.topics.get(s.data_topic)
-    partitions = max(s.data_partitions, len(data.partitions) if data and not data.error else 0)
+    counted = len(data.partitions) if data and not data.error else 0
+    partitions = max(s.data_partitions, counted)
     retention_ms = int((s.label_window + s.quality_window + 3600) * 1000)
     per_partition = s.label_state_bytes // partitions  # the state's share, in memory and on disk
     segment = max(1024 * 1024, min(per_partition // 4, 1024**3))
     wanted = [
-        NewTopic(s.labels_topic, partitions, s.replication_factor),
+        NewTopic(s.labels_topic, counted or partitions, s.replication_factor),
         NewTopic(
             s.label_state_topic_name,
             partitions,
@@ -69,14 +70,14 @@ def create_join_topics(settings: Settings, timeout: float = 10.0) -> int:
             if "TOPIC_ALREADY_EXISTS" not in str(exc):
                 raise
     labels = meta.topics.get(s.labels_topic)
-    if labels is not None and not labels.error and len(labels.partitions) != partitions:
+    if labels is not None and not labels.error and counted and len(labels.partitions) != counted:
         logger.warning(
             "%s has %d partitions and %s %d: labels are joined only when they land on the "
             "partition number of their records (same key, same partitioner, same count)",
             s.labels_topic,
             len(labels.partitions),
             s.data_topic,
-            partitions,
+            counted,
         )
     return partitions
 

@@ -34,7 +34,8 @@ from mode import Service
 
 from service.core.settings import Settings
 from service.kafka.authz import Denials, NotAuthorized, denied_as
-from service.kafka.clients import ensure_topics, fetch
+from service.kafka.clients import ensure_topics
+from service.kafka.fetched import fetch
 from service.kafka.readtoend import assign_all, drain, reader_group, standalone_consumer
 
 __all__ = ["ModelFeed", "ModelUpdate", "TopicsOnce"]

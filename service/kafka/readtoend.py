@@ -17,7 +17,8 @@ from confluent_kafka import TopicPartition as TP
 
 from service.core.settings import Settings
 from service.kafka.authz import denied_as
-from service.kafka.clients import fetch, rdkafka_config
+from service.kafka.clients import rdkafka_config
+from service.kafka.fetched import fetch
 
 __all__ = ["assign_all", "drain", "read_to_end", "reader_group", "standalone_consumer"]
 

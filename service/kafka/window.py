@@ -19,7 +19,7 @@ from confluent_kafka import TopicPartition as TP
 from service.core.outputs import InputRecord
 from service.core.settings import Settings
 from service.kafka.authz import is_denial
-from service.kafka.batch import records_of
+from service.kafka.fetched import records_of
 from service.kafka.readtoend import drain, standalone_consumer
 
 __all__ = ["read_window"]

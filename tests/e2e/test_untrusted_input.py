@@ -48,6 +48,9 @@ BAD_RECORDS: list[tuple[str, bytes | None]] = [
     ("non_numeric", _record("nn", [*ROW[:-1], "1050"])),
     ("non_finite", b'{"id": "nan", "model": "wine", "features": [' + b"NaN, " * 12 + b"1]}"),
     ("non_finite", b'{"id": "inf", "model": "wine", "features": [' + b"1e400, " * 12 + b"1]}"),
+    ("non_finite", _record("f32", [3.5e38, *ROW[1:]])),  # finite, beyond the model's float32
+    ("scoring_failed", _record("x", ROW).replace(b'"x"', b'"\\ud800"')),  # an id not writable
+    ("scoring_failed", _record("x", ROW).replace(b'"x"', b"[" * 300 + b"]" * 300)),
     ("record_too_large", _record("big", ROW) + b" " * 5000),
     ("unknown_model", _record("u", ROW, model="no-such-model")),
     ("missing_model", orjson.dumps({"id": "nm", "features": ROW})),
@@ -171,6 +174,11 @@ def test_every_bad_model_is_rejected_with_its_reason_and_v1_keeps_serving(
             _message("14", good_onnx, data=None, location=(root / "nope.onnx").resolve().as_uri()),
         ),
         ("fetch_timeout", "15", _message("15", good_onnx, data=None, location=slow_server)),
+        (
+            "incompatible_inputs",
+            "17",
+            _message("17", good_onnx, metadata={"feature_names": [0] * 13}),
+        ),
     ]
     send_raw(settings, settings.model_topic, [(b"wine", value) for _, _, value in cases])
 

@@ -22,7 +22,7 @@ from scripts.harness import isolated_settings, send_raw
 from scripts.localkafka import LocalKafka, free_port
 from service.core.metrics import Metrics
 from service.core.settings import Settings
-from service.kafka.batch import records_of, rewind
+from service.kafka.batch import rewind
 from service.kafka.clients import (
     ensure_topics,
     fetch,
@@ -30,6 +30,7 @@ from service.kafka.clients import (
     rdkafka_config,
     unstarted,
 )
+from service.kafka.fetched import records_of
 from service.kafka.publisher import Publisher
 from service.kafka.transactions import Transactions
 

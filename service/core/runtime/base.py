@@ -42,6 +42,14 @@ class Signature:
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    @property
+    def dtype(self) -> np.dtype[np.floating[Any]]:
+        """What rows are built in: a double input gets float64, so its features keep their
+        precision (and values beyond float32's range) on the way to the model."""
+        if self.inputs and self.inputs[0].dtype == "tensor(double)":
+            return np.dtype(np.float64)
+        return np.dtype(np.float32)
+
 
 class ModelRuntime(abc.ABC):
     """A loaded model: predict a batch, describe itself, release its resources."""
@@ -49,8 +57,9 @@ class ModelRuntime(abc.ABC):
     signature: Signature
 
     @abc.abstractmethod
-    def predict(self, batch: npt.NDArray[np.float32]) -> Outputs:
-        """Score a ``(rows, width)`` float32 batch in one call; outputs have ``rows`` rows."""
+    def predict(self, batch: npt.NDArray[np.floating[Any]]) -> Outputs:
+        """Score a ``(rows, width)`` batch (of ``signature.dtype``) in one call; outputs
+        have ``rows`` rows."""
 
     @abc.abstractmethod
     def close(self) -> None:

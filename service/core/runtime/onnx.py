@@ -67,6 +67,11 @@ class OnnxModel(ModelRuntime):
                 f"input {spec.name!r} is {spec.dtype} {spec.shape}; need float [batch, width]"
             )
         width = spec.shape[1]
+        if feature_names is not None and (
+            not all(type(n) is str for n in feature_names)
+            or len(set(feature_names)) != len(feature_names)
+        ):
+            raise errors.IncompatibleInputs("metadata feature_names must be distinct strings")
         if feature_names is not None and len(feature_names) != width:
             raise errors.IncompatibleInputs(
                 f"metadata names {len(feature_names)} features but the model takes {width}"
@@ -93,7 +98,7 @@ class OnnxModel(ModelRuntime):
         )
         self._output_names = [o.name for o in out_specs]
 
-    def predict(self, batch: npt.NDArray[np.float32]) -> Outputs:
+    def predict(self, batch: npt.NDArray[np.floating[Any]]) -> Outputs:
         if batch.dtype != self._dtype:
             batch = batch.astype(self._dtype)
         results = self._session.run(self._output_names, {self._input_name: batch})
