@@ -19,7 +19,7 @@ import orjson
 import pytest
 from onnx import TensorProto, helper
 
-from service.core import errors, scoring
+from service.core import errors, outputs, scoring
 from service.core.registry import ModelRegistry, ServingModel
 from service.core.runtime import ModelRuntime, Signature, TensorSpec
 from service.core.runtime.base import Outputs
@@ -80,7 +80,9 @@ def test_a_record_whose_id_cannot_be_written_back_is_dead_lettered_alone(
         (3, "scoring_failed"),
         (4, "scored"),
     ]
-    assert [orjson.loads(o.value)["id"] for o in result.outputs if isinstance(o, Scored)] == [
+    assert [
+        orjson.loads(o.value or b"")["id"] for o in result.outputs if isinstance(o, Scored)
+    ] == [
         0,
         "two",
         4,
@@ -95,7 +97,7 @@ def test_any_failure_of_a_batch_costs_only_the_records_that_fail_alone(
     wine: Scorer, wine_model: BuiltModel, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The class, not the instances above: whatever raises while a batch is scored."""
-    real = scoring.scored_all
+    real = outputs.scored_all
 
     def scored_all(model: ServingModel, records: list[InputRecord], *rest: Any) -> list[Scored]:
         if any(orjson.loads(r.value or b"").get("id") == "boom" for r in records):
@@ -133,7 +135,7 @@ def test_a_value_beyond_float32_is_refused_as_non_finite(
         ]
         result = wine.score(batch)
         assert _kinds(result.outputs) == [(0, "scored"), (1, "non_finite"), (2, "scored")]
-        scored = [orjson.loads(o.value) for o in result.outputs if isinstance(o, Scored)]
+        scored = [orjson.loads(o.value or b"") for o in result.outputs if isinstance(o, Scored)]
         assert all(None not in doc["probabilities"].values() for doc in scored)
 
 
@@ -148,7 +150,7 @@ def test_a_model_taking_doubles_gets_its_features_in_double_precision(
     for batch in ([_record({"model": "wine", "features": r}, i) for i, r in enumerate(rows)],):
         result = scorer.score(batch)
         assert _kinds(result.outputs) == [(0, "scored"), (1, "scored")]
-        assert [orjson.loads(o.value)["outputs"]["y"] for o in result.outputs] == rows
+        assert [orjson.loads(o.value or b"")["outputs"]["y"] for o in result.outputs] == rows
 
 
 def test_a_default_skl2onnx_classifier_with_a_zipmap_is_served(
@@ -169,7 +171,7 @@ def test_a_default_skl2onnx_classifier_with_a_zipmap_is_served(
         [_record({"id": "a", "model": "wine", "features": [2.0, 0.0]}, 0)]
     )
     assert _kinds(result.outputs) == [(0, "scored")]
-    doc = orjson.loads(result.outputs[0].value)
+    doc = orjson.loads(result.outputs[0].value or b"")
     assert doc["label"] == 1
     (probabilities,) = doc["outputs"].values()
     assert set(probabilities) == {"0", "1"}

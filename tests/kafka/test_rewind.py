@@ -23,14 +23,8 @@ from scripts.localkafka import LocalKafka, free_port
 from service.core.metrics import Metrics
 from service.core.settings import Settings
 from service.kafka.batch import rewind
-from service.kafka.clients import (
-    ensure_topics,
-    fetch,
-    group_consumer_config,
-    rdkafka_config,
-    unstarted,
-)
-from service.kafka.fetched import records_of
+from service.kafka.clients import ensure_topics, group_consumer_config, rdkafka_config
+from service.kafka.fetched import fetch, records_of, unstarted
 from service.kafka.publisher import Publisher
 from service.kafka.transactions import Transactions
 

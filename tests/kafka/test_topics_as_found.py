@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 import pytest
 from confluent_kafka import Producer
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from scripts.harness import run_cli
 from service.core.messages import HEADER_REASON
@@ -61,7 +61,7 @@ def test_replay_dlq_never_reads_a_dead_letter_of_an_aborted_transaction(
     config = rdkafka_config(settings, **{"transactional.id": f"t-{uuid.uuid4().hex}"})
     producer = Producer(config)
     producer.init_transactions(30)
-    headers = [(HEADER_REASON, b"unknown_model")]
+    headers: list[tuple[str, str | bytes | None]] = [(HEADER_REASON, b"unknown_model")]
     for outcome in ("abort", "commit"):
         producer.begin_transaction()
         producer.produce(settings.dead_letter_topic, b"{}", key=outcome.encode(), headers=headers)
