@@ -152,9 +152,16 @@ class ModelRegistry:
     def build(self, message: ModelMessage) -> ServingModel:
         """Fetch, verify, load, check and warm ``message``; raise ModelRejected on any defect."""
         started = _now()
+        return self.load(message, self.fetch(message), started)
+
+    def fetch(self, message: ModelMessage) -> bytes:
+        """Verify ``message`` and fetch its artifact: waits on the network, little CPU."""
         if self._verifier is not None:
             self._verifier(message)
-        artifact = fetch_artifact(message, self._limits.fetch_policy(), cancel=self._cancel)
+        return fetch_artifact(message, self._limits.fetch_policy(), cancel=self._cancel)
+
+    def load(self, message: ModelMessage, artifact: bytes, started: datetime) -> ServingModel:
+        """Load, check and warm a fetched artifact (CPU); ``started`` counts into its load time."""
         runtime = load_runtime(
             message.format, artifact, metadata=message.metadata, threads=self._threads
         )

@@ -7,7 +7,8 @@ that fails is rejected with its reason and never stops the ones after it.
 
 Messages for one name are applied one after the other; messages for other
 names do not wait for them (a slow location holds back only its own model,
-and only up to ``HOTSWAP_FETCH_TIMEOUT``). :meth:`Swapper.settle` waits for
+and only up to ``HOTSWAP_FETCH_TIMEOUT``: fetches run on threads of their own,
+sixteen, apart from the two that load). :meth:`Swapper.settle` waits for
 everything submitted so far: the model feed calls it at the end of replay.
 
 A version refused for a *transient* reason (its location could not be fetched
@@ -23,6 +24,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 
 import orjson
 
@@ -65,6 +67,9 @@ class Swapper:
         self._retry_after = retry_after
         self._retries = retries
         self._on_change = on_change
+        # Fetches wait on the network (up to HOTSWAP_FETCH_TIMEOUT each): many threads, so
+        # slow locations of some names never hold back the others. Loads burn CPU: two.
+        self._fetching = ThreadPoolExecutor(max_workers=16, thread_name_prefix="model-fetch")
         self._executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="model-build")
         self._generation: dict[str, int] = {}  # messages seen per name: a retry must be newest
         self._retrying: set[asyncio.Task[None]] = set()
@@ -154,8 +159,12 @@ class Swapper:
     async def build(self, message: ModelMessage) -> ServingModel:
         """Build ``message`` off the event loop; any failure is a :class:`ModelRejected`."""
         loop = asyncio.get_running_loop()
+        started = datetime.now(UTC)
         try:
-            return await loop.run_in_executor(self._executor, self._registry.build, message)
+            artifact = await loop.run_in_executor(self._fetching, self._registry.fetch, message)
+            return await loop.run_in_executor(
+                self._executor, self._registry.load, message, artifact, started
+            )
         except errors.ModelRejected:
             raise
         except Exception as exc:  # an unexpected failure is still a rejection, not a crash
@@ -213,4 +222,5 @@ class Swapper:
         self._registry.cancel_builds()  # a fetch in progress ends now (fetch_cancelled)
         for task in [*self._retrying, *self._pending]:
             task.cancel()
+        self._fetching.shutdown(wait=False, cancel_futures=True)
         self._executor.shutdown(wait=False, cancel_futures=True)

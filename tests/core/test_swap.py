@@ -66,34 +66,45 @@ def test_the_same_log_gives_the_same_result_whatever_the_timing(
 
 
 class _SlowRegistry(ModelRegistry):
-    """Builds of one name block until released, to show other names do not wait."""
+    """Fetches of the names in ``slow`` block until released, to show other names do not wait."""
 
-    def __init__(self) -> None:
+    def __init__(self, slow: set[str]) -> None:
         super().__init__()
+        self.slow = slow
         self.release = threading.Event()
 
-    def build(self, message: Any) -> Any:
-        if message.name == "slow":
-            self.release.wait(10)
-        return super().build(message)
+    def fetch(self, message: Any) -> bytes:
+        if message.name in self.slow:
+            self.release.wait(60)  # longer than the test waits for the fast name
+        return super().fetch(message)
 
 
-def test_a_slow_model_does_not_hold_back_the_others(make_message: MessageFactory) -> None:
-    registry = _SlowRegistry()
-    swapper = Swapper(registry, Metrics())
+def test_slow_locations_of_several_names_do_not_hold_back_another(
+    make_message: MessageFactory,
+) -> None:
+    """More slow names than load threads: a fast name is still built while they all wait."""
+    slow = {f"slow{i}" for i in range(4)}
+    registry = _SlowRegistry(slow)
+    changed = asyncio.Event()
+    swapper = Swapper(registry, Metrics(), on_change=changed.set)
+
+    async def fast_served() -> None:
+        while registry.get("fast") is None:
+            changed.clear()
+            await changed.wait()
 
     async def run() -> None:
-        await swapper.submit(b"slow", encode_model_message(make_message(name="slow")))
+        for name in sorted(slow):
+            await swapper.submit(name.encode(), encode_model_message(make_message(name=name)))
         await swapper.submit(b"fast", encode_model_message(make_message(name="fast")))
-        for _ in range(200):
-            if registry.get("fast") is not None:
-                break
-            await asyncio.sleep(0.01)
-        assert registry.get("fast") is not None, "fast waited for slow"
-        assert registry.get("slow") is None
+        try:  # an upper bound: the slow names wait 60 s
+            await asyncio.wait_for(fast_served(), 30)
+        except TimeoutError:
+            raise AssertionError("fast waited for slow") from None
+        assert all(registry.get(name) is None for name in slow)
         registry.release.set()
         await swapper.settle()
-        assert registry.get("slow") is not None
+        assert all(registry.get(name) is not None for name in slow)
 
     asyncio.run(run())
     swapper.close()
@@ -105,11 +116,11 @@ class _FlakyRegistry(ModelRegistry):
         self.failures = failures
         self.calls = 0
 
-    def build(self, message: Any) -> Any:
+    def fetch(self, message: Any) -> bytes:
         self.calls += 1
         if self.calls <= self.failures:
             raise errors.FetchTransient("the file server is away")
-        return super().build(message)
+        return super().fetch(message)
 
 
 def test_a_transient_rejection_is_retried_until_it_converges(make_message: MessageFactory) -> None:
