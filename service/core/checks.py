@@ -48,13 +48,13 @@ def warm_up(message: ModelMessage, runtime: ModelRuntime, rows: int) -> Outputs:
         else:
             batch = np.zeros((rows, width), dtype=dtype)
         outputs = runtime.predict(batch)
+        if len(batch) > 1:  # and one row: a model whose output rows are not its input rows
+            runtime.predict(batch[:1])  # fails one of the two (the runtime counts them)
     except errors.ModelRejected:
         raise
     except Exception as exc:
         raise errors.WarmupFailed(f"warm-up prediction failed: {exc}") from None
-    for name, value in outputs.items():
-        if len(value) != len(batch):
-            raise errors.WarmupFailed(f"output {name!r} has {len(value)} rows for {len(batch)}")
+    _check_classes(runtime.signature, outputs)
     expected = samples.get("labels") if isinstance(samples, dict) else None
     label = runtime.signature.label_output
     if expected is not None and label is not None:
@@ -64,3 +64,18 @@ def warm_up(message: ModelMessage, runtime: ModelRuntime, rows: int) -> Outputs:
                 f"sample predictions {got[:5]} differ from published labels {expected[:5]}"
             )
     return outputs
+
+
+def _check_classes(signature: Signature, outputs: Outputs) -> None:
+    """``metadata.classes`` name each probability column once: scored records key them."""
+    classes, proba = signature.classes, signature.probability_output
+    if classes is None:
+        return
+    names = [str(c) for c in classes]
+    if len(set(names)) != len(names):
+        raise errors.WarmupFailed("metadata classes must be distinct")
+    if proba is not None and outputs[proba].ndim == 2 and outputs[proba].shape[1] != len(names):
+        raise errors.WarmupFailed(
+            f"metadata names {len(names)} classes but output {proba!r} has "
+            f"{outputs[proba].shape[1]} probabilities"
+        )

@@ -148,6 +148,9 @@ def scored_all(
 def render(model: ServingModel, outputs: dict[str, np.ndarray], ids: list[Any]) -> list[bytes]:
     """One JSON document per row: id, model, version, label/probabilities or outputs."""
     sig = model.runtime.signature
+    for output, value in outputs.items():  # zip below would drop the records without a row
+        if len(value) != len(ids):
+            raise ValueError(f"output {output!r} has {len(value)} rows for {len(ids)} records")
     scored_at = utc_now_iso()
     name, version = model.name, model.version
     columns: dict[str, list[Any]] = {output: value.tolist() for output, value in outputs.items()}

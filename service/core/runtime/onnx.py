@@ -66,6 +66,11 @@ class OnnxModel(ModelRuntime):
             raise errors.IncompatibleInputs(
                 f"input {spec.name!r} is {spec.dtype} {spec.shape}; need float [batch, width]"
             )
+        if spec.shape[0] is not None:  # a batch is any number of records
+            raise errors.IncompatibleInputs(
+                f"input {spec.name!r} has a fixed batch size of {spec.shape[0]}; "
+                "export the model with a free first dimension"
+            )
         width = spec.shape[1]
         if feature_names is not None and (
             not all(type(n) is str for n in feature_names)
@@ -102,7 +107,14 @@ class OnnxModel(ModelRuntime):
         if batch.dtype != self._dtype:
             batch = batch.astype(self._dtype)
         results = self._session.run(self._output_names, {self._input_name: batch})
-        return {name: np.asarray(value) for name, value in zip(self._output_names, results)}
+        outputs = {name: np.asarray(value) for name, value in zip(self._output_names, results)}
+        for name, value in outputs.items():  # a row for each record, or records go missing
+            if value.ndim == 0 or len(value) != len(batch):
+                rows = len(value) if value.ndim else "no"
+                raise errors.ScoringFailed(
+                    f"output {name!r} has {rows} rows for a batch of {len(batch)}"
+                )
+        return outputs
 
     def close(self) -> None:
         # Dropping the only reference frees the session's arena; there is no explicit close.

@@ -1,0 +1,125 @@
+"""Models whose outputs do not have a row per input row: no record may go missing for them.
+
+Scored records are zipped from the model's outputs and the batch's records, so a model
+that returns fewer rows than it was given (valid ONNX: a ``Slice`` on the batch axis)
+once dropped the records beyond them while their offsets were committed. Such a model is
+refused when its warm-up shows it (two batch sizes), and when it shows only on other
+sizes its batches are scored row by row, every record accounted for.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import onnx
+import orjson
+import pytest
+from onnx import TensorProto, helper
+
+from service.core import errors
+from service.core.registry import ModelRegistry
+from service.core.scoring import InputRecord, Scored, Scorer
+from tests.models import BuiltModel, MessageFactory
+
+_WARMUP_ROWS = 64  # ModelRegistry's default warm-up batch
+
+
+def _onnx(nodes: list[Any], inits: list[Any], batch: int | None = None) -> bytes:
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, 2])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 2])
+    graph = helper.make_graph(nodes, "rows", [x], [y], initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
+
+
+def _first_rows(count: int) -> bytes:
+    """y = x[:count]: fewer rows than given for any batch larger than ``count``."""
+    ints = TensorProto.INT64
+    inits = [
+        helper.make_tensor("starts", ints, [1], [0]),
+        helper.make_tensor("ends", ints, [1], [count]),
+        helper.make_tensor("axes", ints, [1], [0]),
+    ]
+    return _onnx([helper.make_node("Slice", ["x", "starts", "ends", "axes"], ["y"])], inits)
+
+
+def _constant_rows(count: int) -> bytes:
+    """y = ``count`` rows of zeros, whatever the batch."""
+    value = helper.make_tensor("value", TensorProto.FLOAT, [count, 2], [0.0] * (2 * count))
+    return _onnx([helper.make_node("Constant", [], ["y"], value=value)], [])
+
+
+def _scorer(make_message: MessageFactory, artifact: bytes) -> Scorer:
+    registry = ModelRegistry()
+    message = make_message(artifact=artifact, metadata={"feature_names": ["a", "b"]})
+    registry.install(registry.build(message))
+    return Scorer(registry, max_record_bytes=1_000_000)
+
+
+@pytest.mark.parametrize("named", [False, True], ids=["fast-path", "general-path"])
+def test_a_model_returning_fewer_rows_than_records_loses_none(
+    make_message: MessageFactory, named: bool
+) -> None:
+    """It passes its warm-up (64 rows and 1), then gets a batch of 100."""
+    scorer = _scorer(make_message, _first_rows(_WARMUP_ROWS))
+    features = [{"a": float(i), "b": 1.0} if named else [float(i), 1.0] for i in range(100)]
+    records = [
+        InputRecord(
+            key=b"%d" % i,
+            value=orjson.dumps({"id": i, "model": "wine", "features": features[i]}),
+            topic="records",
+            partition=0,
+            offset=i,
+        )
+        for i in range(100)
+    ]
+    result = scorer.score(records)
+    assert [o.source.offset for o in result.outputs] == list(range(100))
+    assert all(isinstance(o, Scored) for o in result.outputs)
+    docs = [orjson.loads(o.value or b"") for o in result.outputs]
+    assert [d["id"] for d in docs] == list(range(100))
+    assert [d["outputs"]["y"][0] for d in docs] == [float(i) for i in range(100)]
+
+
+@pytest.mark.parametrize(
+    "artifact",
+    [_first_rows(3), _constant_rows(_WARMUP_ROWS), _constant_rows(1)],
+    ids=["fewer-rows", "always-64-rows", "always-1-row"],
+)
+def test_a_model_whose_rows_are_not_its_inputs_is_refused_at_warm_up(
+    make_message: MessageFactory, artifact: bytes
+) -> None:
+    with pytest.raises(errors.WarmupFailed, match="rows for a batch of"):
+        ModelRegistry().build(make_message(artifact=artifact, metadata={}))
+
+
+def test_a_model_with_a_fixed_batch_size_is_refused(make_message: MessageFactory) -> None:
+    artifact = _onnx([helper.make_node("Identity", ["x"], ["y"])], [], batch=_WARMUP_ROWS)
+    with pytest.raises(errors.IncompatibleInputs, match="fixed batch size of 64"):
+        ModelRegistry().build(make_message(artifact=artifact, metadata={}))
+
+
+@pytest.mark.parametrize(
+    ("classes", "match"),
+    [([0], "names 1 classes but output"), ([0, 1, 2, 3], "names 4 classes"),
+     (["a", "a", "b"], "distinct"), ([1, "1", 2], "distinct")],
+    ids=["too-few", "too-many", "repeated", "same-as-text"],
+)  # fmt: skip
+def test_metadata_classes_name_each_probability_column_once(
+    make_message: MessageFactory, wine_model: BuiltModel, classes: list[Any], match: str
+) -> None:
+    """The wine classifier has 3 probability columns; scored records key them by class."""
+    metadata = {**wine_model.metadata(samples=False), "classes": classes}
+    with pytest.raises(errors.WarmupFailed, match=match):
+        ModelRegistry().build(make_message(metadata=metadata))
+
+
+def test_the_published_classes_still_serve(
+    make_message: MessageFactory, wine_model: BuiltModel
+) -> None:
+    model = ModelRegistry().build(make_message(metadata=wine_model.metadata()))
+    assert model.runtime.signature.classes == tuple(wine_model.classes)
+    assert np.asarray(wine_model.sample_inputs).shape[1] == model.runtime.signature.width
