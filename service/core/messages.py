@@ -39,7 +39,9 @@ __all__ = [
     "archive_key",
     "decode_record",
     "decode_records",
+    "decode_slow",
     "encode_model_message",
+    "exact_id",
     "parse_model_message",
     "problems",
     "utc_now_iso",
@@ -168,14 +170,16 @@ def _refuse_constant(name: str) -> Any:
     raise errors.NonFiniteValue(f"record holds {name}, which is not a finite number")
 
 
-def _decode_slow(value: bytes, exc: orjson.JSONDecodeError) -> Any:
+def decode_slow(value: bytes, exc: orjson.JSONDecodeError) -> Any:
     """Tell apart why orjson refused a record (bad records only, so speed is moot).
 
     orjson refuses ``NaN``/``Infinity`` literals and numbers that overflow a
-    float; they are reported as ``non_finite``, not as ``invalid_json``.
+    float; they are reported as ``non_finite``, not as ``invalid_json``. A
+    leading byte-order mark (some Windows and .NET producers write one) is read
+    past, and a lone surrogate escape is accepted as Python's own parser does.
     """
     try:
-        text = value.decode("utf-8")
+        text = value.decode("utf-8-sig")
     except UnicodeDecodeError:
         raise errors.InvalidUtf8("record is not valid UTF-8") from None
     try:
@@ -200,7 +204,7 @@ def decode_record(value: bytes | None, *, max_bytes: int, default_model: str = "
     try:
         doc = orjson.loads(value)
     except orjson.JSONDecodeError as exc:
-        doc = _decode_slow(value, exc)
+        doc = decode_slow(value, exc)
         fast = False
     if not isinstance(doc, dict):
         raise errors.NotAnObject(f"record is a JSON {type(doc).__name__}, not an object")
@@ -222,7 +226,21 @@ def decode_record(value: bytes | None, *, max_bytes: int, default_model: str = "
         raise errors.MissingFeatures("record has no `features`")
     else:
         raise errors.MissingFeatures("`features` must be a list or an object")
-    return DataRecord(id=doc.get("id"), model=model, features=features)
+    return DataRecord(id=exact_id(value, doc.get("id")), model=model, features=features)
+
+
+def exact_id(value: bytes, record_id: Any) -> Any:
+    """The record's id as it was written: orjson reads an integer beyond 64 bits as a
+    float, which would change the id scored records carry back (a float id is rare,
+    so it is read again). Such an id cannot be written by orjson either: its record
+    is dead-lettered ``scoring_failed`` rather than given back another id."""
+    if type(record_id) is not float:
+        return record_id
+    try:
+        doc = json.loads(value.decode("utf-8-sig"))
+    except (ValueError, RecursionError):
+        return record_id
+    return doc.get("id", record_id) if isinstance(doc, dict) else record_id
 
 
 def decode_records(
@@ -250,7 +268,10 @@ def decode_records(
                 model = get("model") or default_model
                 raw = get("features")
                 if type(raw) is list and type(model) is str and model:
-                    keep(make(get("id"), model, raw))
+                    record_id = get("id")
+                    if type(record_id) is float:
+                        record_id = exact_id(value, record_id)
+                    keep(make(record_id, model, raw))
                     collect(raw)
                     continue
         keep(_decode_or_refuse(value, max_bytes, default_model))

@@ -42,6 +42,10 @@ class RoutedScorer:
         self._default_model = default_model
 
     def score(self, records: Sequence[InputRecord]) -> BatchResult:
+        """Every record's output or dead letter; never raises for a record (as Scorer.score)."""
+        return self._scorer.isolating(self._score_batch, records)
+
+    def _score_batch(self, records: Sequence[InputRecord]) -> BatchResult:
         result = BatchResult()
         slots: Slots = [None] * len(records)
         # Keyed by (id(route), model): hashing a pydantic model per record costs more than

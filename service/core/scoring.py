@@ -85,17 +85,22 @@ class Scorer:
         the feed would read it again forever: the batch is then scored record by
         record, and the records that still fail are dead-lettered ``scoring_failed``.
         """
+        return self.isolating(self._score_batch, records)
+
+    def isolating(
+        self,
+        score_batch: Callable[[Sequence[InputRecord]], BatchResult],
+        records: Sequence[InputRecord],
+    ) -> BatchResult:
+        """``score_batch(records)``; if it raises, each record alone (see :meth:`score`)."""
         try:
-            return self._score_batch(records)
+            return score_batch(records)
         except Exception as exc:
             self._say_once(exc, len(records))
-        return self._score_each(records)
-
-    def _score_each(self, records: Sequence[InputRecord]) -> BatchResult:
         result = BatchResult()
         for record in records:
             try:
-                one = self._score_batch([record])
+                one = score_batch([record])
             except Exception as exc:
                 failed = errors.ScoringFailed(f"{type(exc).__name__}: {exc}"[:500])
                 result.outputs.append(dead_letter(record, failed))

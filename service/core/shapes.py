@@ -21,7 +21,7 @@ import numpy as np
 import orjson
 
 from service.core import errors
-from service.core.messages import decode_record
+from service.core.messages import decode_slow, exact_id
 from service.core.registry import ServingModel
 
 __all__ = [
@@ -103,11 +103,12 @@ def plain_document(value: bytes | None, max_bytes: int) -> dict[str, Any]:
         raise errors.RecordTooLarge(f"record is {len(value)} bytes, limit {max_bytes}")
     try:
         doc = orjson.loads(value)
-    except orjson.JSONDecodeError:
-        decode_record(value, max_bytes=max_bytes, default_model="-")  # raises the reason
-        raise
+    except orjson.JSONDecodeError as exc:
+        doc = decode_slow(value, exc)  # the reason, or the document orjson could not read
     if type(doc) is not dict:
         raise errors.NotAnObject(f"record is a JSON {type(doc).__name__}, not an object")
+    if type(doc.get("id")) is float:
+        doc["id"] = exact_id(value, doc["id"])
     return doc  # type: ignore[no-any-return]
 
 

@@ -75,4 +75,7 @@ def uniform_batch(
     rows: list[Any] = list(map(dict.get, docs, repeat("features")))
     if set(map(type, rows)) != {list} or not set(map(type, chain.from_iterable(rows))) <= _PLAIN:
         return None
-    return Uniform(model, list(map(dict.get, docs, repeat("id"))), rows)
+    ids = list(map(dict.get, docs, repeat("id")))
+    if float in set(map(type, ids)):  # perhaps an integer beyond 64 bits: see exact_id
+        return None
+    return Uniform(model, ids, rows)
