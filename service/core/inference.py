@@ -46,6 +46,7 @@ __all__ = [
     "RefusalKind",
     "Refused",
     "Scored",
+    "check_input",
     "model_batch",
     "oip_datatype",
     "wanted_outputs",
@@ -54,7 +55,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
-RefusalKind = Literal["invalid", "not_found", "too_large", "unavailable", "failed"]
+RefusalKind = Literal["invalid", "not_found", "too_large", "unavailable", "failed", "timeout"]
 
 MAX_ROWS = 100_000
 _ONNX_TO_OIP = {
@@ -90,6 +91,18 @@ class Scored:
 
 def oip_datatype(spec: TensorSpec) -> str:
     return _ONNX_TO_OIP.get(spec.dtype, "BYTES")
+
+
+def check_input(datatype: str, shape: Sequence[int]) -> None:
+    """Refuse, before its data is decoded, an input no model here takes: text, or a
+    tensor that is not ``[rows, width]`` (numpy itself stops at 64 dimensions)."""
+    if datatype == "BYTES":
+        raise BadRequest("datatype BYTES is not numeric; the model takes numbers")
+    if len(shape) > 2:
+        shown = f"{list(shape)[:4]}..." if len(shape) > 4 else str(list(shape))
+        raise BadRequest(
+            f"shape {shown} has {len(shape)} dimensions; the model takes [rows, width]"
+        )
 
 
 def model_batch(model: ServingModel, tensor: npt.NDArray[Any], datatype: str) -> npt.NDArray[Any]:
@@ -152,10 +165,12 @@ class DataPlane:
     def serving(self, name: str, version: str | None) -> ServingModel:
         """The model serving under ``name`` (of ``version``, when given), or ``not_found``."""
         model = self.registry.get(name)
-        if model is None:
-            raise Refused("not_found", f"no model named {name!r} is serving")
+        if model is None:  # names and versions echoed at most 200 characters (gRPC metadata)
+            raise Refused("not_found", f"no model named {name[:200]!r} is serving")
         if version is not None and version != model.version:
-            raise Refused("not_found", f"{name} serves version {model.version}, not {version}")
+            raise Refused(
+                "not_found", f"{name} serves version {model.version}, not {version[:200]}"
+            )
         return model
 
     async def run(self, fn: Callable[..., T], *args: Any) -> T:

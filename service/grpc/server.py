@@ -36,6 +36,7 @@ _CODES: dict[RefusalKind, grpc.StatusCode] = {
     "too_large": grpc.StatusCode.RESOURCE_EXHAUSTED,
     "unavailable": grpc.StatusCode.UNAVAILABLE,
     "failed": grpc.StatusCode.INTERNAL,
+    "timeout": grpc.StatusCode.DEADLINE_EXCEEDED,
 }
 _STOP_GRACE = 2.0  # seconds a call in progress may take to finish when the worker stops
 
@@ -118,10 +119,13 @@ class InferenceServicer(rpc.GRPCInferenceServiceServicer):  # type: ignore[misc]
 def create_server(plane: DataPlane, metrics: Metrics, *, max_request_bytes: int) -> grpc.aio.Server:
     """A ``grpc.aio`` server with the servicer; call on the loop that will run it."""
     server = grpc.aio.server(
+        # gRPC reads a whole message before the servicer is called: the calls it takes at once
+        # are bounded as HTTP's bodies are, or memory grows with the number of clients.
+        maximum_concurrent_rpcs=4 * plane.max_pending,
         options=[
             ("grpc.max_receive_message_length", max_request_bytes),
             ("grpc.max_send_message_length", -1),  # a response is as large as its request allows
-        ]
+        ],
     )
     servicer = InferenceServicer(plane, metrics)
     rpc.add_GRPCInferenceServiceServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]

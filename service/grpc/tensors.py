@@ -17,7 +17,13 @@ import numpy as np
 import numpy.typing as npt
 
 from service.core import oip_binary as codec
-from service.core.inference import BadRequest, model_batch, oip_datatype, wanted_outputs
+from service.core.inference import (
+    BadRequest,
+    check_input,
+    model_batch,
+    oip_datatype,
+    wanted_outputs,
+)
 from service.core.registry import ServingModel
 from service.core.runtime.base import Outputs
 from service.grpc.generated import grpc_predict_v2_pb2 as pb
@@ -80,6 +86,7 @@ def decode_input(request: pb.ModelInferRequest) -> DecodedInput:
         raise BadRequest(f"the model takes one input tensor; the request has {len(request.inputs)}")
     tensor = request.inputs[0]
     shape = list(tensor.shape)
+    check_input(tensor.datatype, shape)
     try:
         if request.raw_input_contents:
             if len(request.raw_input_contents) != 1:

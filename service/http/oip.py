@@ -7,7 +7,8 @@ the binary tensor extension (see :mod:`service.core.oip_binary`), so
 run in a bounded thread pool, off the event loop, so ``/health`` and the stream
 keep their pace while a large request is handled; at most ``max_pending``
 inference requests are held at once (the rest get 503), which with the body
-limit bounds the memory they can take. Admission, refusals, scoring and metrics
+limit bounds the memory they can take; a place is taken once the body is in
+(:mod:`service.http.bodies`: a slow body cannot hold one). Admission, refusals, scoring and metrics
 are :class:`~service.core.inference.DataPlane`'s, shared with the gRPC adapter.
 """
 
@@ -29,6 +30,7 @@ from service.core.metrics import Metrics
 from service.core.registry import ModelRegistry, ServingModel
 from service.core.runtime import TensorSpec
 from service.core.runtime.base import Outputs
+from service.http.bodies import BodyReader, ClientGone
 from service.http.oip_infer import (
     Decoded,
     InferRequest,
@@ -99,7 +101,15 @@ def _compress(body: bytes, accept: str) -> tuple[bytes, str | None]:
     return body, None
 
 
-_STATUS = {"invalid": 400, "not_found": 404, "too_large": 413, "unavailable": 503, "failed": 500}
+_STATUS = {
+    "invalid": 400,
+    "not_found": 404,
+    "timeout": 408,
+    "too_large": 413,
+    "unavailable": 503,
+    "failed": 500,
+}
+_BODY_SECONDS = 30.0  # for a whole body to arrive (16 MiB at ~0.5 MB/s)
 
 
 def _refused(exc: Refused) -> JSONResponse:
@@ -115,6 +125,7 @@ def create_oip_router(
     threads: int = 2,
     max_pending: int = 8,
     plane: DataPlane | None = None,
+    body_seconds: float = _BODY_SECONDS,
 ) -> APIRouter:
     """The ``/v2`` routes over ``registry``; inference uses at most ``threads`` threads.
 
@@ -125,6 +136,7 @@ def create_oip_router(
     plane = plane or DataPlane(
         registry, metrics, is_ready, threads=threads, max_pending=max_pending
     )
+    bodies = BodyReader(most=4 * plane.max_pending, seconds=body_seconds)
 
     @router.get("")
     async def server_metadata() -> dict[str, Any]:
@@ -180,8 +192,9 @@ def create_oip_router(
         content, encoding = _compress(body, accept)
         return content, header, encoding
 
-    async def run_inference(request: Request, name: str, version: str | None) -> Response:
-        body = await request.body()
+    async def run_inference(
+        request: Request, body: bytes, name: str, version: str | None
+    ) -> Response:
         decoded = await plane.run(decode, request, body)
         scored = await plane.score(
             name, version, lambda model: predict(model, decoded), metrics.http_inferences
@@ -200,10 +213,14 @@ def create_oip_router(
 
     async def infer(request: Request, name: str, version: str | None = None) -> Response:
         try:
+            plane.serving(name, version)  # no body is read for a model that is not there
+            body = await bodies.read(request)
             async with plane.admitted(name, version):
-                return await run_inference(request, name, version)
+                return await run_inference(request, body, name, version)
         except Refused as exc:
             return _refused(exc)
+        except ClientGone:
+            return Response(status_code=400)  # never sent: the client is gone
 
     not_found: dict[int | str, dict[str, Any]] = {404: {"description": "No such model/version"}}
     bad: dict[int | str, dict[str, Any]] = {

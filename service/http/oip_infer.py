@@ -22,6 +22,7 @@ from service.core import oip_binary as codec
 from service.core.inference import (
     MAX_ROWS,
     BadRequest,
+    check_input,
     model_batch,
     oip_datatype,
     wanted_outputs,
@@ -107,6 +108,7 @@ def decode_request(body: bytes, header_value: str | None) -> Decoded:
         tensors: list[npt.NDArray[Any]] = []
         offset = 0 if length is None else length
         for tensor in request.inputs:
+            check_input(tensor.datatype, tensor.shape)
             size = _binary_size(tensor)
             if size is None:
                 if tensor.data is None:

@@ -172,6 +172,8 @@ def _http_error(http: TestClient, tensor: dict[str, object], name: str = "wine")
         ("wine", [1, 13], "FP8", ROW, "INVALID_ARGUMENT"),  # no such datatype
         ("wine", [2, 13], "FP32", ROW, "INVALID_ARGUMENT"),  # data short of the shape
         ("wine", [1, 13], "FP64", [float("nan"), *ROW[1:]], "INVALID_ARGUMENT"),
+        ("wine", [1] * 65, "FP32", ROW[:1], "INVALID_ARGUMENT"),  # beyond numpy's 64 dims
+        ("x" * 20_000, [1, 13], "FP32", ROW, "NOT_FOUND"),  # its name not echoed whole
     ],
 )
 def test_refusals_match_the_http_path(

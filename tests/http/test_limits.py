@@ -155,3 +155,24 @@ def test_health_stays_fast_while_a_large_request_is_scored(
     # On the event loop, a /health call that arrives mid-request would wait for the rest of it.
     assert busy < scoring / 3, report
     assert statistics.median(during) < max(10 * typical, 0.02), report
+
+
+def test_clients_that_send_their_bodies_slowly_hold_no_inference_place(
+    serve: ServerFactory, wine_and_text: tuple[ModelMessage, ...]
+) -> None:
+    """More slow bodies than inference places (8): a whole request is still scored."""
+    server = serve(*wine_and_text)
+    row = {"name": "X", "shape": [1, 13], "datatype": "FP32", "data": [1.0] * 13}
+    slow = [socket.create_connection(("127.0.0.1", server.port), timeout=10) for _ in range(12)]
+    try:
+        for sock in slow:  # headers and one byte of a 1,000-byte body, then nothing
+            sock.sendall(_head("/v2/models/wine/infer", **{"Content-Length": "1000"}) + b"{")
+        with httpx.Client(base_url=server.url, timeout=60) as client:
+            # the slow bodies are being received once the server answers a request after them
+            assert client.get("/health").status_code == 200
+            response = client.post("/v2/models/wine/infer", json={"inputs": [row]})
+        assert response.status_code == 200, response.text
+    finally:
+        for sock in slow:
+            sock.close()
+    assert server.process.poll() is None
