@@ -47,6 +47,7 @@ Build = Callable[[ModelMessage], Awaitable[ServingModel]]
 Verify = Callable[[ControlMessage], None]
 Resubmit = Callable[[bytes | None, bytes], Coroutine[Any, Any, None]]
 MAX_WAITING = 100  # names whose newest step waits for their first version to serve
+MAX_WAITING_BYTES = 64 * 1024**2  # and their steps' bytes (a step may carry its model inline)
 
 
 class RolloutControl:
@@ -118,7 +119,9 @@ class RolloutControl:
             self._refuse(name, control, exc)
             if isinstance(exc, errors.ModelNotServing):
                 self._waiting[name] = (key, value)
-                while len(self._waiting) > MAX_WAITING:  # a flood of ghost names: the oldest go
+                while len(self._waiting) > MAX_WAITING or (  # a flood of ghosts: the oldest go
+                    sum(len(v) for _, v in self._waiting.values()) > MAX_WAITING_BYTES
+                ):
                     del self._waiting[next(iter(self._waiting))]
             return None
 

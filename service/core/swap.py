@@ -38,6 +38,7 @@ __all__ = ["Swapper"]
 logger = logging.getLogger(__name__)
 
 _MAX_PENDING = 64  # messages accepted ahead of their build: back-pressure on the feed
+MAX_NAME = 200  # characters of a model name (ModelMessage.name says the same)
 
 
 def _guess_version(value: bytes) -> str | None:
@@ -71,7 +72,9 @@ class Swapper:
         # slow locations of some names never hold back the others. Loads burn CPU: two.
         self._fetching = ThreadPoolExecutor(max_workers=16, thread_name_prefix="model-fetch")
         self._executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="model-build")
-        self._generation: dict[str, int] = {}  # messages seen per name: a retry must be newest
+        # Messages seen per name while any is pending: a retry must still be the newest.
+        self._generation: dict[str, int] = {}
+        self._retries_of: dict[str, int] = {}  # retries scheduled per name
         self._retrying: set[asyncio.Task[None]] = set()
         self._chains: dict[str, asyncio.Task[None]] = {}
         self._pending: set[asyncio.Task[None]] = set()
@@ -81,6 +84,10 @@ class Swapper:
         while len(self._pending) >= _MAX_PENDING:
             await asyncio.wait(set(self._pending), return_when=asyncio.FIRST_COMPLETED)
         name = key.decode("utf-8", "replace") if key else "?"
+        if len(name) > MAX_NAME:  # junk keys take no room: refused under a short name
+            detail = f"model name is {len(name)} characters; at most {MAX_NAME}"
+            self._rejected(f"{name[:40]}...", None, errors.InvalidModelMessage(detail))
+            return
         generation = self._generation.get(name, 0) + 1
         self._generation[name] = generation
         previous = self._chains.get(name)
@@ -111,6 +118,8 @@ class Swapper:
         finally:
             if self._chains.get(name) is asyncio.current_task():
                 del self._chains[name]
+                if name not in self._retries_of:  # nothing can be stale: a name costs nothing
+                    self._generation.pop(name, None)
 
     async def apply(
         self, name: str, key: bytes | None, value: bytes | None, generation: int
@@ -131,7 +140,11 @@ class Swapper:
         if attempt and self._generation.get(message.name) != generation:
             return  # a retry, but a newer message for this name came meanwhile: it decides
         try:
-            await self._install(message)
+            model = await self.build(message)
+            if attempt and self._generation.get(message.name) != generation:
+                model.runtime.close()  # a newer message came while this retry was built
+                return
+            self._install(model)
         except errors.ModelRejected as exc:
             self._rejected(message.name, message.version, exc, message.sha256)
             if exc.transient and exc.reason != "fetch_cancelled" and attempt < self._retries:
@@ -148,10 +161,20 @@ class Swapper:
             delay,
         )
 
-        async def later() -> None:
-            await asyncio.sleep(delay)
-            await self._try(message, generation, attempt)
+        name = message.name
 
+        async def later() -> None:
+            try:
+                await asyncio.sleep(delay)
+                await self._try(message, generation, attempt)
+            finally:
+                self._retries_of[name] -= 1
+                if not self._retries_of[name]:
+                    del self._retries_of[name]
+                    if name not in self._chains:
+                        self._generation.pop(name, None)
+
+        self._retries_of[name] = self._retries_of.get(name, 0) + 1
         task = asyncio.get_running_loop().create_task(later())
         self._retrying.add(task)
         task.add_done_callback(self._retrying.discard)
@@ -171,8 +194,7 @@ class Swapper:
             logger.exception("unexpected error loading %s %s", message.name, message.version)
             raise errors.InvalidModel(f"{type(exc).__name__}: {exc}") from None
 
-    async def _install(self, message: ModelMessage) -> None:
-        model = await self.build(message)
+    def _install(self, model: ServingModel) -> None:
         old = self._registry.install(model)
         self._metrics.swapped(model.name, model.version, old.version if old else None)
         self._metrics.model_load_seconds.labels(self._metrics.model_label(model.name)).observe(

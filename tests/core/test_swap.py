@@ -158,3 +158,77 @@ def test_a_newer_message_cancels_the_retry_of_an_older_one(make_message: Message
     assert model.version == "2"
     assert registry.calls == 2, "version 1 was retried after version 2 arrived"
     swapper.close()
+
+
+class _SlowRetryRegistry(ModelRegistry):
+    """Version 1's first fetch fails transiently, its second waits until released."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.v1_fetches = 0
+        self.release = threading.Event()
+        self.v1_retrying = threading.Event()
+
+    def fetch(self, message: Any) -> bytes:
+        if message.version == "1":
+            self.v1_fetches += 1
+            if self.v1_fetches == 1:
+                raise errors.FetchTransient("the file server is away")
+            self.v1_retrying.set()
+            self.release.wait(60)
+        return super().fetch(message)
+
+
+def test_a_retry_built_while_a_newer_version_arrived_is_not_installed(
+    make_message: MessageFactory,
+) -> None:
+    """v1's retry is being built when v2 arrives and swaps in: v2 keeps serving."""
+    registry = _SlowRetryRegistry()
+    swapper = Swapper(registry, Metrics(), retry_after=0.01)
+
+    async def run() -> None:
+        await swapper.submit(b"wine", encode_model_message(make_message(version="1")))
+        await swapper.settle()
+        loop = asyncio.get_running_loop()
+        assert await loop.run_in_executor(None, registry.v1_retrying.wait, 60)
+        await swapper.submit(b"wine", encode_model_message(make_message(version="2")))
+        await swapper.settle()
+        served = registry.get("wine")
+        assert served is not None
+        assert served.version == "2"
+        registry.release.set()
+        await asyncio.gather(*swapper._retrying)  # the retry of v1 ends
+
+    asyncio.run(run())
+    model = registry.get("wine")
+    assert model is not None
+    assert model.version == "2", "the retry of version 1 replaced version 2"
+    assert [(e.version, e.status) for e in registry.history("wine") or []][-1] == ("2", "accepted")
+    swapper.close()
+
+
+def test_junk_keys_take_no_room(make_message: MessageFactory) -> None:
+    """Names are at most 200 characters; a megabyte key is refused under a short name,
+    and names whose messages are all applied leave nothing behind in the swapper."""
+    registry = ModelRegistry()
+    swapper = Swapper(registry, Metrics())
+    huge = [bytes([65 + i]) * 1_000_000 for i in range(5)]
+
+    async def run() -> None:
+        for key in huge:
+            await swapper.submit(key, b"{}")
+        for i in range(50):
+            await swapper.submit(b"junk%d" % i, b"{not json")
+        await swapper.submit(b"wine", encode_model_message(make_message()))
+        await swapper.settle()
+
+    asyncio.run(run())
+    histories = {name: registry.history(name) or [] for name in ["wine", *registry._history]}
+    assert max(map(len, histories)) <= 200
+    long_ones = [h for name, h in histories.items() if name.endswith("...")]
+    assert len(long_ones) == 5
+    assert all(h[0].reason == "invalid_message" and "1000000 characters" in (h[0].detail or "")
+               for h in long_ones)  # fmt: skip
+    assert registry.get("wine") is not None
+    assert swapper._generation == {}
+    swapper.close()
