@@ -40,7 +40,7 @@ def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     from service.worker import run_worker
 
     try:  # a bad routes file stops the worker with one line naming the field
-        load_routes(settings.routes) if settings.routes else None
+        load_routes(settings.routes, settings.written_topics) if settings.routes else None
     except RoutesInvalid as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -276,6 +276,8 @@ def _settings() -> Settings:
         return Settings()
     except ValidationError as exc:
         first = exc.errors()[0]
+        if not first["loc"]:  # a check across settings: its message names them
+            raise ToolError(f"bad settings: {first['msg']}; fix them in the environment") from None
         where = "HOTSWAP_" + "_".join(str(p) for p in first["loc"]).upper()
         raise ToolError(f"bad setting {where}: {first['msg']}; fix it in the environment") from None
 
@@ -293,7 +295,12 @@ def _quiet_logging(verbose: bool) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "worker":  # a service: it configures its own logging and reports
-        return cmd_worker(_settings(), args)
+        try:
+            settings = _settings()
+        except ToolError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        return cmd_worker(settings, args)
     _quiet_logging(args.verbose)
     try:
         return COMMANDS[args.command](_settings(), args)

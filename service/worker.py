@@ -39,7 +39,7 @@ from service.core.registry import BuildLimits, ModelRegistry
 from service.core.routed import RoutedScorer
 from service.core.routes import implicit_routes, load_routes
 from service.core.scoring import Scorer
-from service.core.settings import Settings
+from service.core.settings import Settings, unknown_variables
 from service.core.signing import ControlVerifier, Verifier, load_public_key
 from service.core.swap import Swapper
 from service.core.truth import pair_recorder
@@ -98,7 +98,7 @@ def build_worker(settings: Settings) -> WorkerParts:
         registry, max_record_bytes=settings.max_record_bytes, default_model=settings.default_model
     )
     publisher = Publisher(settings, transactional=settings.processing_guarantee == "exactly_once")
-    routes = load_routes(settings.routes) if settings.routes else None  # refused: no start
+    routes = load_routes(settings.routes, settings.written_topics) if settings.routes else None
     if routes is None and settings.schema_registry_url:  # framed records on the data topic
         routes = implicit_routes(settings.data_topic, settings.scored_topic)
     routing = None
@@ -303,6 +303,8 @@ def serve(settings: Settings) -> int:
         settings.http_port,
         settings.grpc_port or "(off)",
     )
+    for variable in unknown_variables(os.environ):
+        logger.warning("%s names no setting and is ignored", variable)
     try:
         worker.execute_from_commandline()
     except SystemExit as exc:

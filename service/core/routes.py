@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Collection
 from pathlib import Path
 from typing import Literal
 
@@ -48,16 +49,30 @@ class Route(BaseModel):
 
     @property
     def subscription(self) -> str:
-        """What the consumer subscribes to: the topic, or ``^pattern`` (librdkafka's form)."""
+        """What the consumer subscribes to: the topic, or ``^(pattern)$``.
+
+        librdkafka takes a subscription starting with ``^`` as a regular expression and
+        *searches* topic names with it: ``^payments[.](eu|us)`` alone also reads
+        ``payments.eu.scored``. Anchored at both ends, it reads the topics
+        :meth:`matches` (a whole-name match) says it does, and no others.
+        """
         if self.topic is not None:
             return self.topic
+        return f"^({self._core})$"
+
+    @property
+    def _core(self) -> str:
+        """The pattern without the anchors a user may have written."""
         assert self.pattern is not None
-        return self.pattern if self.pattern.startswith("^") else f"^{self.pattern}"
+        core = self.pattern.removeprefix("^")
+        if core.endswith("$") and not core.endswith("\\$"):
+            core = core[:-1]
+        return core
 
     def matches(self, topic: str) -> bool:
         if self.topic is not None:
             return topic == self.topic
-        return re.fullmatch(self.subscription[1:], topic) is not None
+        return re.fullmatch(self._core, topic) is not None
 
 
 class RouteFile(BaseModel):
@@ -99,8 +114,12 @@ class Routes:
         return list(dict.fromkeys(r.model for r in self.routes if r.model))
 
 
-def load_routes(path: str | Path) -> Routes:
-    """Read and validate a routes file; :class:`RoutesInvalid` names what is wrong."""
+def load_routes(path: str | Path, written: Collection[str] = ()) -> Routes:
+    """Read and validate a routes file; :class:`RoutesInvalid` names what is wrong.
+
+    ``written``: the topics the worker writes or keeps for itself (dead letters, model
+    topic, ...): a route that read one would score the worker's own outputs, forever.
+    """
     where = f"HOTSWAP_ROUTES={path}"
     try:
         text = Path(path).read_text()
@@ -117,12 +136,12 @@ def load_routes(path: str | Path) -> Routes:
     except ValidationError as exc:
         raise errors.RoutesInvalid(f"{where}: {problems(exc)}") from None
     routes = Routes(parsed.routes)
-    for output in routes.outputs:
+    for output in [*routes.outputs, *written]:
         reader = routes.for_topic(output)
         if reader is not None:  # it would score its own outputs, forever
             raise errors.RoutesInvalid(
-                f"{where}: output topic {output!r} is also read by route "
-                f"{reader.subscription!r} (anchor a pattern with `$`)"
+                f"{where}: topic {output!r}, which the worker writes, is also read by route "
+                f"{reader.subscription!r}"
             )
     shown = (f"{r.subscription} -> {r.model or 'each record`s model'}" for r in parsed.routes)
     logger.info("routes: %s", ", ".join(shown))

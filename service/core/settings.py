@@ -7,13 +7,15 @@ talk to the same broker and topics.
 
 from __future__ import annotations
 
+import difflib
 import logging
 import os
 import socket
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["SecurityProtocol", "Settings"]
@@ -173,6 +175,43 @@ class Settings(BaseSettings):
             raise ValueError("HOTSWAP_BROKER must name at least one host:port")
         return value
 
+    @model_validator(mode="after")
+    def _one_role_per_topic(self) -> Settings:
+        """Two roles on one topic loop: dead letters read back as records, outputs as models."""
+        roles = {
+            "HOTSWAP_MODEL_TOPIC": self.model_topic,
+            "HOTSWAP_DATA_TOPIC": self.data_topic,
+            "HOTSWAP_SCORED_TOPIC": self.scored_topic,
+            "HOTSWAP_DEAD_LETTER_TOPIC": self.dead_letter_topic,
+            "HOTSWAP_ARCHIVE_TOPIC": self.archive_topic,
+            "HOTSWAP_CONTROL_TOPIC": self.control_topic,
+            "HOTSWAP_SHADOW_TOPIC": self.shadow_topic,
+            "HOTSWAP_STATUS_TOPIC": self.status_topic,
+            "HOTSWAP_LABELS_TOPIC": self.labels_topic,
+            "HOTSWAP_LABEL_STATE_TOPIC": self.label_state_topic_name,
+        }
+        seen: dict[str, str] = {}
+        for role, topic in roles.items():
+            if topic in seen:
+                raise ValueError(f"{seen[topic]} and {role} are both {topic!r}: one role a topic")
+            seen[topic] = role
+        return self
+
+    @property
+    def written_topics(self) -> tuple[str, ...]:
+        """The topics the worker writes or reads for itself: no route may read them."""
+        return (
+            self.scored_topic,
+            self.dead_letter_topic,
+            self.shadow_topic,
+            self.labels_topic,
+            self.label_state_topic_name,
+            self.model_topic,
+            self.archive_topic,
+            self.control_topic,
+            self.status_topic,
+        )
+
     @property
     def model_root_paths(self) -> tuple[Path, ...]:
         """Where ``file://`` model locations may point: ``model_roots``, or DATA_DIR/models."""
@@ -200,3 +239,17 @@ class Settings(BaseSettings):
     def worker_id(self) -> str:
         """``instance_id``, or host name and HTTP port: stable across restarts of one worker."""
         return self.instance_id or f"{socket.gethostname()}-{self.http_port}"
+
+
+def unknown_variables(environ: Mapping[str, str]) -> list[str]:
+    """``HOTSWAP_*`` variables that name no setting (a typo is otherwise silently ignored),
+    each with the setting it most likely meant."""
+    known = {name.upper() for name in Settings.model_fields}
+    found = []
+    for variable in sorted(environ):
+        name = variable.removeprefix("HOTSWAP_")
+        if name == variable or name in known:
+            continue
+        close = difflib.get_close_matches(name, known, n=1, cutoff=0.8)
+        found.append(f"{variable} (did you mean HOTSWAP_{close[0]}?)" if close else variable)
+    return found

@@ -7,7 +7,7 @@ import os
 import pytest
 from pydantic import ValidationError
 
-from service.core.settings import Settings
+from service.core.settings import Settings, unknown_variables
 
 
 @pytest.fixture(autouse=True)
@@ -97,3 +97,47 @@ def test_invalid_values_are_refused(monkeypatch: pytest.MonkeyPatch, name: str, 
     monkeypatch.setenv(name, value)
     with pytest.raises(ValidationError):
         Settings()
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({"HOTSWAP_DEAD_LETTER_TOPIC": "records"}, "HOTSWAP_DATA_TOPIC and HOTSWAP_DEAD_LETTER"),
+        ({"HOTSWAP_SCORED_TOPIC": "models"}, "HOTSWAP_MODEL_TOPIC and HOTSWAP_SCORED_TOPIC"),
+        ({"HOTSWAP_LABELS_TOPIC": "scored"}, "HOTSWAP_SCORED_TOPIC and HOTSWAP_LABELS_TOPIC"),
+        ({"HOTSWAP_APP_ID": "x", "HOTSWAP_DATA_TOPIC": "x.labels-join"}, "HOTSWAP_LABEL_STATE"),
+    ],
+)
+def test_one_topic_has_one_role(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], named: str
+) -> None:
+    """A dead-letter topic that is the data topic re-reads every dead letter, forever."""
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    with pytest.raises(ValidationError, match=named):
+        Settings()
+
+
+def test_the_worker_refuses_a_topic_in_two_roles_in_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from service.cli import main
+
+    monkeypatch.setenv("HOTSWAP_DEAD_LETTER_TOPIC", "records")
+    assert main(["worker"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: bad settings:")
+    assert "\n" not in err
+
+
+def test_a_misspelt_variable_is_named_with_the_setting_it_meant() -> None:
+    environ = {
+        "HOTSWAP_PROCESSING_GUARANTE": "exactly_once",
+        "HOTSWAP_BROKER": "kafka://b:9092",
+        "PATH": "/bin",
+        "HOTSWAP_NOTHING_LIKE_IT_AT_ALL_XYZ": "1",
+    }
+    assert unknown_variables(environ) == [
+        "HOTSWAP_NOTHING_LIKE_IT_AT_ALL_XYZ",
+        "HOTSWAP_PROCESSING_GUARANTE (did you mean HOTSWAP_PROCESSING_GUARANTEE?)",
+    ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -76,7 +77,7 @@ def test_routes_file_validates_and_routes_topics_and_patterns(tmp_path: Path) ->
             '    mode: enrich\n  - pattern: "payments\\\\..*"\n    model: other\n    output: o\n',
         )
     )
-    assert routes.subscriptions == ["payments", "^payments\\..*"]
+    assert routes.subscriptions == ["payments", "^(payments\\..*)$"]
     assert routes.outputs == ["scored.payments", "o"]
     first = routes.for_topic("payments")
     assert first is not None
@@ -108,6 +109,30 @@ def test_a_bad_routes_file_is_refused_with_the_field_named(
         load_routes(_write(tmp_path, text))
     assert named in str(caught.value)
     assert "HOTSWAP_ROUTES=" in str(caught.value)
+
+
+def test_a_pattern_reads_whole_topic_names_only_as_librdkafka_is_told(tmp_path: Path) -> None:
+    """librdkafka *searches* names with a ``^`` subscription: unanchored at the end, a
+    pattern for ``payments.eu`` read ``payments.eu.scored``, the route's own output."""
+    text = (
+        'routes:\n  - pattern: "payments\\\\.(eu|us)"\n    model: m\n'
+        "    output: payments.eu.scored\n"
+    )
+    routes = load_routes(_write(tmp_path, text))
+    (subscription,) = routes.subscriptions
+    assert subscription == "^(payments\\.(eu|us))$"
+    searched = [t for t in ("payments.eu", "payments.us", "payments.eu.scored", "xpayments.eu")
+                if re.search(subscription, t)]  # fmt: skip
+    assert searched == ["payments.eu", "payments.us"]
+    anchored = 'routes:\n  - pattern: "^in$"\n    model: m\n    output: o\n'
+    assert load_routes(_write(tmp_path, anchored)).subscriptions == ["^(in)$"]
+
+
+def test_a_route_may_not_read_a_topic_the_worker_writes(tmp_path: Path) -> None:
+    text = 'routes:\n  - pattern: "payments\\\\..*"\n    model: m\n    output: out\n'
+    with pytest.raises(errors.RoutesInvalid, match=r"'payments\.dlq', which the worker writes"):
+        load_routes(_write(tmp_path, text), written=["scored", "payments.dlq"])
+    assert load_routes(_write(tmp_path, text), written=["scored"]).outputs == ["out"]
 
 
 def test_a_missing_routes_file_is_refused(tmp_path: Path) -> None:
