@@ -105,6 +105,7 @@ class _Derived:
     schema_id: int
     prefix: bytes  # magic byte and the derived schema's id
     field_key: bytes = b""  # Protobuf: the prediction field's tag
+    whole: Any = None  # Avro, an input with a `prediction` of its own: the parsed derived schema
 
 
 class EnrichWriter:
@@ -137,7 +138,12 @@ class EnrichWriter:
             value = source.value
             assert value is not None
             prediction = orjson.loads(out.value)
-            if reader.kind == "AVRO":
+            if reader.kind == "AVRO" and derived.whole is not None:  # its prediction replaced
+                buffer = io.BytesIO()
+                record = {**source.document, "prediction": prediction}
+                fastavro.schemaless_writer(buffer, derived.whole, record)
+                out.value = derived.prefix + buffer.getvalue()
+            elif reader.kind == "AVRO":
                 buffer = io.BytesIO()
                 fastavro.schemaless_writer(buffer, self._avro, prediction)
                 out.value = b"".join((derived.prefix, value[5:], buffer.getvalue()))
@@ -159,7 +165,7 @@ class EnrichWriter:
         found = self._derived.get(key)
         if found is not None:
             return found
-        schema, number = self._schema(reader)
+        schema, number, whole = self._schema(reader)
         client = self._codec.client
         assert client is not None
         subject = f"{output}-value"
@@ -178,12 +184,18 @@ class EnrichWriter:
         derived = _Derived(schema_id, b"\0" + schema_id.to_bytes(4, "big"))
         if number:
             derived.field_key = _key(number)
+        if whole is not None:
+            derived.whole = fastavro.parse_schema(whole)
         self._derived[key] = derived
         return derived
 
     @staticmethod
-    def _schema(reader: Reader) -> tuple[Schema, int]:
-        """The derived schema, and the prediction's field number (Protobuf)."""
+    def _schema(reader: Reader) -> tuple[Schema, int, dict[str, Any] | None]:
+        """The derived schema, the prediction's field number (Protobuf), and the derived
+        Avro schema when the input has a ``prediction`` of its own (an enriched record
+        enriched again): the derived schema replaces that field, so appending the new
+        prediction to the input's bytes would leave the old one's where no field reads
+        them; such records are encoded whole instead."""
         source = reader.schema
         text = source.schema_str or ""
         if reader.kind == "AVRO":
@@ -192,26 +204,29 @@ class EnrichWriter:
                 raise errors.OutputSchemaRefused("only an Avro record can carry `prediction`")
             fields = [f for f in avro["fields"] if f.get("name") != "prediction"]
             derived = {**avro, "fields": [*fields, {"name": "prediction", "type": PREDICTION_AVRO}]}
-            return Schema(orjson.dumps(derived).decode(), "AVRO", source.references), 0
+            whole = derived if len(fields) < len(avro["fields"]) else None
+            return Schema(orjson.dumps(derived).decode(), "AVRO", source.references), 0, whole
         if reader.kind == "PROTOBUF":
             fdp: descriptor_pb2.FileDescriptorProto = copy.deepcopy(reader.parsed)
             fdp.name = "derived.proto"
             target = fdp.message_type[0]  # the file's first message: Confluent's default
             taken = {f.number for f in target.field}
             number = _PROTO_FIELD if _PROTO_FIELD not in taken else max(taken) + 1
+            names = {f.name for f in target.field}
+            name = "prediction" if "prediction" not in names else f"prediction_{number}"
             if not any(m.name == "HotswapPrediction" for m in fdp.message_type):
                 fdp.message_type.append(_prediction_message(fdp.package))
             prefix = f".{fdp.package}." if fdp.package else "."
-            target.field.add(
-                name="prediction", number=number, type=_F.TYPE_MESSAGE, label=_F.LABEL_OPTIONAL,
-                type_name=f"{prefix}HotswapPrediction", json_name="prediction",
+            target.field.add(  # an input's own `prediction` stays: this one is numbered
+                name=name, number=number, type=_F.TYPE_MESSAGE, label=_F.LABEL_OPTIONAL,
+                type_name=f"{prefix}HotswapPrediction", json_name=name,
             )  # fmt: skip
-            return Schema(_proto_to_str(fdp), "PROTOBUF", source.references), number
+            return Schema(_proto_to_str(fdp), "PROTOBUF", source.references), number, None
         doc = orjson.loads(text)
         if not isinstance(doc, dict):
             raise errors.OutputSchemaRefused("the JSON schema is not an object schema")
         doc = {**doc, "properties": {**doc.get("properties", {}), "prediction": _PREDICTION_JSON}}
-        return Schema(orjson.dumps(doc).decode(), "JSON", source.references), 0
+        return Schema(orjson.dumps(doc).decode(), "JSON", source.references), 0, None
 
 
 def _length(n: int) -> bytes:
