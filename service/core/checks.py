@@ -7,15 +7,20 @@ serving or candidate, so a candidate in a rollout is held to the same bar.
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from service.core import errors
 from service.core.messages import ModelMessage
+from service.core.outputs import render
 from service.core.runtime import ModelRuntime, Signature
 from service.core.runtime.base import Outputs
 
-__all__ = ["check_compatible", "warm_up"]
+if TYPE_CHECKING:
+    from service.core.registry import ServingModel
+
+__all__ = ["check_compatible", "check_renders", "warm_up"]
 
 logger = logging.getLogger(__name__)
 
@@ -37,9 +42,12 @@ def check_compatible(
         )
 
 
-def warm_up(message: ModelMessage, runtime: ModelRuntime, rows: int) -> Outputs:
-    """Run the model once on its samples (checking expected labels) or on ``rows`` zeros;
-    its outputs, for the caller to check that they render as scored records."""
+def warm_up(
+    message: ModelMessage, runtime: ModelRuntime, rows: int, seconds: float = 30.0
+) -> Outputs:
+    """Run the model once on its samples (checking expected labels) or on ``rows`` zeros,
+    each run stopped after ``seconds``; its outputs, for the caller to check that they
+    render as scored records."""
     samples = message.metadata.get("samples")
     width, dtype = runtime.signature.width, runtime.signature.dtype
     try:
@@ -47,9 +55,9 @@ def warm_up(message: ModelMessage, runtime: ModelRuntime, rows: int) -> Outputs:
             batch = np.asarray(samples["inputs"], dtype=dtype).reshape(-1, width)
         else:
             batch = np.zeros((rows, width), dtype=dtype)
-        outputs = runtime.predict(batch)
+        outputs = runtime.predict_within(batch, seconds)
         if len(batch) > 1:  # and one row: a model whose output rows are not its input rows
-            runtime.predict(batch[:1])  # fails one of the two (the runtime counts them)
+            runtime.predict_within(batch[:1], seconds)  # fails one of the two (see predict)
     except errors.ModelRejected:
         raise
     except Exception as exc:
@@ -79,3 +87,13 @@ def _check_classes(signature: Signature, outputs: Outputs) -> None:
             f"metadata names {len(names)} classes but output {proba!r} has "
             f"{outputs[proba].shape[1]} probabilities"
         )
+
+
+def check_renders(model: ServingModel, outputs: Outputs) -> None:
+    """A scored record of each warm-up row, as scoring would write it, or ``warmup_failed``:
+    a version whose outputs cannot be written would fail every batch it scores."""
+    try:
+        render(model, outputs, list(range(len(next(iter(outputs.values()), [])))))
+    except Exception as exc:
+        detail = f"its outputs cannot be written as scored records: {exc}"
+        raise errors.WarmupFailed(detail[:500]) from None

@@ -21,9 +21,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from service.core import errors
 from service.core.artifacts import FetchPolicy, fetch_artifact
-from service.core.checks import check_compatible, warm_up
+from service.core.checks import check_compatible, check_renders, warm_up
 from service.core.messages import ModelMessage
-from service.core.outputs import render
 from service.core.runtime import ModelRuntime, load_runtime
 from service.core.settings import Settings
 from service.core.stats import LatencyStats
@@ -84,6 +83,7 @@ class BuildLimits:
     max_bytes: int = 200_000_000
     fetch_timeout: float = 30.0
     warmup_rows: int = 64
+    warmup_seconds: float = 30.0
     model_roots: tuple[Path, ...] = ()  # file:// locations only under these; none: refused
     fetch_attempts: int = 4
     fetch_backoff: float = 0.5
@@ -93,6 +93,7 @@ class BuildLimits:
         return cls(
             max_bytes=settings.max_model_bytes,
             fetch_timeout=settings.fetch_timeout,
+            warmup_seconds=settings.warmup_timeout,
             model_roots=settings.model_root_paths,
             fetch_attempts=settings.fetch_attempts,
             fetch_backoff=settings.fetch_backoff,
@@ -151,8 +152,7 @@ class ModelRegistry:
 
     def build(self, message: ModelMessage) -> ServingModel:
         """Fetch, verify, load, check and warm ``message``; raise ModelRejected on any defect."""
-        started = _now()
-        return self.load(message, self.fetch(message), started)
+        return self.load(message, self.fetch(message), _now())
 
     def fetch(self, message: ModelMessage) -> bytes:
         """Verify ``message`` and fetch its artifact: waits on the network, little CPU."""
@@ -169,14 +169,12 @@ class ModelRegistry:
             current = self._current.get(message.name)
             old = current.runtime.signature if current is not None else None
             check_compatible(message, runtime.signature, old, current.version if current else "?")
-            outputs = warm_up(message, runtime, self._limits.warmup_rows)
+            outputs = warm_up(
+                message, runtime, self._limits.warmup_rows, self._limits.warmup_seconds
+            )
             load_ms = (_now() - started).total_seconds() * 1000
             model = ServingModel(message=message, runtime=runtime, load_ms=load_ms)
-            try:  # a scored record of each warm-up row, as scoring would write it
-                render(model, outputs, list(range(len(next(iter(outputs.values()), [])))))
-            except Exception as exc:
-                detail = f"its outputs cannot be written as scored records: {exc}"
-                raise errors.WarmupFailed(detail[:500]) from None
+            check_renders(model, outputs)
         except BaseException:
             runtime.close()
             raise

@@ -88,6 +88,9 @@ class Settings(BaseSettings):
     fetch_timeout: float = Field(
         15.0, gt=0, description="Deadline (s) of a whole model-location fetch, retries included."
     )
+    warmup_timeout: float = Field(
+        30.0, gt=0, description="Deadline (s) of a new version's warm-up predictions."
+    )
     fetch_attempts: int = Field(
         4, ge=1, description="Tries of a location that fails transiently (5xx, refused, stalled)."
     )

@@ -9,6 +9,7 @@ sizes its batches are scored row by row, every record accounted for.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import numpy as np
@@ -18,7 +19,7 @@ import pytest
 from onnx import TensorProto, helper
 
 from service.core import errors
-from service.core.registry import ModelRegistry
+from service.core.registry import BuildLimits, ModelRegistry
 from service.core.scoring import InputRecord, Scored, Scorer
 from tests.models import BuiltModel, MessageFactory
 
@@ -123,3 +124,40 @@ def test_the_published_classes_still_serve(
     model = ModelRegistry().build(make_message(metadata=wine_model.metadata()))
     assert model.runtime.signature.classes == tuple(wine_model.classes)
     assert np.asarray(wine_model.sample_inputs).shape[1] == model.runtime.signature.width
+
+
+def _endless() -> bytes:
+    """y = x after a Loop of 10^12 turns: valid ONNX, 272 bytes, and it never ends."""
+    t = TensorProto
+    body = helper.make_graph(
+        [
+            helper.make_node("Identity", ["cond_in"], ["cond_out"]),
+            helper.make_node("Identity", ["v_in"], ["v_out"]),
+        ],
+        "body",
+        [
+            helper.make_tensor_value_info("i", t.INT64, []),
+            helper.make_tensor_value_info("cond_in", t.BOOL, []),
+            helper.make_tensor_value_info("v_in", t.FLOAT, [None, 2]),
+        ],
+        [
+            helper.make_tensor_value_info("cond_out", t.BOOL, []),
+            helper.make_tensor_value_info("v_out", t.FLOAT, [None, 2]),
+        ],
+    )
+    inits = [
+        helper.make_tensor("turns", t.INT64, [], [10**12]),
+        helper.make_tensor("go", t.BOOL, [], [True]),
+    ]
+    return _onnx([helper.make_node("Loop", ["turns", "go", "x"], ["y"], body=body)], inits)
+
+
+def test_a_warm_up_that_never_ends_is_stopped_and_refused(make_message: MessageFactory) -> None:
+    """Without a deadline it held a load thread for ever (and, at start, the replay)."""
+    registry = ModelRegistry(limits=BuildLimits(warmup_seconds=0.5))
+    started = time.monotonic()
+    with pytest.raises(errors.WarmupFailed, match=r"stopped after 0\.5 s"):
+        registry.build(make_message(artifact=_endless(), metadata={}))
+    assert time.monotonic() - started < 60  # an upper bound: the loop alone takes hours
+    served = ModelRegistry(limits=BuildLimits(warmup_seconds=0.5))
+    served.build(make_message(artifact=_first_rows(_WARMUP_ROWS), metadata={}))  # still builds

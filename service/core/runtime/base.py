@@ -61,6 +61,11 @@ class ModelRuntime(abc.ABC):
         """Score a ``(rows, width)`` batch (of ``signature.dtype``) in one call; outputs
         have ``rows`` rows."""
 
+    def predict_within(self, batch: npt.NDArray[np.floating[Any]], seconds: float) -> Outputs:
+        """:meth:`predict`, stopped with an error after ``seconds`` where the runtime can
+        stop a run (the warm-up of a version nobody has seen run yet); here: unbounded."""
+        return self.predict(batch)
+
     @abc.abstractmethod
     def close(self) -> None:
         """Release the session; called once the model no longer serves."""

@@ -8,6 +8,7 @@ publisher's; pickled estimators are refused before they reach here (see
 from __future__ import annotations
 
 import logging
+import threading
 from typing import Any
 
 import numpy as np
@@ -104,9 +105,28 @@ class OnnxModel(ModelRuntime):
         self._output_names = [o.name for o in out_specs]
 
     def predict(self, batch: npt.NDArray[np.floating[Any]]) -> Outputs:
+        return self._run(batch, None)
+
+    def predict_within(self, batch: npt.NDArray[np.floating[Any]], seconds: float) -> Outputs:
+        options = ort.RunOptions()
+        stop = threading.Timer(seconds, setattr, (options, "terminate", True))
+        stop.daemon = True
+        stop.start()
+        try:
+            return self._run(batch, options)
+        except errors.ScoringFailed:
+            raise
+        except Exception:
+            if options.terminate:
+                raise TimeoutError(f"stopped after {seconds:g} s") from None
+            raise
+        finally:
+            stop.cancel()
+
+    def _run(self, batch: npt.NDArray[np.floating[Any]], options: Any) -> Outputs:
         if batch.dtype != self._dtype:
             batch = batch.astype(self._dtype)
-        results = self._session.run(self._output_names, {self._input_name: batch})
+        results = self._session.run(self._output_names, {self._input_name: batch}, options)
         outputs = {name: np.asarray(value) for name, value in zip(self._output_names, results)}
         for name, value in outputs.items():  # a row for each record, or records go missing
             if value.ndim == 0 or len(value) != len(batch):
