@@ -49,6 +49,7 @@ __all__ = [
     "check_input",
     "model_batch",
     "oip_datatype",
+    "oip_shape",
     "wanted_outputs",
 ]
 
@@ -91,6 +92,14 @@ class Scored:
 
 def oip_datatype(spec: TensorSpec) -> str:
     return _ONNX_TO_OIP.get(spec.dtype, "BYTES")
+
+
+def oip_shape(spec: TensorSpec) -> list[int]:
+    """The shape metadata gives (-1: any size); a sequence (a ZipMap's list of maps) has no
+    tensor shape in ONNX but is answered as one BYTES element per row: ``[-1]``."""
+    if not spec.shape and not spec.dtype.startswith("tensor("):
+        return [-1]
+    return [d if d is not None else -1 for d in spec.shape]
 
 
 def check_input(datatype: str, shape: Sequence[int]) -> None:

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+import orjson
 
 __all__ = [
     "DATATYPES",
@@ -195,11 +196,21 @@ def _flatten(data: list[Any]) -> list[Any]:
     return flat
 
 
+def _element(item: Any) -> bytes:
+    """One BYTES element: bytes as they are, text as UTF-8, and a map or a list (a ZipMap's
+    ``{class: probability}`` row) as JSON, keys as strings: not Python's ``repr``."""
+    if isinstance(item, bytes):
+        return item
+    if isinstance(item, dict | list):
+        return orjson.dumps(item, option=orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY)
+    return str(item).encode()
+
+
 def encode_bytes(array: npt.NDArray[Any]) -> bytes:
-    """A BYTES tensor as length-prefixed elements (``str`` elements encoded as UTF-8)."""
+    """A BYTES tensor as length-prefixed elements (see :func:`_element`)."""
     parts: list[bytes] = []
     for item in array.reshape(-1).tolist():
-        value = item if isinstance(item, bytes) else str(item).encode()
+        value = _element(item)
         parts += (_LENGTH.pack(len(value)), value)
     return b"".join(parts)
 
@@ -214,10 +225,7 @@ def encode_tensor(array: npt.NDArray[Any], datatype: str) -> bytes:
 def to_json(array: npt.NDArray[Any], datatype: str) -> npt.NDArray[Any] | list[Any]:
     """``array`` flattened for a JSON body (numpy arrays are serialized by orjson as is)."""
     if datatype == "BYTES":
-        return [
-            x.decode("utf-8", "replace") if isinstance(x, bytes) else str(x)
-            for x in array.reshape(-1).tolist()
-        ]
+        return [_element(x).decode("utf-8", "replace") for x in array.reshape(-1).tolist()]
     return np.ascontiguousarray(array, dtype=_dtype(datatype)).reshape(-1)
 
 

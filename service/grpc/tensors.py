@@ -22,6 +22,7 @@ from service.core.inference import (
     check_input,
     model_batch,
     oip_datatype,
+    oip_shape,
     wanted_outputs,
 )
 from service.core.registry import ServingModel
@@ -141,6 +142,5 @@ def tensor_metadata(model: ServingModel) -> pb.ModelMetadataResponse:
     )
     for specs, target in ((sig.inputs, response.inputs), (sig.outputs, response.outputs)):
         for spec in specs:
-            shape = [d if d is not None else -1 for d in spec.shape]
-            target.add(name=spec.name, datatype=oip_datatype(spec), shape=shape)
+            target.add(name=spec.name, datatype=oip_datatype(spec), shape=oip_shape(spec))
     return response

@@ -25,7 +25,7 @@ from fastapi.responses import JSONResponse
 
 from service import __version__
 from service.core import oip_binary as codec
-from service.core.inference import BadRequest, DataPlane, Refused
+from service.core.inference import BadRequest, DataPlane, Refused, oip_shape
 from service.core.metrics import Metrics
 from service.core.registry import ModelRegistry, ServingModel
 from service.core.runtime import TensorSpec
@@ -53,8 +53,7 @@ def _error(status: int, message: str) -> JSONResponse:
 
 
 def _tensor_meta(spec: TensorSpec) -> dict[str, Any]:
-    shape = [d if d is not None else -1 for d in spec.shape]
-    return {"name": spec.name, "datatype": oip_datatype(spec), "shape": shape}
+    return {"name": spec.name, "datatype": oip_datatype(spec), "shape": oip_shape(spec)}
 
 
 def _inline(schema: dict[str, Any]) -> dict[str, Any]:

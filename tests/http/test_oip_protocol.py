@@ -317,3 +317,34 @@ def test_a_swap_during_the_call_is_answered_by_the_new_version(
         assert np.frombuffer(tensors["label"], "<i8").tolist() == wine_model.sample_labels[:4]
         pinned = client.post("/v2/models/wine/versions/1/infer", content=body, headers=headers)
         assert pinned.status_code == 404
+
+
+def test_a_zipmap_classifier_answers_json_maps_not_python_reprs(
+    make_message: MessageFactory,
+) -> None:
+    """skl2onnx's default classifier output is one {class: probability} map per row; over
+    OIP it is a BYTES tensor whose elements a JSON parser reads (keys as strings)."""
+    from skl2onnx import to_onnx
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(60, 2)).astype(np.float32)
+    for classes in (np.array([0, 1]), np.array(["no", "yes"])):
+        estimator = LogisticRegression().fit(x, classes[(x[:, 0] > 0).astype(int)])
+        artifact = to_onnx(estimator, x[:1]).SerializeToString()
+        registry = ModelRegistry()
+        registry.install(registry.build(make_message(artifact=artifact, metadata={})))
+        api = create_api(registry, Metrics(), lambda: READY, max_request_bytes=LIMIT)
+        with TestClient(api) as client:
+            meta = client.get("/v2/models/wine").json()
+            tensor = {"name": "X", "shape": [2, 2], "datatype": "FP32", "data": [2, 0, -2, 0]}
+            response = client.post("/v2/models/wine/infer", json={"inputs": [tensor]})
+        assert response.status_code == 200, response.text
+        (maps,) = [o for o in response.json()["outputs"] if o["name"] == "output_probability"]
+        assert maps["datatype"] == "BYTES"
+        assert maps["shape"] == [2]
+        rows = [orjson.loads(element) for element in maps["data"]]
+        assert [set(row) for row in rows] == [{str(c) for c in classes}] * 2
+        assert rows[0][str(classes[1])] > 0.5 > rows[1][str(classes[1])]
+        (spec,) = [o for o in meta["outputs"] if o["name"] == "output_probability"]
+        assert spec["shape"] == [-1]
