@@ -13,9 +13,11 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, FastAPI, HTTPException, Path, Response
+from fastapi import APIRouter, FastAPI, HTTPException, Path, Request, Response
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service import __version__
 from service.core.inference import DataPlane
@@ -120,6 +122,15 @@ def create_api(
         )
     )
     api.add_middleware(BodyLimit, max_bytes=max_request_bytes)
+
+    @api.exception_handler(StarletteHTTPException)
+    async def oip_errors(request: Request, exc: StarletteHTTPException) -> Response:
+        """Under /v2, FastAPI's own refusals (no such route, a wrong method) in the OIP form,
+        ``{"error": ...}``, which OIP clients read (tritonclient read none of ``detail``)."""
+        if not request.url.path.startswith("/v2"):
+            return await http_exception_handler(request, exc)
+        return JSONResponse({"error": str(exc.detail)}, exc.status_code, headers=exc.headers)
+
     for router in routers:
         api.include_router(router)
 

@@ -348,3 +348,22 @@ def test_a_zipmap_classifier_answers_json_maps_not_python_reprs(
         assert rows[0][str(classes[1])] > 0.5 > rows[1][str(classes[1])]
         (spec,) = [o for o in meta["outputs"] if o["name"] == "output_probability"]
         assert spec["shape"] == [-1]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status"),
+    [
+        ("GET", "/v2/models/wine/config", 404),  # Triton's model config: not served here
+        ("GET", "/v2/models/wine/stats", 404),
+        ("GET", "/v2/models/wine/infer", 405),
+        ("DELETE", "/v2/models/wine", 405),
+    ],
+)
+def test_refusals_outside_the_oip_routes_are_in_the_oip_form(
+    client: TestClient, method: str, path: str, status: int
+) -> None:
+    """OIP clients read ``{"error": ...}``; FastAPI's own refusals said ``{"detail": ...}``."""
+    response = client.request(method, path)
+    assert response.status_code == status
+    assert set(response.json()) == {"error"}
+    assert set(client.get("/models/nope").json()) == {"detail"}  # hotswap's own API: as it was
