@@ -67,6 +67,9 @@ class RolloutControl:
         self._waiting: dict[str, tuple[bytes | None, bytes]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self.resubmit: Resubmit | None = None
+        # A rollout whose candidate was refused as incompatible, and the version it was not
+        # compatible with: built again when another version serves (see model_changed).
+        self._judged: dict[str, tuple[Rollout, str]] = {}
 
     async def submit(self, key: bytes | None, value: bytes | None, *, replay: bool) -> None:
         """Apply one message now, or (replay) fold it into the state enacted at settle."""
@@ -126,14 +129,31 @@ class RolloutControl:
             return None
 
     def model_changed(self) -> None:
-        """A model swapped in or out: judge again the steps that waited for it to serve."""
-        if self.resubmit is None:
-            return
+        """A model swapped in or out: judge again the steps that waited for it to serve,
+        and build again a candidate refused as incompatible with a version that no longer
+        serves (a step read before the swap it followed on the model topic landed: a
+        restarted worker, which replays models first, builds it against the new one)."""
         for name in [n for n in self._waiting if self._registry.get(n) is not None]:
-            key, value = self._waiting.pop(name)
-            task = asyncio.get_running_loop().create_task(self.resubmit(key, value))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            if self.resubmit is not None:
+                key, value = self._waiting.pop(name)
+                self._spawn(self.resubmit(key, value))
+        for name, (rollout, version) in list(self._judged.items()):
+            serving = self._registry.get(name)
+            if self._registry.rollout(name) is not rollout:  # superseded by a newer step
+                del self._judged[name]
+            elif serving is not None and serving.version != version:
+                del self._judged[name]
+                if rollout.ended is None and rollout.candidate is None:
+                    self._spawn(self._rebuild(rollout))
+
+    async def _rebuild(self, rollout: Rollout) -> None:
+        if self._registry.rollout(rollout.name) is rollout:  # not superseded meanwhile
+            await self._begin(rollout.control, None)
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def _serving(self, name: str) -> ModelMessage | None:
         model = self._registry.get(name)
@@ -191,6 +211,9 @@ class RolloutControl:
             rollout.candidate = await self._build(candidate)
         except errors.ModelRejected as exc:
             self._registry.reject_candidate(rollout, exc)
+            serving = self._registry.get(rollout.name)
+            if isinstance(exc, errors.IncompatibleInputs) and serving is not None:
+                self._judged[rollout.name] = (rollout, serving.version)
             self._metrics.rejected(rollout.name, exc.reason)
             logger.warning(
                 "model %s: candidate %s rejected (%s: %s)",

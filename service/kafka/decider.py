@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -68,7 +69,9 @@ class Decider(Service):
         self._fleet = fleet
         self._metrics = metrics
         self._partitions = partitions
-        self._decided: set[tuple[str, str]] = set()  # (name, candidate sha256)
+        # (name, candidate sha256, when its step was written): a rollout of the same
+        # candidate started again later (a looser policy) is a new one, decided again
+        self._decided: set[tuple[str, str, datetime]] = set()
         self._verify = (
             ControlVerifier(load_public_key(settings.verify_key)) if settings.verify_key else None
         )
@@ -95,13 +98,14 @@ class Decider(Service):
             candidate = rollout.control.candidate
             if rollout.ended is not None or rollout.control.policy is None or candidate is None:
                 continue
-            if not rollout.active() or (rollout.name, candidate.sha256) in self._decided:
+            decided = (rollout.name, candidate.sha256, rollout.control.at)
+            if not rollout.active() or decided in self._decided:
                 continue
             try:
                 await self._consider(rollout)
             except Exception as exc:  # the next tick tries again
                 logger.warning("deciding the rollout of %s failed: %s", rollout.name, exc)
-                self._decided.discard((rollout.name, candidate.sha256))
+                self._decided.discard(decided)
 
     async def _consider(self, rollout: Rollout) -> None:
         control, candidate = rollout.control, rollout.control.candidate
@@ -115,7 +119,7 @@ class Decider(Service):
         decision = evaluate(control.policy, figures)
         if decision is None:
             return
-        self._decided.add((rollout.name, candidate.sha256))
+        self._decided.add((rollout.name, candidate.sha256, control.at))
         serving = self._registry.get(rollout.name)
         latest = await asyncio.to_thread(
             current_rollout,

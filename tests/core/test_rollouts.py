@@ -374,3 +374,35 @@ def test_a_control_message_embeds_the_model_message_as_published(
     assert doc["candidate"] == orjson.loads(encode_model_message(v2))
     with pytest.raises(ValueError, match="needs a candidate"):
         ControlMessage(name="wine", stage="shadow")
+
+
+def test_a_candidate_refused_as_incompatible_is_built_again_when_another_version_serves(
+    control: RolloutControl,
+    serving: ModelRegistry,
+    builds: list[str],
+    make_message: MessageFactory,
+    four_feature_model: BuiltModel,
+) -> None:
+    """v2 changes the schema (4 features) and a canary of v3 (4 features) follows it at once:
+    a running worker may read the canary before v2's swap lands and refuse v3 against v1; a
+    restarted one replays v2 first and routes the canary. Both must end routing it."""
+    v2 = make_message(four_feature_model, version="2", metadata={"schema_change": True})
+    v3 = make_message(four_feature_model, version="3")
+
+    async def run() -> None:
+        await control.submit(b"wine", _control(v3, "canary", fraction=0.5), replay=False)
+        refused = serving.rollout("wine")
+        assert refused is not None
+        assert (refused.rejected or "").startswith("incompatible_inputs")
+        serving.install(serving.build(v2))  # the swap the step followed on the model topic
+        control.model_changed()
+        while control._tasks:
+            await asyncio.wait(set(control._tasks))
+
+    asyncio.run(run())
+    rollout = serving.rollout("wine")
+    assert rollout is not None
+    assert rollout.candidate is not None
+    assert rollout.active()
+    assert (rollout.stage, rollout.control.fraction) == ("canary", 0.5)
+    assert builds == ["3", "3"]
