@@ -25,7 +25,9 @@ from typing import Any
 import fastavro
 import orjson
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
+from confluent_kafka.schema_registry._sync.avro import _resolve_named_schema as _resolve_avro_names
 from confluent_kafka.schema_registry._sync.protobuf import _resolve_named_schema
+from confluent_kafka.schema_registry.common.avro import parse_schema_with_repo
 from confluent_kafka.schema_registry.common.protobuf import _init_pool, _str_to_proto
 from confluent_kafka.schema_registry.error import SchemaRegistryError
 from google.protobuf import descriptor_pb2, json_format
@@ -204,7 +206,10 @@ class SchemaCodec:
         kind = (schema.schema_type or "AVRO").upper()
         reader = Reader(schema_id, kind, schema)
         try:
-            if kind == "AVRO":
+            if kind == "AVRO" and schema.references:  # named types from other subjects
+                named = _resolve_avro_names(schema, self.client)  # type: ignore[arg-type]
+                reader.parsed = parse_schema_with_repo(schema.schema_str or "", named)
+            elif kind == "AVRO":
                 reader.parsed = fastavro.parse_schema(orjson.loads(schema.schema_str or ""))
             elif kind == "PROTOBUF":
                 pool = DescriptorPool()
