@@ -19,7 +19,7 @@ from itertools import chain
 from typing import Any
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from service.core import errors
 
@@ -32,6 +32,7 @@ __all__ = [
     "HEADER_SOURCE_PARTITION",
     "HEADER_SOURCE_TOPIC",
     "HEADER_VERSION",
+    "NAME_PATTERN",
     "VERSION_PATTERN",
     "DataRecord",
     "Features",
@@ -63,12 +64,18 @@ Features = list[float] | dict[str, float]
 VERSION_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._+:@~-]{0,199}$"
 
 
+#: Model names: 1 to 200 characters, no ``/`` and no control character, and not ``.`` or
+#: ``..``: a name is one URL path segment (``/v2/models/{name}/infer``); clients do not
+#: escape ``/`` and collapse dot segments, so such a name served over Kafka alone.
+NAME_PATTERN = r"^[^/\x00-\x1f\x7f]{1,200}$"  # and not "." or ".." (see ModelMessage)
+
+
 class ModelMessage(BaseModel):
     """A model version published to the model topic (key = ``name``)."""
 
     model_config = ConfigDict(extra="ignore", frozen=True)
 
-    name: str = Field(min_length=1, max_length=200)
+    name: str = Field(pattern=NAME_PATTERN, description="No `/`, no control characters.")
     version: str = Field(pattern=VERSION_PATTERN, description="A label in the safe alphabet.")
     format: str = "onnx"
     description: str = ""
@@ -78,6 +85,13 @@ class ModelMessage(BaseModel):
     metadata: dict[str, Any] = Field(default_factory=dict)
     signature: str | None = Field(default=None, description="Base64 Ed25519 signature.")
     published_at: datetime | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _not_a_dot_segment(cls, name: str) -> str:
+        if name in (".", ".."):
+            raise ValueError(f"{name!r} is not a model name (a URL path segment)")
+        return name
 
     @model_validator(mode="after")
     def _one_source(self) -> ModelMessage:

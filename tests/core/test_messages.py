@@ -308,3 +308,18 @@ def test_parse_model_message_arbitrary_objects_only_rejects(
         return
     assert message.format == "onnx"
     assert (message.data is None) != (message.location is None)
+
+
+@pytest.mark.parametrize("name", ["team/fraud", ".", "..", "tab\there", "x" * 201, ""])
+def test_a_model_name_no_url_can_reach_is_refused(make_message: MessageFactory, name: str) -> None:
+    """A name is one path segment of /v2/models/{name}/infer: clients do not escape `/`
+    and collapse `.` and `..`, so such a model would serve over Kafka only."""
+    doc = {**make_message().model_dump(), "name": name}
+    with pytest.raises(errors.InvalidModelMessage):
+        parse_model_message(name.encode(), orjson.dumps(doc))
+
+
+@pytest.mark.parametrize("name", ["wine", "a.b", "...", "spa ce", "fraud-v2_eu", "x" * 200])
+def test_other_model_names_are_kept_as_they_are(make_message: MessageFactory, name: str) -> None:
+    doc = {**make_message().model_dump(), "name": name}
+    assert parse_model_message(name.encode(), orjson.dumps(doc)).name == name
