@@ -105,6 +105,9 @@ class RoutedScorer:
             doc = record.document = plain_document(record.value, self._max_bytes)
         elif isinstance(doc, errors.RecordRejected):  # the decoder's verdict
             raise doc
+        elif len(record.value or b"") > self._max_bytes:  # framed: the same limit
+            size = len(record.value or b"")
+            raise errors.RecordTooLarge(f"record is {size} bytes, limit {self._max_bytes}")
         return doc  # type: ignore[no-any-return]
 
     @staticmethod

@@ -109,3 +109,19 @@ def test_an_id_that_cannot_be_written_costs_a_routed_record_only_itself(
         ("dead", "scoring_failed"),
         ("id", 4),
     ]
+
+
+def test_a_framed_record_over_the_size_limit_is_refused_as_a_plain_one_is(
+    registry: ModelRegistry, wine_model: BuiltModel
+) -> None:
+    scorer = RoutedScorer(
+        Scorer(registry, max_record_bytes=100),
+        Routes([Route(topic="records", model="wine", output="out", mode="envelope")]),
+        max_record_bytes=100,
+    )
+    records = []
+    for i, size in enumerate([50, 101]):
+        record = InputRecord(b"k", b"\0" * size, "records", 0, i)
+        record.document = {"id": i, "features": wine_model.sample_inputs[0]}
+        records.append(record)
+    assert _outcome(scorer.score(records)) == [("id", 0), ("dead", "record_too_large")]
