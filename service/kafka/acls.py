@@ -11,6 +11,7 @@ has CREATE); see docs/how-to/kafka-security.md.
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 from typing import Literal
 
@@ -42,6 +43,10 @@ class Acl:
 def role_acls(settings: Settings, role: Role) -> list[Acl]:
     """The ACLs of ``role`` for the topics and group of ``settings``."""
     s = settings
+    if role == "worker" and s.routes:  # the routes' topics in place of data and scored
+        routed = _route_acls(s)
+        unused = {s.data_topic, s.scored_topic}
+        return [*routed, *(a for a in role_acls(_unrouted(s), role) if a.name not in unused)]
     if role == "worker":
         return [
             Acl("topic", s.model_topic, "READ", "model feed: replay and tail"),
@@ -90,6 +95,52 @@ def role_acls(settings: Settings, role: Role) -> list[Acl]:
         Acl("topic", s.dead_letter_topic, "READ", "replay: the dead letters"),
         Acl("group", f"{s.app_id}-replay-dlq-", "READ", "replay: its progress", prefixed=True),
     ]
+
+
+def _unrouted(settings: Settings) -> Settings:
+    return settings.model_copy(update={"routes": ""})
+
+
+def _route_acls(settings: Settings) -> list[Acl]:
+    """READ on each route's input (a pattern: on the literal start of its names, prefixed),
+    WRITE and DESCRIBE_CONFIGS on each output."""
+    from service.core.routes import load_routes
+
+    routes = load_routes(settings.routes)
+    acls = []
+    for route in routes.routes:
+        if route.topic is not None:
+            acls.append(Acl("topic", route.topic, "READ", "a route's records to score"))
+        else:
+            prefix = _literal_start(route.pattern or "")
+            why = f"a route's records to score (pattern {route.pattern})"
+            acls.append(Acl("topic", prefix, "READ", why, prefixed=True))
+    for output in routes.outputs:
+        acls.append(Acl("topic", output, "WRITE", "a route's outputs"))
+        acls.append(Acl("topic", output, "DESCRIBE_CONFIGS", "max.message.bytes of outputs"))
+    return acls
+
+
+def _literal_start(pattern: str) -> str:
+    """What every name ``pattern`` matches starts with ("" when it may start with anything:
+    an alternation at its top level)."""
+    pattern = pattern.removeprefix("^")
+    depth, escaped = 0, False
+    for char in pattern:
+        if escaped:
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif char in "([":
+            depth += 1
+        elif char in ")]":
+            depth -= 1
+        elif char == "|" and depth == 0:
+            return ""
+    start = re.match(r"(?:[^\\.^$*+?()\[\]{}|]|\\.)*", pattern)
+    literal = re.sub(r"\\(.)", r"\1", start.group(0) if start else "")
+    follows = pattern[len(start.group(0)) if start else 0 :][:1]
+    return literal[:-1] if follows in ("*", "?", "{") else literal  # `a*`: the a is optional
 
 
 def readme_rows(role: Role) -> list[str]:

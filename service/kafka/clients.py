@@ -232,6 +232,8 @@ async def ensure_topics(
         NewTopic(settings.labels_topic, settings.data_partitions, rf),
     ]
     if settings.routes:  # the routes' output topics (their input topics are the user's)
+        unused = {settings.data_topic, settings.scored_topic}  # with routes, neither is read
+        wanted = [t for t in wanted if t.name not in unused]  # (a route may name it again)
         named = {t.name for t in wanted}
         outputs = [t for t in load_routes(settings.routes).outputs if t not in named]
         wanted += [NewTopic(t, settings.data_partitions, rf) for t in outputs]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from confluent_kafka import Producer
@@ -72,3 +73,21 @@ def test_replay_dlq_never_reads_a_dead_letter_of_an_aborted_transaction(
             producer.commit_transaction(30)
     out = run_cli(settings, "replay-dlq", "--dry-run").stdout
     assert "would replay 1 dead letters" in out, out
+
+
+def test_with_routes_the_unused_data_and_scored_topics_are_not_created(
+    make_settings: Callable[..., Settings], tmp_path: Path
+) -> None:
+    """A worker with routes reads its routes' topics: creating (or needing the right to
+    see) the default data and scored topics kept a worker without CREATE from ever starting."""
+    settings = make_settings()
+    routes = tmp_path / "routes.yaml"
+    output = f"{settings.data_topic}-payments.scored"
+    routes.write_text(f"routes:\n  - topic: payments\n    model: m\n    output: {output}\n")
+    settings = settings.model_copy(update={"routes": str(routes)})
+    asyncio.run(ensure_topics(settings))
+    topics = AdminClient(rdkafka_config(settings)).list_topics(timeout=30).topics
+    assert output in topics
+    assert settings.dead_letter_topic in topics
+    assert settings.data_topic not in topics
+    assert settings.scored_topic not in topics
