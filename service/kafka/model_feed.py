@@ -37,6 +37,7 @@ from service.kafka.authz import Denials, NotAuthorized, denied_as
 from service.kafka.clients import ensure_topics
 from service.kafka.fetched import fetch
 from service.kafka.readtoend import assign_all, drain, reader_group, standalone_consumer
+from service.kafka.topic_checks import warn_about_kept_topics
 
 __all__ = ["ModelFeed", "ModelUpdate", "TopicsOnce"]
 
@@ -86,7 +87,9 @@ class TopicsOnce:
         async with self._lock:
             if not self._done:
                 await asyncio.wait_for(ensure_topics(self._settings, timeout=timeout), timeout + 1)
-                self._done = True
+                self._done = True  # and, beside the replay, how the kept topics were found:
+                loop = asyncio.get_running_loop()
+                loop.run_in_executor(None, warn_about_kept_topics, self._settings)
 
 
 class ModelFeed(Service):

@@ -23,6 +23,7 @@ from service.core.messages import HEADER_REASON
 from service.core.settings import Settings
 from service.kafka.clients import ensure_topics, rdkafka_config
 from service.kafka.join_store import create_join_topics
+from service.kafka.topic_checks import warn_about_kept_topics
 
 pytestmark = pytest.mark.integration
 
@@ -91,3 +92,25 @@ def test_with_routes_the_unused_data_and_scored_topics_are_not_created(
     assert settings.dead_letter_topic in topics
     assert settings.data_topic not in topics
     assert settings.scored_topic not in topics
+
+
+def test_a_model_topic_made_by_hand_to_delete_old_messages_is_warned_about(
+    make_settings: Callable[..., Settings],
+) -> None:
+    """With the cluster's defaults (delete after a week) the model topic loses every version
+    older than a week, and a worker started later serves nothing: said at start-up."""
+    settings = make_settings()
+    admin = AdminClient(rdkafka_config(settings))
+    made = NewTopic(settings.model_topic, 3, 1, config={"retention.ms": "604800000"})
+    for future in admin.create_topics([made]).values():
+        future.result(30)
+    asyncio.run(ensure_topics(settings))  # the others, as hotswap makes them
+    problems = warn_about_kept_topics(settings)
+    assert len(problems) == 2, problems
+    assert settings.model_topic in problems[0]
+    assert "cleanup.policy=delete and retention.ms=604800000 (7 days)" in problems[0]
+    assert "3 partitions" in problems[1]
+    kept = ("model_topic", "archive_topic", "control_topic")
+    fine = settings.model_copy(update={t: f"{getattr(settings, t)}-new" for t in kept})
+    asyncio.run(ensure_topics(fine))  # made by hotswap: compacted, one partition
+    assert warn_about_kept_topics(fine) == []
