@@ -166,6 +166,9 @@ def from_json(datatype: str, shape: Sequence[int], data: list[Any]) -> npt.NDArr
         array[:] = [x.encode() for x in flat]
     else:
         dtype = _dtype(datatype)
+        _check_json_values(
+            datatype, data if data and not isinstance(data[0], list) else _flatten(data)
+        )
         try:
             if data and not isinstance(data[0], list):  # flat: convert in slices
                 array = np.empty(len(data), dtype=dtype)
@@ -180,6 +183,26 @@ def from_json(datatype: str, shape: Sequence[int], data: list[Any]) -> npt.NDArr
             f"data holds {array.size} values; shape {list(shape)} needs {count}"
         )
     return array.reshape(tuple(shape))
+
+
+def _check_json_values(datatype: str, flat: list[Any]) -> None:
+    """JSON values of ``datatype``'s kind, as Triton holds them: numbers for numbers (not
+    ``"13.2"``, which numpy would read), integers for integers (not ``14.1``, which it would
+    cut to 14), booleans for ``BOOL``. A client's mistake is a 400, not another score."""
+    kinds = set(map(type, flat))
+    if datatype == "BOOL":
+        wrong = kinds - {bool}
+    elif datatype.startswith(("INT", "UINT")):
+        wrong = kinds - {int, float}
+        if float in kinds and any(
+            x != int(x) for x in flat if type(x) is float and math.isfinite(x)
+        ):
+            raise BinaryFormatError(f"data holds values that are not integers for {datatype}")
+    else:
+        wrong = kinds - {int, float}
+    if wrong:
+        names = sorted(t.__name__ for t in wrong)
+        raise BinaryFormatError(f"data holds {', '.join(names)} values, not {datatype} values")
 
 
 def _flatten(data: list[Any]) -> list[Any]:
@@ -246,4 +269,6 @@ def decompress(body: bytes, encoding: str, limit: int) -> bytes:
         raise BodyTooLarge(f"decompressed body is over the limit of {limit} bytes")
     if not inflater.eof:
         raise BinaryFormatError(f"body is truncated {encoding}")
+    if inflater.unused_data:  # a second member, or bytes after the stream: not ignored
+        raise BinaryFormatError(f"body has {len(inflater.unused_data)} bytes after the {encoding}")
     return out

@@ -92,7 +92,11 @@ def _compress(body: bytes, accept: str) -> tuple[bytes, str | None]:
     """``body`` compressed as the client accepts (gzip, deflate), or as is."""
     if len(body) < _COMPRESS_FROM:
         return body, None
-    offered = {part.split(";")[0].strip().lower() for part in accept.split(",")}
+    offered = set()
+    for part in accept.split(","):
+        coding, *params = (p.strip().lower() for p in part.split(";"))
+        if not any(p.replace(" ", "") in ("q=0", "q=0.0", "q=0.00", "q=0.000") for p in params):
+            offered.add(coding)  # q=0: "not acceptable" (RFC 9110)
     if "gzip" in offered:
         return gzip.compress(body, compresslevel=1), "gzip"
     if "deflate" in offered:
@@ -207,6 +211,7 @@ def create_oip_router(
             headers["Inference-Header-Content-Length"] = str(header)
         if encoding is not None:
             headers["Content-Encoding"] = encoding
+        headers["Vary"] = "Accept-Encoding"  # caches: the body depends on it
         media = "application/json" if header is None else "application/octet-stream"
         return Response(content, media_type=media, headers=headers)
 

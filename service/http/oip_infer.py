@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy.typing as npt
 import orjson
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, StrictInt, ValidationError
 
 from service.core import oip_binary as codec
 from service.core.inference import (
@@ -48,7 +48,7 @@ _NO_HEADER = "binary tensors need the Inference-Header-Content-Length header"
 
 class InferInput(BaseModel):
     name: str = Field(examples=["X"])
-    shape: list[int] = Field(examples=[[1, 13]])
+    shape: list[StrictInt] = Field(examples=[[1, 13]])  # not `true` or "13"
     datatype: str = Field(examples=["FP32"])
     data: list[Any] | None = Field(
         None,

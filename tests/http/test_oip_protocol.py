@@ -367,3 +367,56 @@ def test_refusals_outside_the_oip_routes_are_in_the_oip_form(
     assert response.status_code == status
     assert set(response.json()) == {"error"}
     assert set(client.get("/models/nope").json()) == {"detail"}  # hotswap's own API: as it was
+
+
+def test_gzip_that_is_not_acceptable_is_not_sent_and_trailing_bytes_are_refused(
+    client: TestClient, wine_model: BuiltModel
+) -> None:
+    rows = np.repeat(_rows(wine_model).astype(np.float32), 50, axis=0)
+    body, headers = binary_request(rows, "FP32", parameters={"binary_data_output": True})
+    refused = client.post(
+        "/v2/models/wine/infer",
+        content=body,
+        headers={**headers, "Accept-Encoding": "gzip;q=0, identity"},
+    )
+    assert refused.status_code == 200
+    assert "content-encoding" not in refused.headers  # q=0: not acceptable (RFC 9110)
+    assert refused.headers["vary"] == "Accept-Encoding"
+    for extra in (b"junk", gzip.compress(b"a second member")):
+        response = client.post(
+            "/v2/models/wine/infer",
+            content=gzip.compress(body) + extra,
+            headers={**headers, "Content-Encoding": "gzip"},
+        )
+        assert response.status_code == 400
+        assert "bytes after the gzip" in response.json()["error"]
+
+
+@pytest.mark.parametrize(
+    ("datatype", "shape", "data", "reason"),
+    [
+        ("FP32", [1, 13], ["13.2"] * 13, "str values, not FP32"),
+        ("INT64", [1, 13], [14.1] * 13, "not integers for INT64"),
+        ("FP32", [True, 13], [1.0] * 13, "inputs.0.shape.0"),
+        ("FP32", ["1", 13], [1.0] * 13, "inputs.0.shape.0"),
+        ("FP64", [1, 13], [[1.0] * 12 + [True]], "bool values, not FP64"),
+        ("BOOL", [1, 13], [1] * 13, "int values, not BOOL"),
+    ],
+)
+def test_json_values_of_another_kind_are_refused_not_converted(
+    client: TestClient, datatype: str, shape: list[Any], data: list[Any], reason: str
+) -> None:
+    """numpy would read "13.2" as 13.2 and cut 14.1 to 14: a client's mistake scored."""
+    tensor = {"name": "X", "shape": shape, "datatype": datatype, "data": data}
+    response = client.post("/v2/models/wine/infer", json={"inputs": [tensor]})
+    assert response.status_code == 400, response.text
+    assert reason in response.json()["error"]
+
+
+def test_integral_json_values_still_serve_integer_datatypes(
+    client: TestClient, wine_model: BuiltModel
+) -> None:
+    row = [round(v) for v in wine_model.sample_inputs[0]]
+    for data in (row, [float(v) for v in row]):
+        tensor = {"name": "X", "shape": [1, 13], "datatype": "INT64", "data": data}
+        assert client.post("/v2/models/wine/infer", json={"inputs": [tensor]}).status_code == 200
