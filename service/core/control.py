@@ -147,8 +147,11 @@ class RolloutControl:
                     self._spawn(self._rebuild(rollout))
 
     async def _rebuild(self, rollout: Rollout) -> None:
-        if self._registry.rollout(rollout.name) is rollout:  # not superseded meanwhile
-            await self._begin(rollout.control, None)
+        def current() -> bool:  # not superseded, nor ended, by a newer step meanwhile
+            return self._registry.rollout(rollout.name) is rollout and rollout.ended is None
+
+        if current():
+            await self._begin(rollout.control, None, current)
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(work)
@@ -184,7 +187,13 @@ class RolloutControl:
         who, why = state.ended.who, state.ended.why
         logger.info("model %s: rollout %s by %s (%s)", name, state.stage, who, why)
 
-    async def _begin(self, control: ControlMessage, current: Rollout | None) -> None:
+    async def _begin(
+        self,
+        control: ControlMessage,
+        current: Rollout | None,
+        still: Callable[[], bool] = lambda: True,
+    ) -> None:
+        """Start ``control``'s rollout; ``still``: whether it is still wanted once built."""
         running = current is not None and current.active() and current.ended is None
         if running and current is not None and current.same_candidate(control):
             current.control = control  # a new stage or fraction: no rebuild
@@ -199,17 +208,21 @@ class RolloutControl:
             rollout.rejected = f"candidate_is_serving: version {candidate.version} serves already"
             self._registry.begin_rollout(rollout)
             return
-        if not await self._build_into(rollout, candidate):
+        if not await self._build_into(rollout, candidate, still):
             return
         self._registry.begin_rollout(rollout)
         logger.info(
             "model %s: candidate %s in %s", control.name, candidate.version, _stage(control)
         )
 
-    async def _build_into(self, rollout: Rollout, candidate: ModelMessage) -> bool:
+    async def _build_into(
+        self, rollout: Rollout, candidate: ModelMessage, still: Callable[[], bool]
+    ) -> bool:
         try:
-            rollout.candidate = await self._build(candidate)
+            built = await self._build(candidate)
         except errors.ModelRejected as exc:
+            if not still():
+                return False
             self._registry.reject_candidate(rollout, exc)
             serving = self._registry.get(rollout.name)
             if isinstance(exc, errors.IncompatibleInputs) and serving is not None:
@@ -223,6 +236,10 @@ class RolloutControl:
                 exc.detail,
             )
             return False
+        if not still():  # a newer step came while it was built: it decides
+            built.runtime.close()
+            return False
+        rollout.candidate = built
         self._metrics.candidate(rollout.name, candidate.version)
         return True
 

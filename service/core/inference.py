@@ -182,6 +182,12 @@ class DataPlane:
             )
         return model
 
+    def check(self, name: str, version: str | None) -> None:
+        """Refuse now what admission would: not ready (``unavailable``), no such model."""
+        if not self.is_ready():
+            raise Refused("unavailable", "hotswap is not ready to score; retry shortly")
+        self.serving(name, version)
+
     async def run(self, fn: Callable[..., T], *args: Any) -> T:
         """``fn(*args)`` on the plane's threads (off the event loop)."""
         loop = asyncio.get_running_loop()
@@ -190,9 +196,7 @@ class DataPlane:
     @contextlib.asynccontextmanager
     async def admitted(self, name: str, version: str | None) -> AsyncIterator[None]:
         """Hold one of the ``max_pending`` places for an inference on ``name``, or refuse."""
-        if not self.is_ready():
-            raise Refused("unavailable", "hotswap is not ready to score; retry shortly")
-        self.serving(name, version)
+        self.check(name, version)
         if self.pending >= self.max_pending:
             raise Refused(
                 "unavailable", f"{self.pending} inference requests are in progress; retry shortly"

@@ -19,7 +19,7 @@ from itertools import chain
 from typing import Any
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from service.core import errors
 
@@ -64,10 +64,10 @@ Features = list[float] | dict[str, float]
 VERSION_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._+:@~-]{0,199}$"
 
 
-#: Model names: 1 to 200 characters, no ``/`` and no control character, and not ``.`` or
-#: ``..``: a name is one URL path segment (``/v2/models/{name}/infer``); clients do not
-#: escape ``/`` and collapse dot segments, so such a name served over Kafka alone.
-NAME_PATTERN = r"^[^/\x00-\x1f\x7f]{1,200}$"  # and not "." or ".." (see ModelMessage)
+#: Names that ``publish`` gives a new model: no ``/`` or control character, not ``.`` or
+#: ``..`` (one URL path segment of ``/v2/models/{name}/infer``). Messages already on a model
+#: topic are read with any name of 1 to 200 characters, as before: they serve over Kafka.
+NAME_PATTERN = r"^(?!\.\.?$)[^/\x00-\x1f\x7f]{1,200}$"
 
 
 class ModelMessage(BaseModel):
@@ -75,7 +75,7 @@ class ModelMessage(BaseModel):
 
     model_config = ConfigDict(extra="ignore", frozen=True)
 
-    name: str = Field(pattern=NAME_PATTERN, description="No `/`, no control characters.")
+    name: str = Field(min_length=1, max_length=200)
     version: str = Field(pattern=VERSION_PATTERN, description="A label in the safe alphabet.")
     format: str = "onnx"
     description: str = ""
@@ -85,13 +85,6 @@ class ModelMessage(BaseModel):
     metadata: dict[str, Any] = Field(default_factory=dict)
     signature: str | None = Field(default=None, description="Base64 Ed25519 signature.")
     published_at: datetime | None = None
-
-    @field_validator("name")
-    @classmethod
-    def _not_a_dot_segment(cls, name: str) -> str:
-        if name in (".", ".."):
-            raise ValueError(f"{name!r} is not a model name (a URL path segment)")
-        return name
 
     @model_validator(mode="after")
     def _one_source(self) -> ModelMessage:
@@ -244,11 +237,10 @@ def decode_record(value: bytes | None, *, max_bytes: int, default_model: str = "
 
 
 def exact_id(value: bytes, record_id: Any) -> Any:
-    """The record's id as it was written: orjson reads an integer beyond 64 bits as a
-    float, which would change the id scored records carry back (a float id is rare,
-    so it is read again). Such an id cannot be written by orjson either: its record
-    is dead-lettered ``scoring_failed`` rather than given back another id."""
-    if type(record_id) is not float:
+    """The record's id as written: orjson reads an integer beyond 64 bits as a float
+    (so such a float is read again). orjson cannot write it either: its record is
+    dead-lettered ``scoring_failed`` rather than given back another id."""
+    if type(record_id) is not float or not abs(record_id) >= 2.0**63:  # orjson's own range
         return record_id
     try:
         doc = json.loads(value.decode("utf-8-sig"))
@@ -283,7 +275,7 @@ def decode_records(
                 raw = get("features")
                 if type(raw) is list and type(model) is str and model:
                     record_id = get("id")
-                    if type(record_id) is float:
+                    if type(record_id) is float and abs(record_id) >= 2.0**63:
                         record_id = exact_id(value, record_id)
                     keep(make(record_id, model, raw))
                     collect(raw)

@@ -21,6 +21,7 @@ import re
 import struct
 import zlib
 from collections.abc import Sequence
+from itertools import chain
 from typing import Any
 
 import numpy as np
@@ -167,7 +168,7 @@ def from_json(datatype: str, shape: Sequence[int], data: list[Any]) -> npt.NDArr
     else:
         dtype = _dtype(datatype)
         _check_json_values(
-            datatype, data if data and not isinstance(data[0], list) else _flatten(data)
+            datatype, data if data and not isinstance(data[0], list) else _rows(data)
         )
         try:
             if data and not isinstance(data[0], list):  # flat: convert in slices
@@ -203,6 +204,16 @@ def _check_json_values(datatype: str, flat: list[Any]) -> None:
     if wrong:
         names = sorted(t.__name__ for t in wrong)
         raise BinaryFormatError(f"data holds {', '.join(names)} values, not {datatype} values")
+
+
+def _rows(data: list[Any]) -> list[Any]:
+    """The values of ``[[...], [...]]`` (the usual nested form) at C speed; deeper or
+    ragged nesting through :func:`_flatten`."""
+    try:
+        flat = list(chain.from_iterable(data))
+    except TypeError:  # a value beside the rows
+        return _flatten(data)
+    return _flatten(data) if list in set(map(type, flat)) else flat
 
 
 def _flatten(data: list[Any]) -> list[Any]:

@@ -244,6 +244,10 @@ class Settings(BaseSettings):
         return self.instance_id or f"{socket.gethostname()}-{self.http_port}"
 
 
+# Set by Kubernetes for a Service named `hotswap` (HOTSWAP_SERVICE_HOST, HOTSWAP_PORT_8000_TCP)
+_SERVICE_LINKS = ("SERVICE_", "PORT")
+
+
 def unknown_variables(environ: Mapping[str, str]) -> list[str]:
     """``HOTSWAP_*`` variables that name no setting (a typo is otherwise silently ignored),
     each with the setting it most likely meant."""
@@ -251,7 +255,7 @@ def unknown_variables(environ: Mapping[str, str]) -> list[str]:
     found = []
     for variable in sorted(environ):
         name = variable.removeprefix("HOTSWAP_")
-        if name == variable or name in known:
+        if name == variable or name in known or name.startswith(_SERVICE_LINKS):
             continue
         close = difflib.get_close_matches(name, known, n=1, cutoff=0.8)
         found.append(f"{variable} (did you mean HOTSWAP_{close[0]}?)" if close else variable)

@@ -107,7 +107,7 @@ def plain_document(value: bytes | None, max_bytes: int) -> dict[str, Any]:
         doc = decode_slow(value, exc)  # the reason, or the document orjson could not read
     if type(doc) is not dict:
         raise errors.NotAnObject(f"record is a JSON {type(doc).__name__}, not an object")
-    if type(doc.get("id")) is float:
+    if type(doc.get("id")) is float:  # exact_id reads again only beyond 64 bits
         doc["id"] = exact_id(value, doc["id"])
     return doc  # type: ignore[no-any-return]
 

@@ -7,9 +7,10 @@ that fails is rejected with its reason and never stops the ones after it.
 
 Messages for one name are applied one after the other; messages for other
 names do not wait for them (a slow location holds back only its own model,
-and only up to ``HOTSWAP_FETCH_TIMEOUT``: fetches run on threads of their own,
-sixteen, apart from the two that load). :meth:`Swapper.settle` waits for
-everything submitted so far: the model feed calls it at the end of replay.
+and only up to ``HOTSWAP_FETCH_TIMEOUT``: eight versions are fetched and loaded
+at once, fetches on threads of their own apart from the two that load).
+:meth:`Swapper.settle` waits for everything submitted so far: the model feed
+calls it at the end of replay.
 
 A version refused for a *transient* reason (its location could not be fetched
 after the bounded retries of :mod:`service.core.artifacts`) is tried again
@@ -38,6 +39,7 @@ __all__ = ["Swapper"]
 logger = logging.getLogger(__name__)
 
 _MAX_PENDING = 64  # messages accepted ahead of their build: back-pressure on the feed
+_BUILDING = 8  # versions fetched or loaded at once (see Swapper.__init__)
 MAX_NAME = 200  # characters of a model name (ModelMessage.name says the same)
 
 
@@ -68,9 +70,12 @@ class Swapper:
         self._retry_after = retry_after
         self._retries = retries
         self._on_change = on_change
-        # Fetches wait on the network (up to HOTSWAP_FETCH_TIMEOUT each): many threads, so
-        # slow locations of some names never hold back the others. Loads burn CPU: two.
-        self._fetching = ThreadPoolExecutor(max_workers=16, thread_name_prefix="model-fetch")
+        # Fetches wait on the network (up to HOTSWAP_FETCH_TIMEOUT each): threads of their
+        # own, so slow locations of some names do not hold back the others; loads burn CPU:
+        # two. At most _BUILDING versions are between fetch start and load end at once: each
+        # holds its artifact (up to HOTSWAP_MAX_MODEL_BYTES), and a replay may queue many.
+        self._fetching = ThreadPoolExecutor(_BUILDING, thread_name_prefix="model-fetch")
+        self._building = asyncio.Semaphore(_BUILDING)
         self._executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="model-build")
         # Messages seen per name while any is pending: a retry must still be the newest.
         self._generation: dict[str, int] = {}
@@ -184,10 +189,12 @@ class Swapper:
         loop = asyncio.get_running_loop()
         started = datetime.now(UTC)
         try:
-            artifact = await loop.run_in_executor(self._fetching, self._registry.fetch, message)
-            return await loop.run_in_executor(
-                self._executor, self._registry.load, message, artifact, started
-            )
+            async with self._building:
+                fetch = self._registry.fetch
+                artifact = await loop.run_in_executor(self._fetching, fetch, message)
+                return await loop.run_in_executor(
+                    self._executor, self._registry.load, message, artifact, started
+                )
         except errors.ModelRejected:
             raise
         except Exception as exc:  # an unexpected failure is still a rejection, not a crash

@@ -76,6 +76,8 @@ def uniform_batch(
     if set(map(type, rows)) != {list} or not set(map(type, chain.from_iterable(rows))) <= _PLAIN:
         return None
     ids = list(map(dict.get, docs, repeat("id")))
-    if float in set(map(type, ids)):  # perhaps an integer beyond 64 bits: see exact_id
+    if float in set(map(type, ids)) and any(  # perhaps an integer beyond 64 bits: exact_id
+        type(i) is float and abs(i) >= 2.0**63 for i in ids
+    ):
         return None
     return Uniform(model, ids, rows)

@@ -125,6 +125,11 @@ def create_server(plane: DataPlane, metrics: Metrics, *, max_request_bytes: int)
         options=[
             ("grpc.max_receive_message_length", max_request_bytes),
             ("grpc.max_send_message_length", -1),  # a response is as large as its request allows
+            # A call counts from its headers, and gRPC sets no deadline on a slow message:
+            # connections are closed after 60 s (+30 s for calls in flight), so clients that
+            # send slowly cannot hold the 32 calls for longer; clients reconnect by themselves.
+            ("grpc.max_connection_age_ms", 60_000),
+            ("grpc.max_connection_age_grace_ms", 30_000),
         ],
     )
     servicer = InferenceServicer(plane, metrics)

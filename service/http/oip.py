@@ -217,7 +217,7 @@ def create_oip_router(
 
     async def infer(request: Request, name: str, version: str | None = None) -> Response:
         try:
-            plane.serving(name, version)  # no body is read for a model that is not there
+            plane.check(name, version)  # no body is read for a call that will be refused
             body = await bodies.read(request)
             async with plane.admitted(name, version):
                 return await run_inference(request, body, name, version)

@@ -45,7 +45,7 @@ def role_acls(settings: Settings, role: Role) -> list[Acl]:
     s = settings
     if role == "worker" and s.routes:  # the routes' topics in place of data and scored
         routed = _route_acls(s)
-        unused = {s.data_topic, s.scored_topic}
+        unused = {s.data_topic, s.scored_topic}  # what routes read and write: in `routed`
         return [*routed, *(a for a in role_acls(_unrouted(s), role) if a.name not in unused)]
     if role == "worker":
         return [
@@ -114,7 +114,10 @@ def _route_acls(settings: Settings) -> list[Acl]:
         else:
             prefix = _literal_start(route.pattern or "")
             why = f"a route's records to score (pattern {route.pattern})"
-            acls.append(Acl("topic", prefix, "READ", why, prefixed=True))
+            if prefix:
+                acls.append(Acl("topic", prefix, "READ", why, prefixed=True))
+            else:  # it may match any name: every topic (Kafka's literal wildcard)
+                acls.append(Acl("topic", "*", "READ", why))
     for output in routes.outputs:
         acls.append(Acl("topic", output, "WRITE", "a route's outputs"))
         acls.append(Acl("topic", output, "DESCRIBE_CONFIGS", "max.message.bytes of outputs"))
@@ -137,7 +140,7 @@ def _literal_start(pattern: str) -> str:
             depth -= 1
         elif char == "|" and depth == 0:
             return ""
-    start = re.match(r"(?:[^\\.^$*+?()\[\]{}|]|\\.)*", pattern)
+    start = re.match(r"(?:[^\\.^$*+?()\[\]{}|]|\\[^A-Za-z0-9])*", pattern)  # not \d, \w
     literal = re.sub(r"\\(.)", r"\1", start.group(0) if start else "")
     follows = pattern[len(start.group(0)) if start else 0 :][:1]
     return literal[:-1] if follows in ("*", "?", "{") else literal  # `a*`: the a is optional

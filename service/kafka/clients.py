@@ -232,10 +232,12 @@ async def ensure_topics(
         NewTopic(settings.labels_topic, settings.data_partitions, rf),
     ]
     if settings.routes:  # the routes' output topics (their input topics are the user's)
-        unused = {settings.data_topic, settings.scored_topic}  # with routes, neither is read
-        wanted = [t for t in wanted if t.name not in unused]  # (a route may name it again)
+        routes = load_routes(settings.routes)
+        read = {r.topic for r in routes.routes if r.topic is not None}
+        unused = {settings.data_topic, settings.scored_topic} - read  # unless a route reads it
+        wanted = [t for t in wanted if t.name not in unused]  # (or writes it: added below)
         named = {t.name for t in wanted}
-        outputs = [t for t in load_routes(settings.routes).outputs if t not in named]
+        outputs = [t for t in routes.outputs if t not in named]
         wanted += [NewTopic(t, settings.data_partitions, rf) for t in outputs]
     if only is not None:
         wanted = [t for t in wanted if t.name in only]

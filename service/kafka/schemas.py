@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import fastavro
+import httpx
 import orjson
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from confluent_kafka.schema_registry._sync.avro import _resolve_named_schema as _resolve_avro_names
@@ -218,7 +219,7 @@ class SchemaCodec:
                 reader.parsed = _str_to_proto(f"hotswap-{schema_id}.proto", schema.schema_str or "")
                 pool.Add(reader.parsed)
                 reader.pool = pool
-        except SchemaRegistryError as exc:
+        except (SchemaRegistryError, httpx.HTTPError, OSError) as exc:  # references fetched
             raise unavailable(exc) from None
         except Exception as exc:
             raise errors.SchemaDecode(f"schema {schema_id} cannot be used: {exc}"[:500]) from None

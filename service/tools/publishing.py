@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from service.core.messages import VERSION_PATTERN, ModelMessage
+from service.core.messages import NAME_PATTERN, VERSION_PATTERN, ModelMessage
 from service.core.settings import Settings
 from service.tools.errors import ToolError, kafka_errors, one_line, require_file
 from service.tools.publish import PublishRequest, build_message, publish_message
@@ -57,6 +57,11 @@ def prepare(request: PublishRequest, signing_key: Path | None = None) -> ModelMe
     """The model message for ``request``, signed with ``signing_key`` when given."""
     if not (request.name and request.version):
         raise ToolError("publish FILE needs --name and --version (a models:/ URI brings both)")
+    if not re.fullmatch(NAME_PATTERN, request.name):
+        raise ToolError(
+            f"name {request.name[:80]!r} cannot be a URL path segment: no /, no control "
+            "character, not . or .. (at most 200 characters)"
+        )
     if not re.fullmatch(VERSION_PATTERN, request.version):
         raise ToolError(
             f"version {request.version[:80]!r} is not a valid label: use letters, digits and "

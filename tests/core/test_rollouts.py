@@ -406,3 +406,41 @@ def test_a_candidate_refused_as_incompatible_is_built_again_when_another_version
     assert rollout.active()
     assert (rollout.stage, rollout.control.fraction) == ("canary", 0.5)
     assert builds == ["3", "3"]
+
+
+def test_a_step_applied_while_a_refused_candidate_is_built_again_decides(
+    serving: ModelRegistry, make_message: MessageFactory, four_feature_model: BuiltModel
+) -> None:
+    """The operator aborts the canary while its candidate is being built again: the abort
+    stands, the candidate built meanwhile is dropped."""
+    v2 = make_message(four_feature_model, version="2", metadata={"schema_change": True})
+    v3 = make_message(four_feature_model, version="3")
+    release, building = asyncio.Event(), asyncio.Event()
+    builds: list[str] = []
+
+    async def build(message: ModelMessage) -> ServingModel:
+        builds.append(message.version)
+        if len(builds) == 2:  # the build again, after v2 swapped in
+            building.set()
+            await release.wait()
+        return serving.build(message)
+
+    control = RolloutControl(serving, Metrics(), build)
+
+    async def run() -> None:
+        await control.submit(b"wine", _control(v3, "canary", fraction=0.5), replay=False)
+        serving.install(serving.build(v2))
+        control.model_changed()
+        await building.wait()
+        await control.submit(b"wine", _control(v3, "aborted", why="no"), replay=False)
+        release.set()
+        while control._tasks:
+            await asyncio.wait(set(control._tasks))
+
+    asyncio.run(run())
+    rollout = serving.rollout("wine")
+    assert rollout is not None
+    assert rollout.candidate is None
+    assert not rollout.active()
+    assert rollout.ended is not None
+    assert rollout.ended.stage == "aborted"

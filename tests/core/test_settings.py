@@ -136,6 +136,8 @@ def test_a_misspelt_variable_is_named_with_the_setting_it_meant() -> None:
         "HOTSWAP_BROKER": "kafka://b:9092",
         "PATH": "/bin",
         "HOTSWAP_NOTHING_LIKE_IT_AT_ALL_XYZ": "1",
+        "HOTSWAP_SERVICE_HOST": "10.0.0.1",  # Kubernetes' links to a Service named hotswap
+        "HOTSWAP_PORT_8000_TCP": "tcp://10.0.0.1:8000",
     }
     assert unknown_variables(environ) == [
         "HOTSWAP_NOTHING_LIKE_IT_AT_ALL_XYZ",

@@ -65,6 +65,9 @@ def test_not_ready_is_503(make_message: MessageFactory) -> None:
         refused = c.post("/v2/models/wine/infer", json=body)  # the same refusal as gRPC's
         assert refused.status_code == 503
         assert refused.json() == {"error": "hotswap is not ready to score; retry shortly"}
+        # during start-up's replay no model serves yet: still 503, the retryable answer
+        early = c.post("/v2/models/not-yet/infer", json=body)
+        assert (early.status_code, early.json()) == (503, refused.json())
 
 
 def test_oip_v2_metadata_and_infer(client: TestClient) -> None:

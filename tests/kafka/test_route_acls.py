@@ -15,12 +15,14 @@ def test_a_routed_worker_needs_its_routes_topics_and_not_the_defaults(tmp_path: 
         "  - topic: payments\n    model: fraud\n    output: payments.scored\n"
         '  - pattern: "^orders\\\\.(eu|us)$"\n    model: fraud\n    output: orders.scored\n'
         '  - pattern: "a|b"\n    model: fraud\n    output: ab.scored\n'
+        '  - pattern: "shipments-\\\\d+"\n    model: fraud\n    output: ab.scored\n'
     )
     acls = role_acls(Settings(routes=str(routes)), "worker")
     rights = {(a.operation, a.name, a.prefixed) for a in acls if a.resource == "topic"}
     assert ("READ", "payments", False) in rights
     assert ("READ", "orders.", True) in rights  # every topic the pattern may match
-    assert ("READ", "", True) in rights  # an alternation may start with anything
+    assert ("READ", "*", False) in rights  # an alternation may start with anything
+    assert ("READ", "shipments-", True) in rights  # \\d is a class, not a letter d
     for output in ("payments.scored", "orders.scored", "ab.scored"):
         assert ("WRITE", output, False) in rights
         assert ("DESCRIBE_CONFIGS", output, False) in rights
