@@ -376,6 +376,20 @@ def test_a_control_message_embeds_the_model_message_as_published(
         ControlMessage(name="wine", stage="shadow")
 
 
+async def _drained(control: RolloutControl) -> None:
+    """Wait for the work ``model_changed`` started (builds again) to end."""
+    while control._tasks:
+        await asyncio.wait(set(control._tasks))
+
+
+def _schema_change(
+    make_message: MessageFactory, model: BuiltModel
+) -> tuple[ModelMessage, ModelMessage]:
+    """v2 changes the schema to 4 features; v3, a candidate of 4 features, follows it."""
+    v2 = make_message(model, version="2", metadata={"schema_change": True})
+    return v2, make_message(model, version="3")
+
+
 def test_a_candidate_refused_as_incompatible_is_built_again_when_another_version_serves(
     control: RolloutControl,
     serving: ModelRegistry,
@@ -386,8 +400,7 @@ def test_a_candidate_refused_as_incompatible_is_built_again_when_another_version
     """v2 changes the schema (4 features) and a canary of v3 (4 features) follows it at once:
     a running worker may read the canary before v2's swap lands and refuse v3 against v1; a
     restarted one replays v2 first and routes the canary. Both must end routing it."""
-    v2 = make_message(four_feature_model, version="2", metadata={"schema_change": True})
-    v3 = make_message(four_feature_model, version="3")
+    v2, v3 = _schema_change(make_message, four_feature_model)
 
     async def run() -> None:
         await control.submit(b"wine", _control(v3, "canary", fraction=0.5), replay=False)
@@ -396,8 +409,7 @@ def test_a_candidate_refused_as_incompatible_is_built_again_when_another_version
         assert (refused.rejected or "").startswith("incompatible_inputs")
         serving.install(serving.build(v2))  # the swap the step followed on the model topic
         control.model_changed()
-        while control._tasks:
-            await asyncio.wait(set(control._tasks))
+        await _drained(control)
 
     asyncio.run(run())
     rollout = serving.rollout("wine")
@@ -413,8 +425,7 @@ def test_a_step_applied_while_a_refused_candidate_is_built_again_decides(
 ) -> None:
     """The operator aborts the canary while its candidate is being built again: the abort
     stands, the candidate built meanwhile is dropped."""
-    v2 = make_message(four_feature_model, version="2", metadata={"schema_change": True})
-    v3 = make_message(four_feature_model, version="3")
+    v2, v3 = _schema_change(make_message, four_feature_model)
     release, building = asyncio.Event(), asyncio.Event()
     builds: list[str] = []
 
@@ -434,8 +445,7 @@ def test_a_step_applied_while_a_refused_candidate_is_built_again_decides(
         await building.wait()
         await control.submit(b"wine", _control(v3, "aborted", why="no"), replay=False)
         release.set()
-        while control._tasks:
-            await asyncio.wait(set(control._tasks))
+        await _drained(control)
 
     asyncio.run(run())
     rollout = serving.rollout("wine")
