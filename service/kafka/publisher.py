@@ -61,6 +61,10 @@ def flush_promptly(producer: Producer, timeout: float) -> int:
     return left
 
 
+def _timed_out(failure: Failure) -> bool:
+    return failure.error.code() == KafkaError._MSG_TIMED_OUT
+
+
 class Publisher:
     """The producer of scored records and dead letters."""
 
@@ -233,7 +237,13 @@ class Publisher:
         left = flush_promptly(self._producer, timeout)
         bound = self._config["message.timeout.ms"] / 1000 + 10.0
         if not left or self.transactional or time.monotonic() - self._report.last < bound:
-            return left, self._report.take()
+            failures = self._report.take()
+            if not (left or self.transactional) and any(_timed_out(f) for f in failures):
+                # Undelivered for a whole message timeout: a producer stuck after a broker
+                # restart (a leader "not found in cache") timed out every retry for minutes.
+                logger.warning("%d outputs timed out: a new producer sends them", len(failures))
+                self.renew()
+            return left, failures
         logger.warning("%d outputs unanswered for %.0f s: a new producer sends them", left, bound)
         self.renew()
         self._report.take()

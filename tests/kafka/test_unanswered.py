@@ -71,3 +71,23 @@ def test_exactly_once_leaves_it_to_the_transaction() -> None:
     publisher._report.last = time.monotonic() - 1000.0
     assert publisher.wait(0.01) == (3, [])  # the feed aborts the transaction instead
     assert not silent.purged
+
+
+def test_outputs_that_time_out_are_sent_again_by_a_new_producer() -> None:
+    """A producer that answers every record with a timeout (seen for minutes after a broker
+    restart: its partitions' leader "not found in cache") is not given the next try."""
+    settings = Settings(broker="kafka://127.0.0.1:9", stall_timeout=5.0)  # nothing listens
+    publisher = Publisher(settings, transactional=False)
+    stuck = Producer({**publisher._config, "message.timeout.ms": 300})
+    publisher._producer = stuck
+    publisher._check_above = 1 << 20
+    publisher.begin()
+    source = InputRecord(b"k", b"{}", settings.data_topic, 0, 0)
+    publisher.send([Scored(b"k%d" % i, b"{}", [], "m", "1", source) for i in range(3)])
+    failures: list[Any] = []
+    deadline = time.monotonic() + 60  # an upper bound: the timeout is 0.3 s
+    while not failures and time.monotonic() < deadline:
+        _, failures = publisher.wait(1.0)
+    assert {f.error.code() for f in failures} == {KafkaError._MSG_TIMED_OUT}
+    assert publisher._producer is not stuck
+    assert isinstance(publisher._producer, Producer)
