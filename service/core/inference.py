@@ -114,11 +114,9 @@ def check_input(datatype: str, shape: Sequence[int]) -> None:
         )
 
 
-def model_batch(model: ServingModel, tensor: npt.NDArray[Any], datatype: str) -> npt.NDArray[Any]:
+def model_batch(model: ServingModel, tensor: npt.NDArray[Any]) -> npt.NDArray[Any]:
     """The input as the model's ``(rows, width)`` float array, or why it cannot be."""
-    width = model.runtime.signature.width
-    if datatype == "BYTES":
-        raise BadRequest("datatype BYTES is not numeric; the model takes numbers")
+    width = model.runtime.signature.width  # (BYTES was refused before decoding: check_input)
     shape = list(tensor.shape)
     if len(shape) != 2 or shape[1] != width or shape[0] < 1:
         raise BadRequest(f"shape {shape} does not fit [rows, {width}]")

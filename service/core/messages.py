@@ -275,7 +275,7 @@ def decode_records(
                 raw = get("features")
                 if type(raw) is list and type(model) is str and model:
                     record_id = get("id")
-                    if type(record_id) is float and abs(record_id) >= 2.0**63:
+                    if type(record_id) is float:
                         record_id = exact_id(value, record_id)
                     keep(make(record_id, model, raw))
                     collect(raw)

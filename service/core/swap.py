@@ -123,8 +123,13 @@ class Swapper:
         finally:
             if self._chains.get(name) is asyncio.current_task():
                 del self._chains[name]
-                if name not in self._retries_of:  # nothing can be stale: a name costs nothing
-                    self._generation.pop(name, None)
+                self._forget_if_idle(name)
+
+    def _forget_if_idle(self, name: str) -> None:
+        """Nothing pending for ``name`` (no message, no retry): nothing can be stale, so its
+        count of messages goes (junk names cost nothing once applied)."""
+        if name not in self._chains and name not in self._retries_of:
+            self._generation.pop(name, None)
 
     async def apply(
         self, name: str, key: bytes | None, value: bytes | None, generation: int
@@ -176,8 +181,7 @@ class Swapper:
                 self._retries_of[name] -= 1
                 if not self._retries_of[name]:
                     del self._retries_of[name]
-                    if name not in self._chains:
-                        self._generation.pop(name, None)
+                    self._forget_if_idle(name)
 
         self._retries_of[name] = self._retries_of.get(name, 0) + 1
         task = asyncio.get_running_loop().create_task(later())

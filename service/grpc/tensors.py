@@ -114,7 +114,7 @@ def decode_input(request: pb.ModelInferRequest) -> DecodedInput:
 
 def predict(model: ServingModel, decoded: DecodedInput) -> tuple[Outputs, int]:
     """Run the decoded input through ``model``: its outputs and the rows scored."""
-    batch = model_batch(model, decoded.tensor, decoded.datatype)
+    batch = model_batch(model, decoded.tensor)
     wanted_outputs(model, decoded.outputs, class_count=decoded.class_count)
     return model.runtime.predict(batch), len(batch)
 

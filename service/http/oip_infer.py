@@ -145,7 +145,7 @@ def _wanted(model: ServingModel, request: InferRequest) -> list[str]:
 
 def predict(model: ServingModel, decoded: Decoded) -> tuple[Outputs, int]:
     """Run the decoded input through ``model``: its outputs and the rows scored."""
-    batch = model_batch(model, decoded.tensors[0], decoded.request.inputs[0].datatype)
+    batch = model_batch(model, decoded.tensors[0])
     _wanted(model, decoded.request)  # refuse a bad output list before scoring
     return model.runtime.predict(batch), len(batch)
 
