@@ -200,8 +200,10 @@ def build_worker(settings: Settings) -> WorkerParts:
         stalled = data.progress.stalled()
         metrics.stalled.set(1 if stalled else 0)
         refused = [data.progress.denied, publisher.denied]
+        group_refused = ""
         if data.assigned_partitions() == 0:  # a refused group or topic READ: none assigned
             refused.append(data.progress.denied_read)
+            group_refused = data.progress.group_refused
         reasons = [
             denials.reason(),
             *(d.as_principal(principal_of(settings)).line() for d in refused if d),
@@ -210,6 +212,7 @@ def build_worker(settings: Settings) -> WorkerParts:
             "" if control.replayed.is_set() else "control topic not replayed yet",
             "" if publisher.started or not replayed else "output producer not started",
             stalled or "",
+            group_refused,
             (routing.stalled() or "") if routing is not None else "",
             f"crashed: {app._crash_reason}" if app._crash_reason else "",
         ]

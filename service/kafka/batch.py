@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from service.core.metrics import Metrics
 from service.core.scoring import InputRecord, Scored
@@ -26,6 +26,7 @@ from service.kafka.delivery import Failure, Output
 LATENCY_SAMPLES = 32  # inputs per batch that keep their timestamp: a sample, see account()
 
 __all__ = [
+    "GROUP_REFUSALS",
     "Batch",
     "BatchState",
     "account",
@@ -36,6 +37,20 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+#: What the group coordinator answers a JoinGroup it will not take, whatever it is asked
+#: again: librdkafka retries for ever with no partition and a line per try, so ``/ready``
+#: says why (e.g. HOTSWAP_SESSION_TIMEOUT below the broker's group.min.session.timeout.ms,
+#: or more workers than group.max.size).
+GROUP_REFUSALS = frozenset(
+    {
+        KafkaError.INVALID_SESSION_TIMEOUT,
+        KafkaError.GROUP_MAX_SIZE_REACHED,
+        KafkaError.INCONSISTENT_GROUP_PROTOCOL,
+        KafkaError.INVALID_GROUP_ID,
+        KafkaError.FENCED_INSTANCE_ID,
+    }
+)
 
 
 @dataclass(eq=False)
@@ -65,6 +80,8 @@ class BatchState:
     # at once, not after ``stall_after``; or the data group's or topic's READ.
     denied: NotAuthorized | None = None
     denied_read: NotAuthorized | None = None
+    # The group coordinator's refusal of this worker (see GROUP_REFUSALS), until it joins.
+    group_refused: str = ""
 
     @classmethod
     def of(cls, settings: Settings) -> BatchState:
@@ -80,8 +97,13 @@ class BatchState:
                     said = denial.as_principal(self.principal).line()
                     logger.error("data consumer: %s (retrying until the ACL is added)", said)
                 self.denied_read = denial
+            elif error is not None and error.code() in GROUP_REFUSALS and m.topic() is None:
+                if not self.group_refused:
+                    logger.error("data consumer: group %s refused it: %s", self.group, error)
+                self.group_refused = f"group {self.group} refused this worker: {error.str()}"
             elif m.partition() is not None and (m.offset() or -1) >= 0:
                 self.denied_read = None
+                self.group_refused = ""
         return messages
 
     def started(self, offsets: Sequence[TopicPartition]) -> None:

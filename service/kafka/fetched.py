@@ -17,7 +17,7 @@ from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 from service.core import errors
 from service.core.scoring import InputRecord
 from service.kafka.authz import is_denial
-from service.kafka.batch import LATENCY_SAMPLES
+from service.kafka.batch import GROUP_REFUSALS, LATENCY_SAMPLES
 from service.kafka.delivery import Output
 from service.kafka.refused import tombstone_letter
 
@@ -94,7 +94,8 @@ def records_of(
     for n, m in enumerate(messages):
         topic, partition, offset = m.topic() or "", m.partition(), m.offset()
         if partition is None or offset is None or offset < 0:
-            logger.warning("data consumer: %s", m.error())
+            if (error := m.error()) is None or error.code() not in GROUP_REFUSALS:
+                logger.warning("data consumer: %s", error)  # a refusal: said once, by seen()
             continue
         error = m.error()
         if error is None:
