@@ -84,6 +84,7 @@ class BuildLimits:
     fetch_timeout: float = 30.0
     warmup_rows: int = 64
     warmup_seconds: float = 30.0
+    run_seconds: float | None = None  # one live run's deadline; None: unbounded
     model_roots: tuple[Path, ...] = ()  # file:// locations only under these; none: refused
     fetch_attempts: int = 4
     fetch_backoff: float = 0.5
@@ -94,6 +95,7 @@ class BuildLimits:
             max_bytes=settings.max_model_bytes,
             fetch_timeout=settings.fetch_timeout,
             warmup_seconds=settings.warmup_timeout,
+            run_seconds=settings.score_timeout,
             model_roots=settings.model_root_paths,
             fetch_attempts=settings.fetch_attempts,
             fetch_backoff=settings.fetch_backoff,
@@ -119,9 +121,9 @@ class ModelRegistry:
         threads: int = 1,
         verifier: Callable[[ModelMessage], None] | None = None,
     ) -> None:
-        self._limits = limits or BuildLimits()
+        self._limits = limits = limits or BuildLimits()
         self._verifier = verifier
-        self._threads = threads
+        self._runtime: dict[str, Any] = {"threads": threads, "run_seconds": limits.run_seconds}
         self._current: dict[str, ServingModel] = {}
         self._history: dict[str, deque[HistoryEntry]] = {}
         self._rollouts: dict[str, Rollout] = {}  # the candidate slot of each name
@@ -162,9 +164,7 @@ class ModelRegistry:
 
     def load(self, message: ModelMessage, artifact: bytes, started: datetime) -> ServingModel:
         """Load, check and warm a fetched artifact (CPU); ``started`` counts into its load time."""
-        runtime = load_runtime(
-            message.format, artifact, metadata=message.metadata, threads=self._threads
-        )
+        runtime = load_runtime(message.format, artifact, metadata=message.metadata, **self._runtime)
         try:
             current = self._current.get(message.name)
             old = current.runtime.signature if current is not None else None

@@ -91,6 +91,12 @@ class Settings(BaseSettings):
     warmup_timeout: float = Field(
         30.0, gt=0, description="Deadline (s) of a new version's warm-up predictions."
     )
+    score_timeout: float = Field(
+        30.0,
+        gt=0,
+        description="Deadline (s) of one model run: a batch past it is scored record by "
+        "record; a record past it alone is dead-lettered scoring_failed.",
+    )
     fetch_attempts: int = Field(
         4, ge=1, description="Tries of a location that fails transiently (5xx, refused, stalled)."
     )

@@ -13,27 +13,18 @@ import time
 from typing import Any
 
 import numpy as np
-import onnx
 import orjson
 import pytest
 from onnx import TensorProto, helper
 
 from service.core import errors
+from service.core.outputs import DeadLetter
 from service.core.registry import BuildLimits, ModelRegistry
 from service.core.scoring import InputRecord, Scored, Scorer
 from tests.models import BuiltModel, MessageFactory
+from tests.onnxgraphs import endless_body, endless_for_ones, rows_model
 
 _WARMUP_ROWS = 64  # ModelRegistry's default warm-up batch
-
-
-def _onnx(nodes: list[Any], inits: list[Any], batch: int | None = None) -> bytes:
-    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, 2])
-    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 2])
-    graph = helper.make_graph(nodes, "rows", [x], [y], initializer=inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    return model.SerializeToString()
 
 
 def _first_rows(count: int) -> bytes:
@@ -44,13 +35,13 @@ def _first_rows(count: int) -> bytes:
         helper.make_tensor("ends", ints, [1], [count]),
         helper.make_tensor("axes", ints, [1], [0]),
     ]
-    return _onnx([helper.make_node("Slice", ["x", "starts", "ends", "axes"], ["y"])], inits)
+    return rows_model([helper.make_node("Slice", ["x", "starts", "ends", "axes"], ["y"])], inits)
 
 
 def _constant_rows(count: int) -> bytes:
     """y = ``count`` rows of zeros, whatever the batch."""
     value = helper.make_tensor("value", TensorProto.FLOAT, [count, 2], [0.0] * (2 * count))
-    return _onnx([helper.make_node("Constant", [], ["y"], value=value)], [])
+    return rows_model([helper.make_node("Constant", [], ["y"], value=value)], [])
 
 
 def _scorer(make_message: MessageFactory, artifact: bytes) -> Scorer:
@@ -98,7 +89,7 @@ def test_a_model_whose_rows_are_not_its_inputs_is_refused_at_warm_up(
 
 
 def test_a_model_with_a_fixed_batch_size_is_refused(make_message: MessageFactory) -> None:
-    artifact = _onnx([helper.make_node("Identity", ["x"], ["y"])], [], batch=_WARMUP_ROWS)
+    artifact = rows_model([helper.make_node("Identity", ["x"], ["y"])], [], batch=_WARMUP_ROWS)
     with pytest.raises(errors.IncompatibleInputs, match="fixed batch size of 64"):
         ModelRegistry().build(make_message(artifact=artifact, metadata={}))
 
@@ -129,27 +120,13 @@ def test_the_published_classes_still_serve(
 def _endless() -> bytes:
     """y = x after a Loop of 10^12 turns: valid ONNX, 272 bytes, and it never ends."""
     t = TensorProto
-    body = helper.make_graph(
-        [
-            helper.make_node("Identity", ["cond_in"], ["cond_out"]),
-            helper.make_node("Identity", ["v_in"], ["v_out"]),
-        ],
-        "body",
-        [
-            helper.make_tensor_value_info("i", t.INT64, []),
-            helper.make_tensor_value_info("cond_in", t.BOOL, []),
-            helper.make_tensor_value_info("v_in", t.FLOAT, [None, 2]),
-        ],
-        [
-            helper.make_tensor_value_info("cond_out", t.BOOL, []),
-            helper.make_tensor_value_info("v_out", t.FLOAT, [None, 2]),
-        ],
-    )
     inits = [
         helper.make_tensor("turns", t.INT64, [], [10**12]),
         helper.make_tensor("go", t.BOOL, [], [True]),
     ]
-    return _onnx([helper.make_node("Loop", ["turns", "go", "x"], ["y"], body=body)], inits)
+    return rows_model(
+        [helper.make_node("Loop", ["turns", "go", "x"], ["y"], body=endless_body())], inits
+    )
 
 
 def test_a_warm_up_that_never_ends_is_stopped_and_refused(make_message: MessageFactory) -> None:
@@ -161,3 +138,35 @@ def test_a_warm_up_that_never_ends_is_stopped_and_refused(make_message: MessageF
     assert time.monotonic() - started < 60  # an upper bound: the loop alone takes hours
     served = ModelRegistry(limits=BuildLimits(warmup_seconds=0.5))
     served.build(make_message(artifact=_first_rows(_WARMUP_ROWS), metadata={}))  # still builds
+
+
+@pytest.mark.parametrize("named", [False, True], ids=["fast-path", "general-path"])
+def test_a_record_that_makes_the_model_run_for_ever_is_dead_lettered_and_the_rest_scored(
+    make_message: MessageFactory, named: bool
+) -> None:
+    """The model passed its warm-up (zeros); a record's values make its run endless. Without
+    a deadline that run held the scoring thread, and the stream, for hours."""
+    registry = ModelRegistry(limits=BuildLimits(run_seconds=0.5))
+    message = make_message(artifact=endless_for_ones(), metadata={"feature_names": ["a", "b"]})
+    registry.install(registry.build(message))
+    scorer = Scorer(registry, max_record_bytes=1_000_000)
+    values = [0.0, 0.0, 1.0, 0.0, 0.0]
+    records = [
+        InputRecord(
+            key=b"%d" % i,
+            value=orjson.dumps(
+                {"id": i, "model": "wine", "features": {"a": v, "b": 0} if named else [v, 0.0]}
+            ),
+            topic="records",
+            partition=0,
+            offset=i,
+        )
+        for i, v in enumerate(values)
+    ]
+    outputs = scorer.score(records).outputs
+    assert [o.source.offset for o in outputs] == list(range(5))
+    assert [isinstance(o, Scored) for o in outputs] == [True, True, False, True, True]
+    letter = outputs[2]
+    assert isinstance(letter, DeadLetter), letter
+    assert letter.reason == "scoring_failed"
+    assert "stopped after 0.5 s" in letter.detail

@@ -20,9 +20,9 @@ def closed(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     calls: list[int] = []
 
     def load(
-        fmt: str, artifact: bytes, *, metadata: dict[str, Any], threads: int = 1
+        fmt: str, artifact: bytes, *, metadata: dict[str, Any], **options: Any
     ) -> ModelRuntime:
-        runtime = load_runtime(fmt, artifact, metadata=metadata, threads=threads)
+        runtime = load_runtime(fmt, artifact, metadata=metadata, **options)
         real_close = runtime.close
 
         def close() -> None:

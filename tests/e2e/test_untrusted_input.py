@@ -18,8 +18,9 @@ import orjson
 import pytest
 
 from scripts.harness import consume, publish_file, send_raw, wait_for
-from service.core.messages import HEADER_REASON
+from service.core.messages import HEADER_ERROR, HEADER_REASON
 from tests.brokers import WineWorker
+from tests.onnxgraphs import endless_for_ones
 
 pytestmark = pytest.mark.integration
 
@@ -206,3 +207,29 @@ def test_every_bad_model_is_rejected_with_its_reason_and_v1_keeps_serving(
     send_raw(settings, settings.model_topic, [(b"wine", None)])
     wait_for(lambda: worker.get("/models/wine").status_code == 404, 10, "tombstone unloads")
     assert worker.get("/models/wine/history").json()[-1]["status"] == "removed"
+
+
+def test_a_record_that_makes_a_model_run_for_ever_is_dead_lettered_and_the_stream_goes_on(
+    wine_worker: WineWorker, tmp_path: Path
+) -> None:
+    """A model that warmed up fine (zeros: no turn of its loop) meets a record holding a 1
+    (10^12 turns): that run is stopped after HOTSWAP_SCORE_TIMEOUT, the record alone is
+    dead-lettered, the records before and after it, of this model and another, are scored."""
+    settings, worker = wine_worker(score_timeout=1.0)
+    artifact = tmp_path / "endless.onnx"
+    artifact.write_bytes(endless_for_ones())
+    publish_file(settings, artifact, "endless", "1")
+    wait_for(lambda: worker.model_version("endless") == "1", 60, "the endless model served")
+
+    items: list[tuple[bytes | None, bytes | None]] = []
+    for i in range(20):
+        items.append((b"e%d" % i, _record(f"e{i}", [1.0 if i == 7 else 0.0, 0.0], "endless")))
+        items.append((b"w%d" % i, _record(f"w{i}", ROW)))
+    send_raw(settings, settings.data_topic, items)
+
+    scored = consume(settings, settings.scored_topic, until=lambda rs: len(rs) >= 39)
+    dead = consume(settings, settings.dead_letter_topic, until=lambda rs: len(rs) >= 1)
+    assert [(r.key, r.headers[HEADER_REASON]) for r in dead] == [(b"e7", b"scoring_failed")]
+    assert "stopped after 1 s" in dead[0].headers[HEADER_ERROR].decode()
+    assert sorted(r.key or b"" for r in scored) == sorted(k or b"" for k, _ in items if k != b"e7")
+    assert worker.get("/ready").status_code == 200

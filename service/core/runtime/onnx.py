@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import Any
 
 import numpy as np
@@ -30,6 +31,49 @@ def looks_like_pickle(artifact: bytes) -> bool:
     return len(artifact) >= 2 and artifact[0] == 0x80 and 2 <= artifact[1] <= 5
 
 
+class _Deadlines:
+    """Stops model runs that outlive their deadline, from one thread for all of them.
+
+    A run is data-dependent (a ``Loop`` whose count comes from the input): a record can
+    make a model that passed its warm-up run for hours, holding a scoring thread and the
+    whole stream. ONNX Runtime stops a run whose ``RunOptions.terminate`` is set; a timer
+    thread per run would cost more than a small model's run, so one daemon thread looks
+    at the runs in progress every :attr:`TICK` seconds (~1 us per run to register)."""
+
+    TICK = 0.05
+
+    def __init__(self) -> None:
+        self._runs: dict[int, tuple[float, Any]] = {}
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def start(self, seconds: float) -> Any:
+        """Options for a run that is stopped after ``seconds``; hand them to :meth:`end`."""
+        options = ort.RunOptions()
+        with self._lock:
+            self._runs[id(options)] = (time.monotonic() + seconds, options)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._watch, daemon=True, name="run-dl")
+                self._thread.start()
+        return options
+
+    def end(self, options: Any) -> None:
+        with self._lock:
+            self._runs.pop(id(options), None)
+
+    def _watch(self) -> None:
+        while True:
+            time.sleep(self.TICK)
+            now = time.monotonic()
+            with self._lock:
+                for deadline, options in self._runs.values():
+                    if now >= deadline:
+                        options.terminate = True
+
+
+_DEADLINES = _Deadlines()
+
+
 def _spec(arg: Any) -> TensorSpec:
     shape = tuple(d if isinstance(d, int) else None for d in (arg.shape or ()))
     return TensorSpec(name=arg.name, dtype=str(arg.type), shape=shape)
@@ -45,7 +89,9 @@ class OnnxModel(ModelRuntime):
         feature_names: list[str] | None = None,
         classes: list[Any] | None = None,
         threads: int = 1,
+        run_seconds: float | None = None,
     ) -> None:
+        self._run_seconds = run_seconds  # None: unbounded
         if looks_like_pickle(artifact):
             raise errors.PickleRefused("artifact is a Python pickle; only ONNX is loaded")
         options = ort.SessionOptions()
@@ -105,13 +151,12 @@ class OnnxModel(ModelRuntime):
         self._output_names = [o.name for o in out_specs]
 
     def predict(self, batch: npt.NDArray[np.floating[Any]]) -> Outputs:
-        return self._run(batch, None)
+        if self._run_seconds is None:
+            return self._run(batch, None)
+        return self.predict_within(batch, self._run_seconds)
 
     def predict_within(self, batch: npt.NDArray[np.floating[Any]], seconds: float) -> Outputs:
-        options = ort.RunOptions()
-        stop = threading.Timer(seconds, setattr, (options, "terminate", True))
-        stop.daemon = True
-        stop.start()
+        options = _DEADLINES.start(seconds)
         try:
             return self._run(batch, options)
         except errors.ScoringFailed:
@@ -121,7 +166,7 @@ class OnnxModel(ModelRuntime):
                 raise TimeoutError(f"stopped after {seconds:g} s") from None
             raise
         finally:
-            stop.cancel()
+            _DEADLINES.end(options)
 
     def _run(self, batch: npt.NDArray[np.floating[Any]], options: Any) -> Outputs:
         if batch.dtype != self._dtype:
@@ -142,9 +187,15 @@ class OnnxModel(ModelRuntime):
 
 
 def load_runtime(
-    fmt: str, artifact: bytes, *, metadata: dict[str, Any], threads: int = 1
+    fmt: str,
+    artifact: bytes,
+    *,
+    metadata: dict[str, Any],
+    threads: int = 1,
+    run_seconds: float | None = None,
 ) -> ModelRuntime:
-    """Build the runtime for ``fmt``; the one place a new format is plugged in."""
+    """Build the runtime for ``fmt``; the one place a new format is plugged in. Each of its
+    runs is stopped after ``run_seconds`` (a :class:`TimeoutError`); None: unbounded."""
     if fmt != "onnx":
         raise errors.UnsupportedFormat(f"format {fmt!r} is not served (only 'onnx')")
     names = metadata.get("feature_names")
@@ -154,4 +205,5 @@ def load_runtime(
         feature_names=list(names) if isinstance(names, list) else None,
         classes=list(classes) if isinstance(classes, list) else None,
         threads=threads,
+        run_seconds=run_seconds,
     )
