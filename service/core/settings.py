@@ -92,7 +92,7 @@ class Settings(BaseSettings):
         30.0, gt=0, description="Deadline (s) of a new version's warm-up predictions."
     )
     score_timeout: float = Field(
-        30.0,
+        10.0,
         gt=0,
         description="Deadline (s) of one model run: a batch past it is scored record by "
         "record; a record past it alone is dead-lettered scoring_failed.",
