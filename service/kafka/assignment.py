@@ -15,6 +15,7 @@ from collections.abc import Callable
 from confluent_kafka import Consumer, TopicPartition
 
 from service.core.settings import Settings
+from service.kafka.batch import BatchState
 from service.kafka.clients import group_consumer_config
 from service.kafka.commits import DeliveredOffsets
 from service.kafka.lag import Lag
@@ -39,6 +40,7 @@ class Assignment:
     _offsets: DeliveredOffsets
     _consumer: Consumer | None
     lag: Lag
+    progress: BatchState
     #: Whether the broker answers this worker's other clients (the model feed's probe).
     broker_answers: Callable[[], bool] = staticmethod(lambda: True)
     _outside_since: float | None = None
@@ -75,6 +77,7 @@ class Assignment:
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._assigned |= {(tp.topic, tp.partition) for tp in partitions}
+        self.progress.group_refused = ""  # in the group (even with no partition to read)
         self.lag.forget(partitions)
         logger.info("data partitions assigned: %s", sorted(tp.partition for tp in partitions))
 
