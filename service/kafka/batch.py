@@ -48,7 +48,6 @@ GROUP_REFUSALS = frozenset(
         KafkaError.GROUP_MAX_SIZE_REACHED,
         KafkaError.INCONSISTENT_GROUP_PROTOCOL,
         KafkaError.INVALID_GROUP_ID,
-        KafkaError.FENCED_INSTANCE_ID,
     }
 )
 

@@ -36,7 +36,8 @@ class _Deadlines:
 
     A run is data-dependent (a ``Loop`` whose count comes from the input): a record can
     make a model that passed its warm-up run for hours, holding a scoring thread and the
-    whole stream. ONNX Runtime stops a run whose ``RunOptions.terminate`` is set; a timer
+    whole stream. ONNX Runtime stops a run whose ``RunOptions.terminate`` is set (at its
+    next node: one node that runs long is not cut short); a timer
     thread per run would cost more than a small model's run, so one daemon thread looks
     at the runs in progress every :attr:`TICK` seconds (~1 us per run to register)."""
 
@@ -50,11 +51,13 @@ class _Deadlines:
     def start(self, seconds: float) -> Any:
         """Options for a run that is stopped after ``seconds``; hand them to :meth:`end`."""
         options = ort.RunOptions()
+        options.log_severity_level = 4  # a stopped run is reported once, by the caller
         with self._lock:
             self._runs[id(options)] = (time.monotonic() + seconds, options)
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._watch, daemon=True, name="run-dl")
-                self._thread.start()
+            if self._thread is None or not self._thread.is_alive():
+                thread = threading.Thread(target=self._watch, daemon=True, name="run-dl")
+                thread.start()  # kept only once running: a failed start is tried again
+                self._thread = thread
         return options
 
     def end(self, options: Any) -> None:
