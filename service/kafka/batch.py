@@ -102,7 +102,6 @@ class BatchState:
                 self.group_refused = f"group {self.group} refused this worker: {error.str()}"
             elif m.partition() is not None and (m.offset() or -1) >= 0:
                 self.denied_read = None
-                self.group_refused = ""
         return messages
 
     def started(self, offsets: Sequence[TopicPartition]) -> None:

@@ -37,9 +37,9 @@ class _Deadlines:
     A run is data-dependent (a ``Loop`` whose count comes from the input): a record can
     make a model that passed its warm-up run for hours, holding a scoring thread and the
     whole stream. ONNX Runtime stops a run whose ``RunOptions.terminate`` is set (at its
-    next node: one node that runs long is not cut short); a timer
-    thread per run would cost more than a small model's run, so one daemon thread looks
-    at the runs in progress every :attr:`TICK` seconds (~1 us per run to register)."""
+    next node: one node that runs long is not cut short). A timer thread per run would
+    cost more than a small model's run, so one daemon thread looks at the runs in
+    progress every :attr:`TICK` seconds (~2 us a run to register: once per batch)."""
 
     TICK = 0.05
 
