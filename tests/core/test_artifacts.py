@@ -37,15 +37,18 @@ def _message(
     )
 
 
+DEADLINE = 40.0  # never reached by a passing test, however loaded the machine
+
+
 def _fetch(message: ModelMessage, *, limit: int = LIMIT, roots: tuple[Path, ...] = ()) -> bytes:
-    return fetch_artifact(message, FetchPolicy(max_bytes=limit, timeout=5.0, roots=roots))
+    return fetch_artifact(message, FetchPolicy(max_bytes=limit, timeout=DEADLINE, roots=roots))
 
 
 def _refused(location: str, roots: tuple[Path, ...], **kwargs: int) -> errors.ModelRejected:
     started = time.monotonic()
     with pytest.raises(errors.ModelRejected) as info:
         _fetch(_message(location=location), roots=roots, **kwargs)
-    assert time.monotonic() - started < 4, "a refusal must not read first (5 s deadline)"
+    assert time.monotonic() - started < DEADLINE / 2, "a refusal must not read first"
     assert info.value.detail
     return info.value
 

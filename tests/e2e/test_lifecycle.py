@@ -45,14 +45,14 @@ def test_rollback_after_restart_and_by_reference_publish(
     worker.wait_ready()
     done = run_cli(settings, "rollback", "wine", "--to", "1")
     assert "version 1 is current again" in done.stdout
-    wait_for(lambda: worker.model_version("wine") == "1", 10, "rollback to v1")
+    wait_for(lambda: worker.model_version("wine") == "1", 60, "rollback to v1")
     statuses = [(h["version"], h["status"]) for h in worker.get("/models/wine/history").json()]
     assert statuses[-1] == ("1", "accepted")
 
     url = worker.url
     back = run_cli(settings, "rollback", "wine", "--url", url)  # "the previous accepted": v2
     assert "version 2 is current again" in back.stdout
-    wait_for(lambda: worker.model_version("wine") == "2", 10, "rollback to v2 (by reference)")
+    wait_for(lambda: worker.model_version("wine") == "2", 60, "rollback to v2 (by reference)")
     missing = run_cli(settings, "rollback", "wine", "--to", "9", check=False)
     assert missing.returncode == 1
     assert "not in the archive" in missing.stderr
@@ -83,7 +83,7 @@ def test_signed_models_only_when_a_verify_key_is_set(
         reasons = [h["reason"] for h in history if h["status"] == "rejected"]
         return reasons if len(reasons) == 2 else None
 
-    assert wait_for(rejected, 10, "two rejections") == ["signature_invalid", "signature_invalid"]
+    assert wait_for(rejected, 60, "two rejections") == ["signature_invalid", "signature_invalid"]
     assert worker.model_version("wine") == "1"
     log = worker.log_path.read_text()
     assert "BEGIN" not in log, "key material must never be logged"
@@ -129,7 +129,7 @@ def test_official_triton_clients_score_with_the_serving_model(
     assert worker.metric('hotswap_grpc_inference_rows_total{model="wine",version="1"}') == 2
 
     publish_file(settings, trained["wine-forest"], "wine", "2")
-    wait_for(lambda: worker.model_version("wine") == "2", 10, "v2")
+    wait_for(lambda: worker.model_version("wine") == "2", 60, "v2")
     assert client.infer("wine", [tensor], outputs=outputs).get_response()["model_version"] == "2"
     assert rpc.infer("wine", [raw]).get_response().model_version == "2"
     rpc.close()
@@ -159,6 +159,6 @@ def test_publish_by_reference_over_http(
             "--by-reference", str(store / "models"), "--base-url", url,
         ).stdout  # fmt: skip
         assert url in out
-        wait_for(lambda: worker.model_version("wine") == "2", 15, "v2 fetched over HTTP")
+        wait_for(lambda: worker.model_version("wine") == "2", 60, "v2 fetched over HTTP")
     finally:
         server.shutdown()

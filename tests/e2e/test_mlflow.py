@@ -16,7 +16,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from scripts.harness import WorkerProcess, consume, run_cli, send_raw, wait_for
+from scripts.harness import ConsumedRecord, WorkerProcess, consume, run_cli, send_raw, wait_for
 from service.core.settings import Settings
 from tests.mlflowserver import Follow, WineRegistry
 
@@ -46,9 +46,14 @@ def _scored_labels(settings: Settings, registry: WineRegistry, version: str) -> 
     return [int(by_id[f"r{i}"]["label"]) for i in ROWS]
 
 
-def _model_messages(settings: Settings, name: str) -> list[dict[str, object]]:
-    records = consume(settings, settings.model_topic, until=lambda rs: False, timeout=3)
-    return [r.json() for r in records if r.key == name.encode()]
+def _model_messages(settings: Settings, name: str, count: int) -> list[dict[str, object]]:
+    """The model topic's messages for ``name``, read until ``count`` of them are there."""
+
+    def mine(records: list[ConsumedRecord]) -> list[ConsumedRecord]:
+        return [r for r in records if r.key == name.encode()]
+
+    records = consume(settings, settings.model_topic, until=lambda rs: len(mine(rs)) >= count)
+    return [r.json() for r in mine(records)]
 
 
 def test_publish_champion_serves_the_registered_models_predictions(
@@ -66,7 +71,7 @@ def test_publish_champion_serves_the_registered_models_predictions(
     expected = wine_registry.predict("2", wine_registry.features.iloc[ROWS])
     assert _scored_labels(settings, wine_registry, "2") == expected
 
-    [message] = _model_messages(settings, wine_registry.name)
+    [message] = _model_messages(settings, wine_registry.name, 1)
     metadata = message["metadata"]
     assert isinstance(metadata, dict)
     assert metadata["feature_names"] == list(wine_registry.features.columns)
@@ -105,7 +110,7 @@ def test_follow_by_webhook_and_a_restart_republishes_nothing(
     again = Follow(settings, wine_registry.uri, tmp_path / "follow2", uri, "--resync", "600")
     try:
         again.wait_line(f"{name} version 2 ({uri}) is already published", timeout=180)
-        assert [m["version"] for m in _model_messages(settings, name)] == ["1", "2"]
+        assert [m["version"] for m in _model_messages(settings, name, 2)] == ["1", "2"]
 
         wine_registry.set_alias("live_hook", "1")  # moved back: served from the archive
         again.wait_line(f"published {name} version 1 again, from the archive", timeout=120)

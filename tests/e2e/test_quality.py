@@ -85,7 +85,7 @@ def test_labels_first_predictions_first_and_duplicates(wine_worker: WineWorker) 
     send_labels(settings, "then", range(120))  # predictions wait for their labels
     wait_labelled(worker, 160)
     send_labels(settings, "then", range(10))  # duplicates
-    wait_for(lambda: worker.metric('hotswap_labels_total{outcome="duplicate"}') == 10, 20, "dups")
+    wait_for(lambda: worker.metric('hotswap_labels_total{outcome="duplicate"}') == 10, 60, "dups")
 
     mine = (
         own_accuracy(docs, "first", range(40)) * 40 + own_accuracy(docs, "then", range(120)) * 120
@@ -112,8 +112,8 @@ def test_late_and_unmatched_labels_are_counted(wine_worker: WineWorker) -> None:
     time.sleep(5)  # their wait is over, however fast they were scored
     send_labels(settings, "late", range(5))
     send_labels(settings, "nobody", range(5))  # no prediction will come
-    wait_for(lambda: worker.metric('hotswap_labels_total{outcome="late"}') == 5, 20, "late")
-    wait_for(lambda: worker.metric('hotswap_labels_total{outcome="unmatched"}') == 5, 20, "unm")
+    wait_for(lambda: worker.metric('hotswap_labels_total{outcome="late"}') == 5, 60, "late")
+    wait_for(lambda: worker.metric('hotswap_labels_total{outcome="unmatched"}') == 5, 60, "unm")
     assert worker.metric('hotswap_labels_total{outcome="matched"}') == 0
     assert worker.metric("hotswap_predictions_unlabelled_total") == 5
     assert not quality(worker), "late labels join nothing"
@@ -135,7 +135,7 @@ def test_a_restart_mid_join_loses_nothing_and_counts_nothing_twice(
     send_labels(settings, "r", range(50, 100))  # predictions made before the restart
     send_labels(settings, "r", range(10))  # labelled before the restart: duplicates
     wait_labelled(worker, 100)
-    wait_for(lambda: worker.metric('hotswap_labels_total{outcome="duplicate"}') == 10, 20, "dups")
+    wait_for(lambda: worker.metric('hotswap_labels_total{outcome="duplicate"}') == 10, 60, "dups")
     assert abs(quality(worker)["accuracy"] - own_accuracy(docs, "r", range(100))) < 0.01
 
 

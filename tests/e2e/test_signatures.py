@@ -84,4 +84,4 @@ def test_a_signed_model_changed_in_transit_is_rejected_whatever_the_field(
     assert worker.model_version("wine") == "1"
 
     send_raw(settings, settings.model_topic, [(b"wine", orjson.dumps(signed))])
-    wait_for(lambda: worker.model_version("wine") == "2", 15, "the untouched v2")
+    wait_for(lambda: worker.model_version("wine") == "2", 60, "the untouched v2")

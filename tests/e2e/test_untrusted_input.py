@@ -203,9 +203,9 @@ def test_every_bad_model_is_rejected_with_its_reason_and_v1_keeps_serving(
     assert scored[0].json()["version"] == "1"
 
     publish_file(settings, trained["wine-forest"], "wine", "16")
-    wait_for(lambda: worker.model_version("wine") == "16", 10, "a later good version")
+    wait_for(lambda: worker.model_version("wine") == "16", 60, "a later good version")
     send_raw(settings, settings.model_topic, [(b"wine", None)])
-    wait_for(lambda: worker.get("/models/wine").status_code == 404, 10, "tombstone unloads")
+    wait_for(lambda: worker.get("/models/wine").status_code == 404, 60, "tombstone unloads")
     assert worker.get("/models/wine/history").json()[-1]["status"] == "removed"
 
 
