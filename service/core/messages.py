@@ -165,23 +165,25 @@ _PLAIN = frozenset({float, int})
 
 
 def _plain_numbers(values: list[Any]) -> bool:
-    """True when every value is a float or a (non-bool) int: the common, fast case.
-
-    Only used on orjson's output, which never holds NaN, infinity or ints
-    beyond 64 bits, so such a list needs no further check.
-    """
+    """True when every value is a float or a (non-bool) int: the common, fast case. Only
+    used on orjson's output, which holds no NaN, infinity or ints beyond 64 bits."""
     return {type(v) for v in values} <= _PLAIN
 
 
-def _refuse_constant(name: str) -> Any:
-    raise errors.NonFiniteValue(f"record holds {name}, which is not a finite number")
+def _finite(text: str) -> float:
+    """NaN, Infinity and numbers beyond a float's range are ``non_finite`` anywhere in the
+    record (an id among them would be written back as ``null``)."""
+    number = float(text)
+    if not math.isfinite(number):
+        raise errors.NonFiniteValue(f"record holds {text[:40]}, which is not a finite number")
+    return number
 
 
 def decode_slow(value: bytes, exc: orjson.JSONDecodeError) -> Any:
     """Tell apart why orjson refused a record (bad records only, so speed is moot).
 
     orjson refuses ``NaN``/``Infinity`` literals and numbers that overflow a
-    float; they are reported as ``non_finite``, not as ``invalid_json``. A
+    float; they are reported as ``non_finite`` wherever they are, not as ``invalid_json``. A
     leading byte-order mark (some Windows and .NET producers write one) is read
     past, and a lone surrogate escape is accepted as Python's own parser does.
     """
@@ -190,7 +192,7 @@ def decode_slow(value: bytes, exc: orjson.JSONDecodeError) -> Any:
     except UnicodeDecodeError:
         raise errors.InvalidUtf8("record is not valid UTF-8") from None
     try:
-        return json.loads(text, parse_constant=_refuse_constant)
+        return json.loads(text, parse_constant=_finite, parse_float=_finite)
     except (ValueError, RecursionError):
         raise errors.InvalidJson(f"record is not JSON: {exc}") from None
 
@@ -305,12 +307,9 @@ def _decode_or_refuse(
 
 
 def _bare(exc: errors.RecordRejected) -> errors.RecordRejected:
-    """The refusal without its traceback and context, kept as a value.
-
-    Its traceback's frames would reach the list it is kept in (a reference cycle
-    per bad record, holding the record's bytes until the cycle collector runs,
-    which a worker runs rarely); only its reason and detail are used.
-    """
+    """The refusal without its traceback and context, kept as a value: its traceback's
+    frames would reach the list it is kept in (a cycle per bad record, holding its bytes
+    until the rare cycle collection); only its reason and detail are used."""
     exc.__traceback__ = exc.__context__ = exc.__cause__ = None
     return exc
 

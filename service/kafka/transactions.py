@@ -4,8 +4,9 @@ One transaction per batch holds the scored records, the dead letters and the
 input offsets (sent with the consumer's group metadata, KIP-447, so a zombie
 whose partitions moved on cannot commit). Any failure aborts it and the batch
 is sent again. A producer in a fatal state is replaced under the same
-transactional id (its epoch bump aborts what the old one left open), except
-when another instance holds that id: then this one is the zombie, and stops.
+transactional id (its epoch bump aborts what the old one left open). So is a
+fenced one, unless it is fenced again and again: then another instance holds
+that id, this one is the zombie, and it stops (see :data:`FENCES`).
 
 After a replacement the group's committed offsets were once seen unreadable for
 minutes (every read timed out, the broker holding them "unstable" for a
@@ -20,10 +21,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from confluent_kafka import Consumer, ConsumerGroupTopicPartitions, KafkaException, TopicPartition
+from confluent_kafka import (
+    Consumer,
+    ConsumerGroupTopicPartitions,
+    KafkaError,
+    KafkaException,
+    TopicPartition,
+)
 
 from service.core.metrics import Metrics
 from service.kafka.batch import resume_points, seek_back
@@ -46,6 +54,17 @@ Offsets = list[TopicPartition]
 TIMEOUT = 10.0
 HUNG_AFTER = TIMEOUT + 5.0
 
+#: A fence is not always a takeover. The broker fences this producer by itself, once per
+#: incident: a transaction it timed out while the worker was frozen or cut off, an epoch
+#: bump that librdkafka asked for after a cut (seen with four 3-s cuts: both workers of a
+#: group stopped, though nobody else used their ids). Another instance under the same id
+#: fences it at every transaction instead (each one's new producer bumps the other's
+#: epoch). So a fence is answered with a new producer under the same id, and only FENCES
+#: of them within FENCE_WINDOW seconds stop the worker. Safe either way: a commit also
+#: carries the group generation its batch was read in (KIP-447), which a zombie's lacks.
+FENCES = 4
+FENCE_WINDOW = 10.0
+
 
 class Transactions:
     """The transaction steps of the data feed, run on the producer's thread (``call``)."""
@@ -64,6 +83,7 @@ class Transactions:
         self._gave_up = gave_up
         self._on_fenced = on_fenced
         self.replaced = False  # a producer was replaced since the last commit
+        self._fences: list[float] = []  # when this producer was fenced, within FENCE_WINDOW
         self.group: tuple[str, dict[str, Any]] = ("", {})  # the data consumer's id, config
 
     async def commit(self, generation: Any, offsets: list[TopicPartition]) -> bool:
@@ -119,9 +139,10 @@ class Transactions:
                 except KafkaException as exc:
                     error = exc.args[0]
                     if fenced(error):
-                        logger.error("producer fenced (%s): another instance took over", error)
-                        self._on_fenced()
-                        return False
+                        if self._taken_over(error):
+                            return False
+                        fresh = True
+                        continue
                     failed += 1
                     # A producer in a fatal state is replaced; so is one whose abort keeps
                     # timing out (seen after a broker restart: its coordinator request stuck).
@@ -179,13 +200,32 @@ class Transactions:
                 await self.restart(begin=False, fresh=True)
                 return False
         except KafkaException as exc:
-            if exc.args and fenced(exc.args[0]):
-                self._on_fenced()
             logger.warning("cannot settle the committed offsets yet (%s)", exc)
+            if exc.args and fenced(exc.args[0]) and not self._taken_over(exc.args[0]):
+                await self.restart(begin=False, fresh=True)
             return False
         self.replaced = False
         logger.warning("committed offsets settled again: %s", _show(points))
         await on_consumer(seek_back, consumer, points)
+        return True
+
+    def _taken_over(self, error: KafkaError) -> bool:
+        """After a fence: True, and the worker stops, if another instance holds the id."""
+        now = time.monotonic()
+        self._fences = [t for t in self._fences if now - t < FENCE_WINDOW] + [now]
+        if error.code() == KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED:
+            logger.error("producer refused (%s): the id's rights were taken away", error)
+        elif len(self._fences) >= FENCES:
+            logger.error(
+                "producer fenced %d times in %.0f s (%s): another instance took over its id",
+                len(self._fences),
+                now - self._fences[0],
+                error,
+            )
+        else:
+            logger.warning("producer fenced (%s); a new producer takes over its id", error)
+            return False
+        self._on_fenced()
         return True
 
     def abandon(self) -> None:

@@ -74,6 +74,13 @@ def test_decode_record_refuses_overflowing_number_as_non_finite() -> None:
     assert _reason(b'{"model": "wine", "features": [1, 1e400]}') == "non_finite"
 
 
+@pytest.mark.parametrize("record_id", [b"1e400", b"-1e400", b'{"k": [1e400]}', b"[NaN]"])
+def test_an_id_beyond_a_float_is_refused_not_written_back_as_null(record_id: bytes) -> None:
+    value = b'{"id": %s, "model": "wine", "features": [1]}' % record_id
+    assert _reason(value) == "non_finite"
+    assert isinstance(decode_records([value], max_bytes=LIMIT)[0], errors.NonFiniteValue)
+
+
 def test_decode_record_at_size_limit_is_accepted() -> None:
     head = b'{"model": "m", "features": [1], "pad": "'
     value = head + b"x" * (LIMIT - len(head) - 2) + b'"}'
