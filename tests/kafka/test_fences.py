@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from types import SimpleNamespace
 from typing import Any, cast
 
 import pytest
@@ -66,7 +67,7 @@ def _transactions(publisher: Any, stops: list[str]) -> Transactions:
 
 
 def test_one_fence_replaces_the_producer_and_goes_on(caplog: pytest.LogCaptureFixture) -> None:
-    publisher, stops = _Fenced(FENCED), []
+    publisher, stops = _Fenced(FENCED), list[str]()
     txn = _transactions(publisher, stops)
     with caplog.at_level(logging.WARNING):
         assert asyncio.run(txn.restart())
@@ -79,7 +80,7 @@ def test_one_fence_replaces_the_producer_and_goes_on(caplog: pytest.LogCaptureFi
 def test_fence_after_fence_is_a_takeover_and_stops_the_worker(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    publisher, stops = _Fenced(*[FENCED] * FENCES), []
+    publisher, stops = _Fenced(*[FENCED] * FENCES), list[str]()
     txn = _transactions(publisher, stops)
     with caplog.at_level(logging.WARNING):
         for _ in range(FENCES - 1):  # each one replaced, the worker goes on
@@ -93,8 +94,10 @@ def test_fence_after_fence_is_a_takeover_and_stops_the_worker(
 
 def test_fences_far_apart_never_stop_the_worker(monkeypatch: pytest.MonkeyPatch) -> None:
     clock = [1000.0]
-    monkeypatch.setattr(transactions.time, "monotonic", lambda: clock[0])
-    publisher, stops = _Fenced(*[FENCED] * (3 * FENCES)), []
+    monkeypatch.setattr(
+        "service.kafka.transactions.time", SimpleNamespace(monotonic=lambda: clock[0])
+    )
+    publisher, stops = _Fenced(*[FENCED] * (3 * FENCES)), list[str]()
     txn = _transactions(publisher, stops)
     for _ in range(3 * FENCES):
         assert asyncio.run(txn.restart())
@@ -104,7 +107,7 @@ def test_fences_far_apart_never_stop_the_worker(monkeypatch: pytest.MonkeyPatch)
 
 
 def test_a_refused_transactional_id_stops_at_once() -> None:
-    publisher, stops = _Fenced(REFUSED), []
+    publisher, stops = _Fenced(REFUSED), list[str]()
     assert not asyncio.run(_transactions(publisher, stops).restart())
     assert stops == ["stop"]
     assert "replace" not in publisher.calls
