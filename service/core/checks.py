@@ -45,28 +45,29 @@ def check_compatible(
 def warm_up(
     message: ModelMessage, runtime: ModelRuntime, rows: int, seconds: float = 30.0
 ) -> Outputs:
-    """Run the model once on its samples (checking expected labels) or on ``rows`` zeros,
-    each run stopped after ``seconds``; its outputs, for the caller to check that they
-    render as scored records."""
+    """Run the model on its samples (checking expected labels) or on ``rows`` zeros, and on
+    one row, each run stopped after ``seconds``; its outputs, for the caller to check that
+    they render as scored records. Fewer than two samples do not replace the zeros: an
+    empty list once skipped every run, and a broken version replaced a good one."""
     samples = message.metadata.get("samples")
     width, dtype = runtime.signature.width, runtime.signature.dtype
+    given = np.zeros((0, width), dtype=dtype)
     try:
         if isinstance(samples, dict) and isinstance(samples.get("inputs"), list):
-            batch = np.asarray(samples["inputs"], dtype=dtype).reshape(-1, width)
-        else:
-            batch = np.zeros((rows, width), dtype=dtype)
-        outputs = runtime.predict_within(batch, seconds)
-        if len(batch) > 1:  # and one row: a model whose output rows are not its input rows
-            runtime.predict_within(batch[:1], seconds)  # fails one of the two (see predict)
+            given = np.asarray(samples["inputs"], dtype=dtype).reshape(-1, width)
+        many = given if len(given) > 1 else np.zeros((max(rows, 2), width), dtype=dtype)
+        outputs = runtime.predict_within(many, seconds)
+        one = runtime.predict_within(given if len(given) == 1 else many[:1], seconds)
     except errors.ModelRejected:
         raise
     except Exception as exc:
         raise errors.WarmupFailed(f"warm-up prediction failed: {exc}") from None
+    checked = outputs if len(given) > 1 else one if len(given) == 1 else None
     _check_classes(runtime.signature, outputs)
     expected = samples.get("labels") if isinstance(samples, dict) else None
     label = runtime.signature.label_output
-    if expected is not None and label is not None:
-        got = outputs[label].reshape(-1).tolist()
+    if expected is not None and label is not None and checked is not None:
+        got = checked[label].reshape(-1).tolist()
         if [str(x) for x in got] != [str(x) for x in expected]:
             raise errors.WarmupFailed(
                 f"sample predictions {got[:5]} differ from published labels {expected[:5]}"

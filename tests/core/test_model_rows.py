@@ -81,11 +81,19 @@ def test_a_model_returning_fewer_rows_than_records_loses_none(
     [_first_rows(3), _constant_rows(_WARMUP_ROWS), _constant_rows(1)],
     ids=["fewer-rows", "always-64-rows", "always-1-row"],
 )
+@pytest.mark.parametrize(
+    "samples",
+    [None, {"inputs": [], "labels": []}, {"inputs": [[1.0, 2.0]]}],
+    ids=["no-samples", "no-sample-rows", "one-sample-row"],
+)
 def test_a_model_whose_rows_are_not_its_inputs_is_refused_at_warm_up(
-    make_message: MessageFactory, artifact: bytes
+    make_message: MessageFactory, artifact: bytes, samples: dict[str, Any] | None
 ) -> None:
+    """Published samples replace the warm-up's zeros; too few of them (an empty list once
+    skipped every run) still leave it the zeros' batch and one row."""
+    metadata = {} if samples is None else {"samples": samples}
     with pytest.raises(errors.WarmupFailed, match="rows for a batch of"):
-        ModelRegistry().build(make_message(artifact=artifact, metadata={}))
+        ModelRegistry().build(make_message(artifact=artifact, metadata=metadata))
 
 
 def test_a_model_with_a_fixed_batch_size_is_refused(make_message: MessageFactory) -> None:
