@@ -4,13 +4,11 @@ One confluent-kafka consumer in the ``HOTSWAP_APP_ID`` group reads a batch at a 
 scoring agent scores each batch as one event; this feed sends the outputs and waits for the
 broker's answer for each before committing: in ``at_least_once`` the offsets, once every output
 is acknowledged (a crash in between re-scores the batch: duplicates, never a loss); in
-``exactly_once`` one transaction per batch holding outputs and offsets, with the group
-generation the batch was read in (KIP-447), so a zombie is fenced; a failure aborts it and
-the batch is read and sent again.
+``exactly_once`` one transaction per batch holding outputs and offsets, with the group generation
+the batch was read in (KIP-447), so a zombie is fenced; a failure aborts it and it is read again.
 
-The wait for batch N's acknowledgements (or commit) overlaps fetching and scoring batch N+1; a
-rebalance (callbacks run inside ``consume``) waits for the batch being delivered. Blocking calls
-run on two threads, bounded: a stop finishes the batch or gives it up (``HOTSWAP_STOP_TIMEOUT``).
+Batch N's delivery overlaps fetching and scoring N+1; a rebalance waits for the batch in flight.
+Blocking calls run on two threads; a stop ends the batch in ``HOTSWAP_STOP_TIMEOUT``.
 """
 
 from __future__ import annotations
@@ -181,16 +179,13 @@ class DataFeed(Assignment, Service):
             consumer.close()
         self._publisher.close(0.5)
 
-    # --- one batch ---------------------------------------------------------------------
-
     async def _step(self) -> None:
         """Fetch and score a batch while the previous one is delivered, then deliver it.
 
-        The broker's acknowledgements (or the transaction commit) of batch N
-        overlap the fetching and scoring of batch N+1, whose outputs are sent
-        only once N is committed, so order per partition holds. If N's
-        transaction aborts, the consumer is rewound and N+1 is dropped unsent.
-        """
+        The broker's acknowledgements (or the transaction commit) of batch N overlap the
+        fetching and scoring of batch N+1, whose outputs are sent only once N is committed,
+        so order per partition holds. If N's transaction aborts, the consumer is rewound
+        and N+1 is dropped unsent; with no N+1, at the next empty fetch."""
         consumer = self._consumer
         assert consumer is not None
         s = self._settings
@@ -199,6 +194,9 @@ class DataFeed(Assignment, Service):
         messages, generation = await self._call(self._fetch, consumer, most, wait)
         if not messages:
             if self._delivery is None or self._delivery.done():
+                if not await self._delivered():  # aborted: read again, though nothing follows
+                    await self._rewind(consumer, *self._in_flight)
+                    return
                 self.progress.idle()
             return
         records, letters, offsets, firsts = records_of(messages)
@@ -282,7 +280,7 @@ class DataFeed(Assignment, Service):
                     break
                 left, more = await self._send_call(self._publisher.wait, 1.0)
                 failures += more
-            hard = [f for f in failures if permanent(f.error)]
+            hard = [f for f in failures if permanent(f)]
             self.progress.failed(failures, left, len(hard))
             letters: list[Output] = list(reroute(hard))
             if hard:
@@ -291,15 +289,16 @@ class DataFeed(Assignment, Service):
                 outputs = [o for o in outputs if id(o) not in refused] + letters
             if self._eos:
                 if failures or left:
-                    attempt += 1  # from the second failure on, start over with a new producer
-                    if not await self._txn.restart(fresh=attempt >= 2):
+                    attempt += 1  # again, or a record refused (its request spent sequence
+                    # numbers: the next commit was refused as out of order): a new producer
+                    if not await self._txn.restart(fresh=attempt >= 2 or bool(hard)):
                         return False  # stopping: fenced, or out of time
                     pending = outputs
                     continue
                 if await self._txn.commit(generation, offsets):
                     break
                 return False  # aborted: the records are read again from the committed offsets
-            pending = [f.output for f in failures if not permanent(f.error)] + letters
+            pending = [f.output for f in failures if not permanent(f)] + letters
             if not pending and not left:
                 if self._deadline is None:  # committed by the consumer's thread, before its
                     self._offsets.delivered(offsets, commit=True)  # next fetch

@@ -35,8 +35,16 @@ _PERMANENT = {
 _PURGED = {KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT}
 
 
-def permanent(error: KafkaError) -> bool:
-    return error.code() in _PERMANENT
+#: Refusals the broker may give a whole request for one bad record in it (a keyless record
+#: on a compacted topic): the keyed ones of the batch were seen refused alongside it.
+_FOR_ITS_REQUEST = {KafkaError.INVALID_RECORD, KafkaError.INVALID_MSG}
+
+
+def permanent(failure: Failure) -> bool:
+    """No retry will change it. A keyed output refused as an invalid record is sent again:
+    it may only have shared a request with the keyless one that was the problem."""
+    code = failure.error.code()
+    return code in _PERMANENT and (code not in _FOR_ITS_REQUEST or failure.output.key is None)
 
 
 #: Fatal answers meaning another instance now owns this transactional id: stop.
