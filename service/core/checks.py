@@ -42,22 +42,38 @@ def check_compatible(
         )
 
 
+#: The widest row a model may take, and give back (a JSON record of the default 1 MB holds
+#: ~250,000 numbers like "0.5,"). Without a bound, a 73-byte model declaring 400,000 inputs
+#: took a worker to 1.3 GB in its warm-up: 64 rows of zeros, their outputs rendered as JSON,
+#: which costs ~200 bytes a value while it lasts.
+MAX_VALUES_A_ROW = 250_000
+#: The warm-up's batch holds at most this many values (fewer rows for a wide model).
+WARMUP_VALUES = 500_000
+
+
 def warm_up(
     message: ModelMessage, runtime: ModelRuntime, rows: int, seconds: float = 30.0
 ) -> Outputs:
-    """Run the model on its samples (checking expected labels) or on ``rows`` zeros, and on
-    one row, each run stopped after ``seconds``; its outputs, for the caller to check that
-    they render as scored records. Fewer than two samples do not replace the zeros: an
+    """Run the model on one row, then on its samples (checking expected labels) or on up to
+    ``rows`` zeros, each run stopped after ``seconds``; its outputs, for the caller to check
+    that they render as scored records. Fewer than two samples do not replace the zeros: an
     empty list once skipped every run, and a broken version replaced a good one."""
     samples = message.metadata.get("samples")
     width, dtype = runtime.signature.width, runtime.signature.dtype
+    if width > MAX_VALUES_A_ROW:
+        raise errors.IncompatibleInputs(f"takes {width} features a row; at most {MAX_VALUES_A_ROW}")
     given = np.zeros((0, width), dtype=dtype)
     try:
         if isinstance(samples, dict) and isinstance(samples.get("inputs"), list):
             given = np.asarray(samples["inputs"], dtype=dtype).reshape(-1, width)
-        many = given if len(given) > 1 else np.zeros((max(rows, 2), width), dtype=dtype)
+        first = given[:1] if len(given) else np.zeros((1, width), dtype=dtype)
+        one = runtime.predict_within(first, seconds)
+        wide = max(width, sum(int(out.size) for out in one.values()))
+        if wide > MAX_VALUES_A_ROW:
+            raise errors.WarmupFailed(f"gives {wide} values a row; at most {MAX_VALUES_A_ROW}")
+        rows = max(2, min(rows, WARMUP_VALUES // wide))
+        many = given if len(given) > 1 else np.zeros((rows, width), dtype=dtype)
         outputs = runtime.predict_within(many, seconds)
-        one = runtime.predict_within(given if len(given) == 1 else many[:1], seconds)
     except errors.ModelRejected:
         raise
     except Exception as exc:

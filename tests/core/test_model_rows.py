@@ -1,4 +1,5 @@
 """Models whose outputs do not have a row per input row: no record may go missing for them.
+And models whose rows are too wide for a record: refused, their warm-up bounded.
 
 Scored records are zipped from the model's outputs and the batch's records, so a model
 that returns fewer rows than it was given (valid ONNX: a ``Slice`` on the batch axis)
@@ -10,6 +11,7 @@ sizes its batches are scored row by row, every record accounted for.
 from __future__ import annotations
 
 import time
+import tracemalloc
 from typing import Any
 
 import numpy as np
@@ -18,6 +20,7 @@ import pytest
 from onnx import TensorProto, helper
 
 from service.core import errors
+from service.core.checks import MAX_VALUES_A_ROW
 from service.core.outputs import DeadLetter
 from service.core.registry import BuildLimits, ModelRegistry
 from service.core.scoring import InputRecord, Scored, Scorer
@@ -178,3 +181,44 @@ def test_a_record_that_makes_the_model_run_for_ever_is_dead_lettered_and_the_res
     assert isinstance(letter, DeadLetter), letter
     assert letter.reason == "scoring_failed"
     assert "stopped after 3 s" in letter.detail
+
+
+def _identity(width: int) -> bytes:
+    """y = x, for rows of ``width`` floats: 73 bytes whatever the width."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, width])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, width])
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "wide", [x], [y])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    return model.SerializeToString()
+
+
+def _tiled(times: int) -> bytes:
+    """y = x repeated ``times`` times along each row: 2 inputs, 2 * times outputs a row."""
+    repeats = helper.make_tensor("repeats", TensorProto.INT64, [2], [1, times])
+    return rows_model([helper.make_node("Tile", ["x", "repeats"], ["y"])], [repeats])
+
+
+def test_a_wide_model_is_warmed_up_on_fewer_rows(make_message: MessageFactory) -> None:
+    """Its warm-up batch holds at most WARMUP_VALUES numbers, not 64 rows of any width."""
+    tracemalloc.start()
+    try:
+        model = ModelRegistry().build(make_message(artifact=_identity(200_000), metadata={}))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert model.runtime.signature.width == 200_000
+    assert peak < 200_000_000, peak  # 64 rows of 200,000: ~2.5 GB (their records rendered)
+
+
+def test_a_model_too_wide_for_any_record_is_refused(make_message: MessageFactory) -> None:
+    with pytest.raises(errors.IncompatibleInputs, match="takes 250001 features a row"):
+        ModelRegistry().build(make_message(artifact=_identity(MAX_VALUES_A_ROW + 1), metadata={}))
+
+
+def test_a_model_giving_more_values_a_row_than_a_record_holds_is_refused(
+    make_message: MessageFactory,
+) -> None:
+    artifact = _tiled(MAX_VALUES_A_ROW)  # 2 inputs, 500,000 outputs a row
+    with pytest.raises(errors.WarmupFailed, match="gives 500000 values a row"):
+        ModelRegistry().build(make_message(artifact=artifact, metadata={}))
