@@ -162,6 +162,8 @@ def group_consumer_config(settings: Settings) -> dict[str, Any]:
             # of records at full rate; same throughput, ~100 MB less RSS when there is a backlog.
             "queued.max.messages.kbytes": 16 * 1024,
             "receive.message.max.bytes": 130 * 1024 * 1024,
+            # Partitions added to a topic are read within 30 s, not librdkafka's 5 minutes.
+            "topic.metadata.refresh.interval.ms": 30_000,
         },
     )
 
