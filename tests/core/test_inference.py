@@ -7,10 +7,10 @@ import contextlib
 
 import pytest
 
-from service.core.inference import BadRequest, DataPlane, Refused
+from service.core.inference import BadRequest, DataPlane, Refused, oip_datatype
 from service.core.metrics import Metrics
 from service.core.registry import ModelRegistry, ServingModel
-from service.core.runtime.base import Outputs
+from service.core.runtime.base import Outputs, TensorSpec
 from tests.models import MessageFactory
 
 
@@ -107,3 +107,13 @@ def test_a_swap_during_the_call_scores_again_with_the_new_version(
         "failed",
         "scoring failed: RuntimeError: boom",
     )
+
+
+@pytest.mark.parametrize(
+    ("onnx", "oip"),
+    [("int8", "INT8"), ("int16", "INT16"), ("uint8", "UINT8"), ("uint16", "UINT16"),
+     ("uint32", "UINT32"), ("uint64", "UINT64"), ("float16", "FP16"), ("string", "BYTES")],
+)  # fmt: skip
+def test_every_output_type_keeps_its_oip_datatype(onnx: str, oip: str) -> None:
+    """Integers of every width are numbers, not BYTES strings ("255")."""
+    assert oip_datatype(TensorSpec("y", f"tensor({onnx})", (None, 1))) == oip
