@@ -24,6 +24,10 @@ from service.kafka.authz import NotAuthorized, is_denial, named, principal_of
 from service.kafka.delivery import Failure, Output
 
 LATENCY_SAMPLES = 32  # inputs per batch that keep their timestamp: a sample, see account()
+#: Latencies observed: from a clock 1 s ahead (counted as 0) to Kafka's default retention. A
+#: timestamp the producer chose (1970, next year: a backfill, a mirror) is no latency; one
+#: record stamped 1 moved the histogram's sum by 1.8e9 s.
+LATENCY_RANGE = (-1.0, 7 * 86400.0)
 
 __all__ = [
     "GROUP_REFUSALS",
@@ -182,7 +186,7 @@ def account(metrics: Metrics, outputs: Sequence[Output]) -> None:
                 continue
             scored[key] = scored.get(key, 0) + 1
             stamp = out.source.timestamp
-            if stamp:
+            if stamp and LATENCY_RANGE[0] <= now - stamp <= LATENCY_RANGE[1]:
                 latencies.setdefault(out.model, []).append(now - stamp)
         else:
             reason: Any = getattr(out, "reason", "error")
