@@ -194,7 +194,8 @@ class DataFeed(Assignment, Service):
         messages, generation = await self._call(self._fetch, consumer, most, wait)
         if not messages:
             if self._delivery is None or self._delivery.done():
-                if not await self._delivered():  # aborted: read again, though nothing follows
+                # Aborted: read again, though nothing follows (unless a new consumer took over).
+                if not await self._delivered() and self._consumer is consumer:
                     await self._rewind(consumer, *self._in_flight)
                     return
                 self.progress.idle()
@@ -280,25 +281,25 @@ class DataFeed(Assignment, Service):
                     break
                 left, more = await self._send_call(self._publisher.wait, 1.0)
                 failures += more
-            hard = [f for f in failures if permanent(f)]
+            hard = permanent(failures)
+            refused = {id(f.output) for f in hard}
             self.progress.failed(failures, left, len(hard))
             letters: list[Output] = list(reroute(hard))
             if hard:
                 self._metrics.outputs_rerouted.inc(len(hard))
-                refused = {id(f.output) for f in hard}
                 outputs = [o for o in outputs if id(o) not in refused] + letters
             if self._eos:
                 if failures or left:
                     attempt += 1  # again, or a record refused (its request spent sequence
                     # numbers: the next commit was refused as out of order): a new producer
-                    if not await self._txn.restart(fresh=attempt >= 2 or bool(hard)):
+                    if not await self._txn.again(failures, fresh=attempt >= 2 or bool(hard)):
                         return False  # stopping: fenced, or out of time
                     pending = outputs
                     continue
                 if await self._txn.commit(generation, offsets):
                     break
                 return False  # aborted: the records are read again from the committed offsets
-            pending = [f.output for f in failures if not permanent(f)] + letters
+            pending = [f.output for f in failures if id(f.output) not in refused] + letters
             if not pending and not left:
                 if self._deadline is None:  # committed by the consumer's thread, before its
                     self._offsets.delivered(offsets, commit=True)  # next fetch

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from confluent_kafka import KafkaError
@@ -40,11 +41,17 @@ _PURGED = {KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT}
 _FOR_ITS_REQUEST = {KafkaError.INVALID_RECORD, KafkaError.INVALID_MSG}
 
 
-def permanent(failure: Failure) -> bool:
-    """No retry will change it. A keyed output refused as an invalid record is sent again:
-    it may only have shared a request with the keyless one that was the problem."""
-    code = failure.error.code()
-    return code in _PERMANENT and (code not in _FOR_ITS_REQUEST or failure.output.key is None)
+def permanent(failures: Sequence[Failure]) -> list[Failure]:
+    """The failures no retry will change. A keyed output refused as an invalid record is
+    sent again only when a keyless one was refused so too: it may only have shared that
+    one's request. Refused so on its own (a broker's schema validation), it is final."""
+    keyless = any(f.output.key is None and f.error.code() in _FOR_ITS_REQUEST for f in failures)
+    return [
+        f
+        for f in failures
+        if f.error.code() in _PERMANENT
+        and not (keyless and f.output.key is not None and f.error.code() in _FOR_ITS_REQUEST)
+    ]
 
 
 #: Fatal answers meaning another instance now owns this transactional id: stop.

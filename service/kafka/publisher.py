@@ -1,21 +1,20 @@
 """Writing a batch's outputs: scored records and dead letters, acknowledged or named.
 
-One confluent-kafka producer per worker (transactional in exactly_once mode).
-``produce`` only queues a record in librdkafka; :meth:`Publisher.wait` blocks
-(in a thread) until the broker has answered for every record of the batch.
-Delivery reports come back only for failures (``delivery.report.only.error``),
-so a clean batch costs no Python callback per record.
+One confluent-kafka producer per worker (transactional in exactly_once mode). ``produce``
+only queues a record in librdkafka; :meth:`Publisher.wait` blocks (in a thread) until the
+broker has answered for every record of the batch. Delivery reports come back only for
+failures (``delivery.report.only.error``): a clean batch costs no Python callback per record.
 
-A record the broker refuses for good (too large, invalid, not authorized) is
-not retried: the caller routes it to the dead-letter topic with the reason,
-and when even the dead-letter copy cannot be written, a small entry that names
-the source topic, partition, offset and size (:func:`tombstone_letter`).
-Keys are partitioned like Java clients do (murmur2); records without a key
-follow their source partition, keeping their order.
+A record the broker refuses for good (too large, invalid, not authorized) is not retried:
+the caller routes it to the dead-letter topic with the reason, and when even the dead-letter
+copy cannot be written, a small entry that names the source topic, partition, offset and
+size (:func:`tombstone_letter`). Keys are partitioned like Java clients do (murmur2);
+records without a key follow their source partition, keeping their order.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Sequence
@@ -39,17 +38,13 @@ _SLICES = 30  # its short steps before it waits in one call
 
 
 def flush_promptly(producer: Producer, timeout: float) -> int:
-    """``producer.flush(timeout)``, in 1-ms steps for the first ~30 ms.
+    """``producer.flush(timeout)``, in 1-ms steps for the first ~30 ms; records unanswered.
 
-    The data feed waits for each batch's acknowledgements on its producer thread while
-    the next batch is scored, and sends that batch only once they are in. Waiting in
-    short steps (each one also tells librdkafka's broker threads to send at once, not
-    after ``linger.ms``) drained a backlog faster: in eight throughput runs of the
-    benchmark, alternately with and without the short steps, at_least_once reached
-    0.70-0.81x the floor (mean 0.75) with them and 0.60-0.73x (mean 0.66) without. At
-    2,000 records/s on a warm broker a batch of 5 was answered as fast either way
-    (p50 ~1.3 ms). After ``_SLICES`` steps (a slow answer: a broker under load, or
-    away) the wait goes on in one call. Returns the number of records unanswered.
+    Short steps (each tells librdkafka's broker threads to send at once, not after
+    ``linger.ms``) drained a backlog faster: in eight alternating benchmark runs,
+    at_least_once reached 0.70-0.81x the floor with them and 0.60-0.73x without; a batch
+    of 5 at 2,000 records/s was answered as fast either way (p50 ~1.3 ms). After
+    ``_SLICES`` steps (a broker under load, or away) the wait goes on in one call.
     """
     end = time.monotonic() + timeout
     left = int(producer.flush(0))
@@ -162,12 +157,10 @@ class Publisher:
             self._producer.begin_transaction()
 
     def send(self, outputs: Sequence[Output]) -> None:
-        """Queue every output (event loop thread; never blocks for long).
-
-        ``produce`` gets every argument by position: (topic, value, key, partition,
-        on_delivery, callback, timestamp, headers), where None means the producer's own
-        delivery report and 0 the time of sending. Keyword parsing cost ~0.2 µs a record.
-        """
+        """Queue every output (event loop thread; never blocks for long). ``produce`` gets
+        every argument by position: (topic, value, key, partition, on_delivery, callback,
+        timestamp, headers), None meaning the producer's own delivery report and 0 the time
+        of sending; keyword parsing cost ~0.2 µs a record."""
         self._report.sent.extend(outputs)
         self._report.last = time.monotonic()
         produce, scored_topic = self._producer.produce, self._settings.scored_topic
@@ -234,7 +227,13 @@ class Publisher:
         output of the batch is reported failed, so the caller sends them all again
         (duplicates, never a loss). exactly_once aborts the transaction instead.
         """
-        left = flush_promptly(self._producer, timeout)
+        try:
+            left = flush_promptly(self._producer, timeout)
+        except KafkaException as exc:  # a fatal error (fenced): every output failed with it
+            self._report.take()
+            if not self.transactional:
+                self.renew()  # exactly_once: Transactions counts the fence, then replaces it
+            return 0, [Failure(out, exc.args[0]) for out in self._unique_sent()]
         bound = self._config["message.timeout.ms"] / 1000 + 10.0
         if not left or self.transactional or time.monotonic() - self._report.last < bound:
             failures = self._report.take()
@@ -248,8 +247,10 @@ class Publisher:
         self.renew()
         self._report.take()
         again = KafkaError(KafkaError._MSG_TIMED_OUT, "unanswered: sent again by a new producer")
-        unique = {id(out): out for out in self._report.sent}.values()
-        return 0, [Failure(out, again) for out in unique]
+        return 0, [Failure(out, again) for out in self._unique_sent()]
+
+    def _unique_sent(self) -> list[Output]:
+        return list({id(out): out for out in self._report.sent}.values())
 
     def commit(self, offsets: list[Any], group_metadata: Any, timeout: float) -> None:
         """exactly_once: the batch's outputs and input offsets become visible together.
@@ -285,8 +286,9 @@ class Publisher:
         """
         old, self._producer = self._producer, Producer(self._config)
         if old is not None:
-            old.purge()
-            old.flush(0)
+            with contextlib.suppress(KafkaException):  # a fenced one raises its error again
+                old.purge()
+                old.flush(0)
 
     def replace(self, timeout: float) -> None:
         """After a fatal error: a new producer under the same transactional id.
@@ -310,8 +312,8 @@ class Publisher:
 
     def abandon_init(self) -> None:
         """Give up resuming an init_transactions that hangs: the next replace makes a new
-        producer (if the hung one ever completes, it fences that one, and the worker stops
-        as a zombie would: a supervisor restarts it, where a hung worker stays stuck)."""
+        producer (if the hung one ever completes, it fences that one, which is replaced in
+        turn: see ``transactions.FENCES``)."""
         self._initialising = False
 
     def poll(self) -> None:

@@ -36,7 +36,7 @@ from confluent_kafka import (
 from service.core.metrics import Metrics
 from service.kafka.batch import resume_points, seek_back
 from service.kafka.clients import admin_client
-from service.kafka.delivery import fenced
+from service.kafka.delivery import Failure, fenced
 from service.kafka.publisher import Publisher
 from service.kafka.threads import bounded
 
@@ -111,6 +111,14 @@ class Transactions:
             logger.warning("transaction failed (%s); reading the batch again", exc.args[0])
             await self.restart(begin=False)
             return False
+
+    async def again(self, failures: list[Failure], *, fresh: bool) -> bool:
+        """After a failed send: :meth:`restart`, with a new producer if one failure is fatal.
+        A fence among them counts towards a takeover (:data:`FENCES`) like any other."""
+        fatal = next((f.error for f in failures if f.error.fatal()), None)
+        if fatal is not None and fenced(fatal) and self._taken_over(fatal):
+            return False
+        return await self.restart(begin=True, fresh=fresh or fatal is not None)
 
     async def restart(self, *, begin: bool = True, fresh: bool = False) -> bool:
         """Abort the open transaction (replacing a producer in a fatal state), then begin.

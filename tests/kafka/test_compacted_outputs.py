@@ -15,20 +15,22 @@ from pathlib import Path
 
 import orjson
 import pytest
+from confluent_kafka import KafkaError
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from scripts.harness import WorkerProcess, consume, publish_file, send_raw, wait_for
 from service.core.messages import HEADER_REASON
+from service.core.outputs import InputRecord, Scored
 from service.core.settings import Settings
 from service.kafka.clients import ensure_topics, rdkafka_config
-
-pytestmark = pytest.mark.integration
+from service.kafka.delivery import Failure, permanent
 
 
 def _record(n: int) -> bytes:
     return orjson.dumps({"id": n, "model": "wine", "features": [13.0] * 13})
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize("guarantee", ["at_least_once", "exactly_once"])
 def test_only_the_keyless_record_is_dead_lettered(
     guarantee: str,
@@ -56,3 +58,19 @@ def test_only_the_keyless_record_is_dead_lettered(
     letters = consume(settings, settings.dead_letter_topic, until=lambda rs: len(rs) >= 1)
     assert [(r.key, r.headers[HEADER_REASON]) for r in letters] == [(None, b"output_refused")]
     wait_for(lambda: worker.get("/ready").status_code == 200, 60, "ready")
+
+
+def _failure(key: bytes | None, code: int) -> Failure:
+    source = InputRecord(key, b"{}", "records", 0, 0)
+    return Failure(Scored(key, b"{}", [], "wine", "1", source), KafkaError(code, "refused"))
+
+
+def test_a_keyed_record_refused_as_invalid_on_its_own_is_final() -> None:
+    """Without a keyless record refused beside it (a broker's schema validation, say), a
+    keyed invalid record is dead-lettered, not sent again for ever."""
+    alone = [_failure(b"k", KafkaError.INVALID_RECORD)]
+    assert permanent(alone) == alone
+    beside = [_failure(b"k", KafkaError.INVALID_RECORD), _failure(None, KafkaError.INVALID_RECORD)]
+    assert permanent(beside) == beside[1:]
+    timed_out = [_failure(None, KafkaError._MSG_TIMED_OUT)]
+    assert permanent(timed_out) == []

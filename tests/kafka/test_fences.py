@@ -25,6 +25,7 @@ from service.core.outputs import InputRecord, Scored
 from service.core.settings import Settings
 from service.kafka import transactions
 from service.kafka.clients import ensure_topics, rdkafka_config
+from service.kafka.delivery import Failure
 from service.kafka.publisher import Publisher
 from service.kafka.transactions import FENCES, Transactions
 
@@ -113,6 +114,30 @@ def test_a_refused_transactional_id_stops_at_once() -> None:
     assert "replace" not in publisher.calls
 
 
+def _failed(error: KafkaError) -> list[Failure]:
+    source = InputRecord(b"k", b"{}", "records", 0, 0)
+    return [Failure(Scored(b"k", b"{}", [], "m", "1", source), error)]
+
+
+def test_a_fence_among_send_failures_replaces_and_counts_towards_a_takeover() -> None:
+    """Every retry of a batch is a new producer; each fence it meets still counts."""
+    publisher, stops = _Fenced(), list[str]()
+    txn = _transactions(publisher, stops)
+    for _ in range(FENCES - 1):
+        assert asyncio.run(txn.again(_failed(FENCED), fresh=True))
+    assert publisher.calls == ["replace", "begin"] * (FENCES - 1)
+    assert not asyncio.run(txn.again(_failed(FENCED), fresh=True))
+    assert stops == ["stop"]
+
+
+def test_a_fatal_send_failure_replaces_the_producer_at_once() -> None:
+    publisher, stops = _Fenced(), list[str]()
+    fatal = KafkaError(KafkaError.OUT_OF_ORDER_SEQUENCE_NUMBER, "skipped", fatal=True)
+    assert asyncio.run(_transactions(publisher, stops).again(_failed(fatal), fresh=False))
+    assert publisher.calls == ["replace", "begin"]  # no abort on a producer in a fatal state
+    assert stops == []
+
+
 # --- on the broker -----------------------------------------------------------------------
 
 
@@ -139,19 +164,33 @@ def test_a_producer_fenced_on_the_broker_is_replaced_and_commits(
     try:
         publisher.begin()
         batch(0)
-        other = Producer(rdkafka_config(settings, **{"transactional.id": _tid(publisher)}))
-        other.init_transactions(10.0)  # fences the worker's producer
+        _fence(settings, publisher)  # fences the worker's producer
         assert not asyncio.run(txn.commit(group.consumer_group_metadata(), offsets))
         assert stops == []  # replaced, not stopped
         publisher.begin()
         batch(1)
         assert asyncio.run(txn.commit(group.consumer_group_metadata(), offsets))
-        got = consume(settings, settings.scored_topic, until=lambda rs: len(rs) >= 1)
-        assert [r.json()["n"] for r in got] == [1]  # the fenced attempt was aborted
+
+        # Fenced again, now while a batch is being sent: its wait answers every output
+        # failed with the fence (it raised, and the data feed crashed), and it goes on.
+        _fence(settings, publisher)
+        publisher.begin()
+        source = InputRecord(b"k", b"{}", settings.data_topic, 0, 0)
+        publisher.send([Scored(b"k", b'{"n": 2}', [], "m", "1", source)])
+        left, failures = publisher.wait(10.0)
+        assert (left, [f.error.fatal() for f in failures]) == (0, [True])
+        assert asyncio.run(txn.again(failures, fresh=False))
+        batch(3)
+        assert asyncio.run(txn.commit(group.consumer_group_metadata(), offsets))
+        assert stops == []
+        got = consume(settings, settings.scored_topic, until=lambda rs: len(rs) >= 2)
+        assert [r.json()["n"] for r in got] == [1, 3]  # the fenced attempts were aborted
     finally:
         group.close()
         publisher.close(5.0)
 
 
-def _tid(publisher: Publisher) -> str:
-    return str(publisher._config["transactional.id"])
+def _fence(settings: Settings, publisher: Publisher) -> None:
+    """What another instance under the worker's transactional id does when it starts."""
+    tid = str(publisher._config["transactional.id"])
+    Producer(rdkafka_config(settings, **{"transactional.id": tid})).init_transactions(10.0)
