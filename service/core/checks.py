@@ -68,12 +68,18 @@ def warm_up(
             given = np.asarray(samples["inputs"], dtype=dtype).reshape(-1, width)
         first = given[:1] if len(given) else np.zeros((1, width), dtype=dtype)
         one = runtime.predict_within(first, seconds)
-        wide = max(width, sum(int(out.size) for out in one.values()))
-        if wide > MAX_VALUES_A_ROW:
-            raise errors.WarmupFailed(f"gives {wide} values a row; at most {MAX_VALUES_A_ROW}")
-        rows = max(2, min(rows, WARMUP_VALUES // wide))
+        a_row = sum(int(out.size) for out in one.values())
+        if max(width, a_row) > MAX_VALUES_A_ROW:
+            raise errors.WarmupFailed(f"gives {a_row} values a row; at most {MAX_VALUES_A_ROW}")
+        rows = max(2, min(rows, WARMUP_VALUES // max(width, a_row, 1)))
+        given = given[:rows]  # samples too: as many rows as zeros would be
         many = given if len(given) > 1 else np.zeros((rows, width), dtype=dtype)
         outputs = runtime.predict_within(many, seconds)
+        if sum(int(out.size) for out in outputs.values()) != a_row * len(many):
+            raise errors.WarmupFailed(  # its rows widen with the batch: gigabytes at 2,000
+                f"gives {a_row} values for one row but not {len(many)} times as many for "
+                f"{len(many)} rows"
+            )
     except errors.ModelRejected:
         raise
     except Exception as exc:
@@ -81,9 +87,10 @@ def warm_up(
     checked = outputs if len(given) > 1 else one if len(given) == 1 else None
     _check_classes(runtime.signature, outputs)
     expected = samples.get("labels") if isinstance(samples, dict) else None
+    expected = expected if isinstance(expected, list) else None
     label = runtime.signature.label_output
     if expected is not None and label is not None and checked is not None:
-        got = checked[label].reshape(-1).tolist()
+        got, expected = checked[label].reshape(-1).tolist(), list(expected)[: len(given)]
         if [str(x) for x in got] != [str(x) for x in expected]:
             raise errors.WarmupFailed(
                 f"sample predictions {got[:5]} differ from published labels {expected[:5]}"

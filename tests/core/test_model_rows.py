@@ -222,3 +222,26 @@ def test_a_model_giving_more_values_a_row_than_a_record_holds_is_refused(
     artifact = _tiled(MAX_VALUES_A_ROW)  # 2 inputs, 500,000 outputs a row
     with pytest.raises(errors.WarmupFailed, match="gives 500000 values a row"):
         ModelRegistry().build(make_message(artifact=artifact, metadata={}))
+
+
+def test_a_model_whose_rows_widen_with_the_batch_is_refused(make_message: MessageFactory) -> None:
+    """y = x @ x.T: one value for one row, N for each of N rows (gigabytes at 2,000)."""
+    nodes = [
+        helper.make_node("Transpose", ["x"], ["xt"]),
+        helper.make_node("MatMul", ["x", "xt"], ["y"]),
+    ]
+    with pytest.raises(errors.WarmupFailed, match="not 64 times as many for 64 rows"):
+        ModelRegistry().build(make_message(artifact=rows_model(nodes, []), metadata={}))
+
+
+def test_published_samples_are_held_to_the_warm_up_bound(make_message: MessageFactory) -> None:
+    """30 samples of a model giving 200,000 values a row: only the rows zeros would have."""
+    samples = {"inputs": [[0.5, 0.5]] * 30}
+    tracemalloc.start()
+    try:
+        message = make_message(artifact=_tiled(100_000), metadata={"samples": samples})
+        ModelRegistry().build(message)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 200_000_000, peak  # all 30 rows: ~1.2 GB
