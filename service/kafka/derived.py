@@ -32,7 +32,7 @@ from google.protobuf.descriptor_pool import DescriptorPool
 from google.protobuf.message_factory import GetMessageClass
 
 from service.core import errors
-from service.core.outputs import Scored
+from service.core.outputs import Scored, dead_letter
 from service.core.shapes import enriched_json
 from service.kafka.schemas import Reader, SchemaCodec, unavailable
 
@@ -122,13 +122,17 @@ class EnrichWriter:
         derived schema the registry refused, with why (their outputs are left as they are).
         Raises RegistryUnavailable when the registry cannot be reached."""
         refused: dict[str, str] = {}
-        for out in outputs:
+        for i, out in enumerate(outputs):
             if type(out) is not Scored or not out.enrich or out.shadow or out.topic in refused:
                 continue
             source = out.source
             reader: Reader | None = source.frame
             if reader is None:
-                out.value = enriched_json(source.document, out.value)
+                try:
+                    out.value = enriched_json(source.document, out.value)
+                except TypeError as exc:  # orjson cannot write it (an integer beyond 64 bits)
+                    why = f"the enriched record cannot be written as JSON: {exc}"
+                    outputs[i] = dead_letter(source, errors.ScoringFailed(why))
                 continue
             try:
                 derived = self._derive(reader, out.topic)
