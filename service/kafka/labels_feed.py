@@ -159,7 +159,8 @@ class LabelsFeed(Service):
 
     def _consume(self) -> list[Message]:
         consumer = self._consumer
-        assert consumer is not None
+        if consumer is None:  # closed by a stop meanwhile
+            return []
         if not consumer.assignment():
             time.sleep(0.2)
             return []
@@ -170,7 +171,8 @@ class LabelsFeed(Service):
         held = set(self.joins) | set(self._restoring)
         gone, new = held - wanted, wanted - set(self.joins)
         consumer = self._consumer
-        assert consumer is not None
+        if consumer is None:  # closed by a stop meanwhile
+            return
         if gone:
             for p in gone:
                 self.joins.pop(p, None)
