@@ -61,3 +61,13 @@ def test_the_two_commands_are_make_targets() -> None:
 
 def test_the_readme_is_a_front_page() -> None:
     assert len(TEXT.splitlines()) <= 200, "the README grows again: move the detail to docs/"
+
+
+def test_the_readme_performance_table_is_the_last_full_run() -> None:
+    """Nothing older: its rows are the performance page's printout, row for row."""
+    block = re.search(r"^## Performance\n.*?^```text\n(.*?)^```", TEXT, re.MULTILINE | re.DOTALL)
+    assert block is not None, "the README lost its Performance table"
+    page = (DOCS / "reference" / "performance.md").read_text()
+    rows = [line for line in block.group(1).splitlines() if line.strip()]
+    assert len(rows) >= 3
+    assert all(line in page.splitlines() for line in rows), rows
