@@ -186,7 +186,7 @@ def account(metrics: Metrics, outputs: Sequence[Output]) -> None:
                 continue
             scored[key] = scored.get(key, 0) + 1
             stamp = out.source.timestamp
-            if stamp and LATENCY_RANGE[0] <= now - stamp <= LATENCY_RANGE[1]:
+            if stamp:
                 latencies.setdefault(out.model, []).append(now - stamp)
         else:
             reason: Any = getattr(out, "reason", "error")
@@ -200,8 +200,10 @@ def account(metrics: Metrics, outputs: Sequence[Output]) -> None:
     for model, values in latencies.items():
         histogram = metrics.end_to_end_latency.labels(metrics.model_label(model))
         step = max(1, len(values) // LATENCY_SAMPLES)
+        low, high = LATENCY_RANGE
         for value in values[::step]:  # a sample per batch: observing each record costs ~1 µs
-            histogram.observe(max(0.0, value))
+            if low <= value <= high:
+                histogram.observe(max(0.0, value))
 
 
 def rewind(
